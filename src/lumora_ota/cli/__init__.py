@@ -1,0 +1,1 @@
+"""The ``lumora`` command line: a Typer + Rich front end over the management API."""

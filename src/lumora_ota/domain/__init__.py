@@ -1,0 +1,1 @@
+"""Pure domain logic: no I/O, no database. Unit-tested directly."""

@@ -1,0 +1,1 @@
+"""The ASGI server: device-facing routes, the management API and the dashboard."""

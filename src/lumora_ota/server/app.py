@@ -1,0 +1,79 @@
+"""The ASGI application factory.
+
+``create_app(settings)`` wires the pieces together: database (migrated at start), blob store,
+the device-facing routes (hot path, no database query per request in steady state), the
+management API under ``/api/v1``, health, metrics and the dashboard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from lumora_ota import __version__
+from lumora_ota.server import dashboard, device, health, management
+from lumora_ota.server.context import AppContext
+from lumora_ota.server.lifecycle import Lifecycle
+from lumora_ota.server.problems import install_problem_handlers
+from lumora_ota.settings import Settings
+from lumora_ota.store.blobs import open_blob_store
+from lumora_ota.store.db import create_db_engine, make_session_factory, migrate
+
+log = logging.getLogger("lumora_ota.server")
+
+API_DESCRIPTION = """
+Lumora OTA: self-hosted over-the-air updates.
+
+* **Device endpoints** (no key): the Expo Updates v1 manifest, the Lumora check API, assets
+  and client events.
+* **Management API** (`Authorization: Bearer <key>`): projects, deployments (channels),
+  publishing, updates, rollbacks, keys, code signing and statistics.
+
+Errors are RFC 9457 `application/problem+json` documents.
+"""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the application for ``settings``. Nothing touches the database until start."""
+    engine = create_db_engine(settings.resolved_database_url)
+    ctx = AppContext(
+        settings=settings,
+        engine=engine,
+        sessions=make_session_factory(engine),
+        blobs=open_blob_store(settings.resolved_storage_url),
+    )
+    lifecycle = Lifecycle()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        migrate(engine)
+        await lifecycle.start()
+        try:
+            yield
+        finally:
+            await lifecycle.stop()
+            engine.dispose()
+
+    app = FastAPI(
+        title="Lumora OTA",
+        version=__version__,
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.ctx = ctx
+    install_problem_handlers(app)
+    health.install(app, ctx, lifecycle)
+    device.install(app, ctx, lifecycle)
+    management.install(app, ctx, lifecycle)
+    dashboard.install(app, ctx, lifecycle)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for ASGI servers: settings come from ``LUMORA_*`` variables."""
+    return create_app(Settings.from_env())

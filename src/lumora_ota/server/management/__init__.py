@@ -1,0 +1,28 @@
+"""The management API under ``/api/v1``: one router module per resource."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from lumora_ota.server.context import AppContext
+from lumora_ota.server.lifecycle import Lifecycle
+from lumora_ota.server.management import (
+    assets,
+    audit,
+    deployments,
+    keys,
+    projects,
+    publish,
+    signing,
+    stats,
+    updates,
+)
+
+API_PREFIX = "/api/v1"
+
+
+def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
+    """Add every management router, and any start-up work they need."""
+    for module in (projects, deployments, assets, publish, updates, keys, signing, stats, audit):
+        app.include_router(module.router, prefix=API_PREFIX)
+    keys.install_bootstrap(ctx, lifecycle)

@@ -1,0 +1,103 @@
+"""Server settings, resolved once at start from flags and ``LUMORA_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 3002
+DEFAULT_DATA_DIR = ".lumora"
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw not in (None, "") else default
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw not in (None, "") else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server needs to know about its surroundings.
+
+    ``database_url`` and ``storage_url`` default to an SQLite file and a blob folder inside
+    ``data_dir``; ``public_url`` defaults to the address the server listens on.
+    """
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    data_dir: Path = field(default_factory=lambda: Path(DEFAULT_DATA_DIR))
+    database_url: str | None = None
+    storage_url: str | None = None
+    public_url: str | None = None
+    asset_base_url: str | None = None
+    bootstrap_admin_key: str | None = None
+    max_upload_bytes: int = 512 * 1024 * 1024
+    max_json_bytes: int = 4 * 1024 * 1024
+    cors_origins: tuple[str, ...] = ("*",)
+    cache_poll_interval: float = 0.5
+    stats_flush_interval: float = 1.0
+    workers: int = 1
+    server: str = "granian"
+    log_level: str = "info"
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL, defaulting to ``<data_dir>/lumora.db``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'lumora.db').resolve()}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        """The blob store URL, defaulting to ``file://<data_dir>/blobs``."""
+        if self.storage_url:
+            return self.storage_url
+        return f"file://{(self.data_dir / 'blobs').resolve()}"
+
+    @property
+    def resolved_public_url(self) -> str:
+        """The base URL devices use to reach this server, without a trailing slash."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+        return f"http://{host}:{self.port}"
+
+    @property
+    def resolved_asset_base_url(self) -> str:
+        """Base of asset URLs in manifests: a CDN when configured, else this server."""
+        if self.asset_base_url:
+            return self.asset_base_url.rstrip("/")
+        return f"{self.resolved_public_url}/api/v1/assets"
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with the given non-None fields replaced."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Settings from ``LUMORA_*`` environment variables, defaults elsewhere."""
+        env = os.environ.get
+        origins = env("LUMORA_CORS_ORIGINS", "*")
+        return cls(
+            host=env("LUMORA_HOST") or DEFAULT_HOST,
+            port=_env_int("LUMORA_PORT", DEFAULT_PORT),
+            data_dir=Path(env("LUMORA_DATA_DIR") or DEFAULT_DATA_DIR),
+            database_url=env("LUMORA_DATABASE_URL") or None,
+            storage_url=env("LUMORA_STORAGE_URL") or None,
+            public_url=env("LUMORA_PUBLIC_URL") or None,
+            asset_base_url=env("LUMORA_ASSET_BASE_URL") or None,
+            bootstrap_admin_key=env("LUMORA_BOOTSTRAP_ADMIN_KEY") or None,
+            max_upload_bytes=_env_int("LUMORA_MAX_UPLOAD_BYTES", 512 * 1024 * 1024),
+            cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
+            cache_poll_interval=_env_float("LUMORA_CACHE_POLL_INTERVAL", 0.5),
+            stats_flush_interval=_env_float("LUMORA_STATS_FLUSH_INTERVAL", 1.0),
+            workers=_env_int("LUMORA_WORKERS", 1),
+            server=env("LUMORA_SERVER_IMPL") or "granian",
+            log_level=env("LUMORA_LOG_LEVEL") or "info",
+        )

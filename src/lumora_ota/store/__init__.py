@@ -1,0 +1,1 @@
+"""Persistence: metadata through SQLAlchemy (SQLite or PostgreSQL) and blobs by content hash."""

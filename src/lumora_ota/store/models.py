@@ -1,0 +1,233 @@
+"""The database schema, as SQLAlchemy 2 declarative models.
+
+Alembic migrations under ``store/migrations`` create exactly this schema; a test compares the
+two so they cannot drift. Identifiers are UUID strings so SQLite and PostgreSQL behave alike;
+times are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A fresh random UUID as a string."""
+    return str(uuid.uuid4())
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores aware datetimes; SQLite hands back naive ones, which are UTC by construction."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Auto-pause an update's rollout when its launch-failure rate crosses the threshold.
+    auto_pause_on_failure: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    channels: Mapped[list[Channel]] = relationship(back_populates="project")
+
+
+class Channel(Base):
+    """A release channel; the management API calls these "deployments"."""
+
+    __tablename__ = "channels"
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_channels_project_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    project: Mapped[Project] = relationship(back_populates="channels")
+
+
+class Blob(Base):
+    """A stored file, once per content hash, shared by every update that uses it."""
+
+    __tablename__ = "blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Sizes of the precomputed compressed variants, None where none is stored (not worth it).
+    br_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    gzip_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class ProjectBlob(Base):
+    """Which project uploaded which blob: the missing-hash check answers per project, so one
+    project cannot probe another's files."""
+
+    __tablename__ = "project_blobs"
+
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"), primary_key=True)
+
+
+class UpdateGroup(Base):
+    """One publish: the updates it created for each platform share this group."""
+
+    __tablename__ = "update_groups"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+class Update(Base):
+    """One platform's update, or a roll-back-to-embedded marker (``kind``)."""
+
+    __tablename__ = "updates"
+    __table_args__ = (
+        Index("ix_updates_channel_lookup", "project_id", "channel_id", "platform", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    group_id: Mapped[str] = mapped_column(ForeignKey("update_groups.id", ondelete="CASCADE"))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    channel_id: Mapped[str] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    platform: Mapped[str] = mapped_column(String(16))
+    runtime_version: Mapped[str] = mapped_column(String(100))
+    # "update" or "rollback_to_embedded"
+    kind: Mapped[str] = mapped_column(String(32), default="update")
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    rollout: Mapped[int] = mapped_column(Integer, default=100)
+    mandatory: Mapped[bool] = mapped_column(Boolean, default=False)
+    # "active" or "rolled_back"
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    # Set when this update re-publishes or promotes another one.
+    source_update_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    metadata_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    extra_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_by: Mapped[str | None] = mapped_column(String(36), nullable=True)
+
+    assets: Mapped[list[UpdateAsset]] = relationship(
+        back_populates="update", order_by="UpdateAsset.position", cascade="all, delete-orphan"
+    )
+
+
+class UpdateAsset(Base):
+    """An asset of an update: the launch asset has ``is_launch_asset`` set."""
+
+    __tablename__ = "update_assets"
+    __table_args__ = (UniqueConstraint("update_id", "key", name="uq_update_assets_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    update_id: Mapped[str] = mapped_column(ForeignKey("updates.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    key: Mapped[str] = mapped_column(String(1024))
+    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    size: Mapped[int] = mapped_column(BigInteger)
+    content_type: Mapped[str] = mapped_column(String(255))
+    file_extension: Mapped[str] = mapped_column(String(32), default="")
+    is_launch_asset: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    update: Mapped[Update] = relationship(back_populates="assets")
+
+
+class ApiKey(Base):
+    """A management API key. Only a SHA-256 of the secret is kept."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    prefix: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # "admin", "publish" or "read"
+    role: Mapped[str] = mapped_column(String(16))
+    project_id: Mapped[str | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AuditEntry(Base):
+    """Who did what, when, through the management API."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    key_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    project_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class SigningKey(Base):
+    """A project's manifest-signing key pair. The private key is kept as PEM here, or read
+    from ``private_key_path`` (mode 0600) when the operator prefers a file."""
+
+    __tablename__ = "signing_keys"
+
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    keyid: Mapped[str] = mapped_column(String(100))
+    private_key_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    private_key_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DeliveryState(Base):
+    """A single row whose revision every delivery-relevant change bumps, so each server
+    process knows when its in-memory delivery cache is stale without querying per request."""
+
+    __tablename__ = "delivery_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger, default=0)

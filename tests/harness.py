@@ -1,0 +1,224 @@
+"""Test harness: real ``lumora serve`` processes over real databases.
+
+``ServerProcess`` starts the server as a subprocess on a free port, waits for ``/health`` and
+can stop it gracefully or kill it with SIGKILL. ``DatabaseProvider`` hands out a fresh SQLite
+file or a fresh PostgreSQL database (created on 127.0.0.1:5432 and dropped afterwards).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("LUMORA_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_HOST_URL = PG_ADMIN_URL.rsplit("/", 1)[0]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def lumora_bin() -> str:
+    """The ``lumora`` executable of the interpreter running the tests."""
+    candidate = Path(sys.executable).parent / "lumora"
+    return str(candidate) if candidate.exists() else "lumora"
+
+
+def create_pg_database() -> str:
+    """Create an empty PostgreSQL database; returns its SQLAlchemy URL."""
+    import psycopg
+
+    name = f"lumora_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{PG_HOST_URL}/{name}"
+
+
+def drop_pg_database(url: str) -> None:
+    """Drop a database made by ``create_pg_database`` (terminating leftover sessions)."""
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def database_url_for(backend: str, data_dir: Path) -> str:
+    """A fresh database of the given backend."""
+    if backend == "sqlite":
+        return f"sqlite:///{data_dir / 'lumora.db'}"
+    if backend == "postgres":
+        return create_pg_database()
+    raise ValueError(backend)
+
+
+@dataclass
+class ServerProcess:
+    """One running ``lumora serve``."""
+
+    data_dir: Path
+    database_url: str
+    admin_key: str = field(default_factory=lambda: "lum_test_" + secrets.token_urlsafe(24))
+    port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)
+    storage_url: str | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LUMORA_")}
+        env.update(
+            {
+                "LUMORA_BOOTSTRAP_ADMIN_KEY": self.admin_key,
+                "LUMORA_CACHE_POLL_INTERVAL": "0.2",
+                "LUMORA_STATS_FLUSH_INTERVAL": "0.2",
+            }
+        )
+        env.update(self.extra_env)
+        args = [
+            lumora_bin(),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--database-url",
+            self.database_url,
+            *(["--storage-url", self.storage_url] if self.storage_url else []),
+            *self.extra_args,
+        ]
+        self.log_path = self.data_dir / f"server-{self.port}.log"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server did not become healthy:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Graceful stop (SIGTERM), then SIGKILL if it hangs."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the server and its workers at once, as a crash would."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            for child in _children(self.proc.pid):
+                os.kill(child, signal.SIGKILL)
+            self.proc.kill()
+        self.proc.wait()
+
+    def client(self, key: str | None = None, **kwargs: Any) -> httpx.Client:
+        """An httpx client for this server, authorised with ``key`` (default: the admin key)."""
+        headers = {"authorization": f"Bearer {key or self.admin_key}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
+
+    def anon(self, **kwargs: Any) -> httpx.Client:
+        """An httpx client with no key (device endpoints)."""
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        out = subprocess.run(
+            ["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False
+        ).stdout
+    except FileNotFoundError:
+        return []
+    kids = [int(p) for p in out.split()]
+    return [g for k in kids for g in _children(k)] + kids
+
+
+# ---------------------------------------------------------------- export-shaped test data
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def make_export(
+    root: Path,
+    *,
+    runtime_version: str | None = "1",
+    seed: str = "",
+    n_assets: int = 2,
+    platforms: tuple[str, ...] = ("ios", "android"),
+) -> Path:
+    """Write an ``expo export``-shaped directory (metadata.json, bundles/, assets/)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "bundles").mkdir(exist_ok=True)
+    (root / "assets").mkdir(exist_ok=True)
+    file_meta: dict[str, Any] = {}
+    assets = []
+    for i in range(n_assets):
+        data = f"asset {i} {seed}".encode() * 50
+        name = hashlib.md5(data).hexdigest()  # noqa: S324 - mimics Metro's asset names
+        (root / "assets" / name).write_bytes(data)
+        assets.append({"path": f"assets/{name}", "ext": "png" if i % 2 == 0 else "ttf"})
+    for platform in platforms:
+        bundle = f"// {platform} bundle {seed}\nconsole.log('hello {seed}');\n".encode() * 20
+        name = f"bundles/{platform}-{hashlib.md5(bundle).hexdigest()}.js"  # noqa: S324
+        (root / name).write_bytes(bundle)
+        file_meta[platform] = {"bundle": name, "assets": assets}
+    (root / "metadata.json").write_text(
+        json.dumps({"version": 0, "bundler": "metro", "fileMetadata": file_meta})
+    )
+    if runtime_version is not None:
+        (root / "expoConfig.json").write_text(
+            json.dumps({"name": "test-app", "slug": "test-app", "runtimeVersion": runtime_version})
+        )
+    return root
+
+
+def iter_files(root: Path) -> Iterator[Path]:
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            yield path
