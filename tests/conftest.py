@@ -47,7 +47,9 @@ def server_factory(
             db_url = database_url_for(backend, data_dir)
             if backend == "postgres":
                 databases.append(db_url)
-        srv = ServerProcess(data_dir=kwargs.pop("data_dir", data_dir), database_url=db_url, **kwargs)
+        srv = ServerProcess(
+            data_dir=kwargs.pop("data_dir", data_dir), database_url=db_url, **kwargs
+        )
         started.append(srv)
         return srv.start()
 

@@ -26,7 +26,9 @@ from typing import Any
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PG_ADMIN_URL = os.environ.get("LUMORA_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "LUMORA_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 PG_HOST_URL = PG_ADMIN_URL.rsplit("/", 1)[0]
 
 
@@ -200,12 +202,12 @@ def make_export(
     assets = []
     for i in range(n_assets):
         data = f"asset {i} {seed}".encode() * 50
-        name = hashlib.md5(data).hexdigest()  # noqa: S324 - mimics Metro's asset names
+        name = hashlib.md5(data).hexdigest()
         (root / "assets" / name).write_bytes(data)
         assets.append({"path": f"assets/{name}", "ext": "png" if i % 2 == 0 else "ttf"})
     for platform in platforms:
         bundle = f"// {platform} bundle {seed}\nconsole.log('hello {seed}');\n".encode() * 20
-        name = f"bundles/{platform}-{hashlib.md5(bundle).hexdigest()}.js"  # noqa: S324
+        name = f"bundles/{platform}-{hashlib.md5(bundle).hexdigest()}.js"
         (root / name).write_bytes(bundle)
         file_meta[platform] = {"bundle": name, "assets": assets}
     (root / "metadata.json").write_text(

@@ -33,9 +33,7 @@ def serve(
     host: Annotated[str, typer.Option(envvar="LUMORA_HOST", help="Address to bind.")] = (
         DEFAULT_HOST
     ),
-    port: Annotated[int, typer.Option(envvar="LUMORA_PORT", help="Port to bind.")] = (
-        DEFAULT_PORT
-    ),
+    port: Annotated[int, typer.Option(envvar="LUMORA_PORT", help="Port to bind.")] = (DEFAULT_PORT),
     data_dir: Annotated[
         Path, typer.Option(envvar="LUMORA_DATA_DIR", help="Holds the SQLite file and blobs.")
     ] = Path(DEFAULT_DATA_DIR),
@@ -77,7 +75,7 @@ def serve(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _export(settings)
     if server == "uvicorn":
-        import uvicorn  # noqa: PLC0415 - only the chosen server is imported
+        import uvicorn
 
         uvicorn.run(
             APP_FACTORY,
@@ -92,8 +90,8 @@ def serve(
         return
     if server != "granian":
         raise typer.BadParameter("choose granian or uvicorn", param_hint="--server")
-    from granian.constants import Interfaces  # noqa: PLC0415
-    from granian.server import Server  # noqa: PLC0415
+    from granian.constants import Interfaces
+    from granian.server import Server
 
     Server(
         APP_FACTORY,

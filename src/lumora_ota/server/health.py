@@ -19,7 +19,7 @@ def _probe(name: str, fn: Any) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         fn()
-    except Exception as exc:  # noqa: BLE001 - any failure means "down"
+    except Exception as exc:
         return {"name": name, "status": "down", "error": type(exc).__name__}
     return {
         "name": name,

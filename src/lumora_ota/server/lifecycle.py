@@ -33,7 +33,7 @@ class Lifecycle:
         for hook in reversed(self._stop):
             try:
                 await hook()
-            except Exception as exc:  # noqa: BLE001 - keep shutting down
+            except Exception as exc:
                 errors.append(exc)
         if errors:
             raise errors[0]

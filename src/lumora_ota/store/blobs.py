@@ -215,7 +215,7 @@ def open_blob_store(url: str) -> BlobStore:
     if url.startswith("file://"):
         return FileBlobStore(Path(url[len("file://") :]))
     if url.startswith("s3://"):
-        from lumora_ota.store.s3 import S3BlobStore  # noqa: PLC0415 - boto3 only when used
+        from lumora_ota.store.s3 import S3BlobStore
 
         return S3BlobStore.from_url(url)
     if "://" not in url:

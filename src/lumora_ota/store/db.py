@@ -136,7 +136,9 @@ def bump_delivery_revision(session: Session) -> None:
     """Mark every server's delivery cache stale; call inside the transaction that changed
     anything a device could be served."""
     session.execute(
-        update(DeliveryState).where(DeliveryState.id == 1).values(revision=DeliveryState.revision + 1)
+        update(DeliveryState)
+        .where(DeliveryState.id == 1)
+        .values(revision=DeliveryState.revision + 1)
     )
 
 
