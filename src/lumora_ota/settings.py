@@ -45,6 +45,9 @@ class Settings:
     workers: int = 1
     server: str = "granian"
     log_level: str = "info"
+    # Device-endpoint rate limits, "RATE[/BURST]" requests per second; empty = off.
+    rate_limit_per_ip: str = ""
+    rate_limit_per_client: str = ""
 
     @property
     def resolved_database_url(self) -> str:
@@ -100,4 +103,6 @@ class Settings:
             workers=_env_int("LUMORA_WORKERS", 1),
             server=env("LUMORA_SERVER_IMPL") or "granian",
             log_level=env("LUMORA_LOG_LEVEL") or "info",
+            rate_limit_per_ip=env("LUMORA_RATE_LIMIT_PER_IP") or "",
+            rate_limit_per_client=env("LUMORA_RATE_LIMIT_PER_CLIENT") or "",
         )

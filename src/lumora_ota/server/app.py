@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from lumora_ota import __version__
+from lumora_ota.domain.ratelimit import RateLimit
 from lumora_ota.server import dashboard, device, health, management
 from lumora_ota.server.context import AppContext
 from lumora_ota.server.lifecycle import Lifecycle
+from lumora_ota.server.middleware import DeviceRateLimitMiddleware, SecurityHeadersMiddleware
 from lumora_ota.server.problems import install_problem_handlers
 from lumora_ota.settings import Settings
 from lumora_ota.store.blobs import open_blob_store
@@ -71,6 +73,11 @@ def create_app(settings: Settings) -> FastAPI:
     device.install(app, ctx, lifecycle)
     management.install(app, ctx, lifecycle)
     dashboard.install(app, ctx, lifecycle)
+    per_ip = RateLimit.parse(settings.rate_limit_per_ip)
+    per_client = RateLimit.parse(settings.rate_limit_per_client)
+    if per_ip or per_client:
+        app.add_middleware(DeviceRateLimitMiddleware, per_ip=per_ip, per_client=per_client)
+    app.add_middleware(SecurityHeadersMiddleware)
     return app
 
 

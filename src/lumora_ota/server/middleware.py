@@ -1,0 +1,121 @@
+"""Cross-cutting ASGI middleware: security headers and device-endpoint rate limiting.
+
+Both are plain ASGI (no per-request Starlette objects) to keep the device hot path cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lumora_ota.domain.ratelimit import RateLimit, TokenBuckets
+
+API_SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+
+DEVICE_PATH_PREFIXES = (
+    "/api/v1/expo/",
+    "/api/v1/updates/check",
+    "/api/v1/assets/",
+    "/api/v1/events",
+)
+
+
+class SecurityHeadersMiddleware:
+    """Adds nosniff, no-referrer and frame denial to every response that lacks them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(h for h in API_SECURITY_HEADERS if h[0] not in present)
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _client_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name in (b"eas-client-id", b"x-lumora-device-id"):
+            client: str = value.decode("latin-1")[:200]
+            return client
+    return None
+
+
+class DeviceRateLimitMiddleware:
+    """429 with ``Retry-After`` when a device (by client id) or an IP exceeds its limit.
+
+    Only device endpoints are limited; the management API has keys and audit instead.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        per_ip: RateLimit | None,
+        per_client: RateLimit | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app = app
+        self.clock = clock
+        self.ip_buckets = TokenBuckets(per_ip) if per_ip else None
+        self.client_buckets = TokenBuckets(per_client) if per_client else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(DEVICE_PATH_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        now = self.clock()
+        wait = 0.0
+        if self.client_buckets is not None:
+            client = _client_id(scope)
+            if client is not None:
+                wait = self.client_buckets.take(client, now)
+        if wait == 0.0 and self.ip_buckets is not None:
+            ip = (scope.get("client") or ("unknown", 0))[0]
+            wait = self.ip_buckets.take(ip, now)
+        if wait > 0:
+            await _too_many_requests(send, wait, scope["path"])
+            return
+        await self.app(scope, receive, send)
+
+
+async def _too_many_requests(send: Send, wait: float, path: str) -> None:
+    retry_after = str(max(1, math.ceil(wait)))
+    body = json.dumps(
+        {
+            "type": "about:blank",
+            "title": "Too Many Requests",
+            "status": 429,
+            "detail": f"rate limit exceeded; retry after {retry_after} s",
+            "instance": path,
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 429,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"retry-after", retry_after.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
