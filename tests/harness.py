@@ -164,7 +164,9 @@ class ServerProcess:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
 
     def anon(self, **kwargs: Any) -> httpx.Client:
-        """An httpx client with no key (device endpoints)."""
+        """An httpx client with no key (device endpoints). Like a device, it follows
+        redirects: with an S3 store, asset URLs answer 302 to the object."""
+        kwargs.setdefault("follow_redirects", True)
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)
 
 
@@ -224,3 +226,149 @@ def iter_files(root: Path) -> Iterator[Path]:
     for path in sorted(root.rglob("*")):
         if path.is_file():
             yield path
+
+
+# ---------------------------------------------------------------- publishing through the API
+
+_CONTENT_TYPES = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "ttf": "font/ttf",
+    "js": "application/javascript",
+}
+
+
+def export_publish_body(
+    root: Path,
+    project: str,
+    *,
+    channel: str = "production",
+    runtime_version: str = "1",
+    message: str = "",
+    rollout: int = 100,
+    platforms: tuple[str, ...] | None = None,
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """The ``POST /updates/publish`` body for an expo-export directory, and sha256 -> file."""
+    meta = json.loads((root / "metadata.json").read_text())["fileMetadata"]
+    files: dict[str, Path] = {}
+
+    def entry(rel: str, ext: str) -> dict[str, Any]:
+        path = root / rel
+        sha = sha256_hex(path.read_bytes())
+        files[sha] = path
+        return {
+            "key": rel,
+            "sha256": sha,
+            "contentType": _CONTENT_TYPES.get(ext, "application/octet-stream"),
+            "fileExtension": f".{ext}",
+        }
+
+    body_platforms = {
+        name: {
+            "launchAsset": entry(spec["bundle"], "js"),
+            "assets": [entry(a["path"], a["ext"]) for a in spec["assets"]],
+        }
+        for name, spec in meta.items()
+        if platforms is None or name in platforms
+    }
+    body: dict[str, Any] = {
+        "project": project,
+        "channel": channel,
+        "runtimeVersion": runtime_version,
+        "message": message,
+        "rollout": rollout,
+        "platforms": body_platforms,
+    }
+    if (root / "expoConfig.json").exists():
+        body["extra"] = {"expoClient": json.loads((root / "expoConfig.json").read_text())}
+    return body, files
+
+
+def upload_missing(client: httpx.Client, project: str, files: dict[str, Path]) -> int:
+    """Upload the files the server reports missing; returns the number of bytes sent."""
+    resp = client.post("/api/v1/assets/missing", json={"project": project, "hashes": list(files)})
+    resp.raise_for_status()
+    sent = 0
+    for sha in resp.json()["missing"]:
+        data = files[sha].read_bytes()
+        put = client.put(f"/api/v1/assets/{sha}", params={"project": project}, content=data)
+        put.raise_for_status()
+        sent += len(data)
+    return sent
+
+
+def publish_export(
+    client: httpx.Client, project: str, root: Path, **options: Any
+) -> tuple[dict[str, Any], int]:
+    """Publish an expo-export directory through the API (missing -> upload -> publish).
+
+    Returns the publish answer and the number of bytes uploaded. ``options`` go to
+    ``export_publish_body``.
+    """
+    body, files = export_publish_body(root, project, **options)
+    sent = upload_missing(client, project, files)
+    resp = client.post("/api/v1/updates/publish", json=body)
+    if resp.status_code != 201:
+        raise AssertionError(f"publish failed: {resp.status_code} {resp.text}")
+    answer: dict[str, Any] = resp.json()
+    return answer, sent
+
+
+def create_project(client: httpx.Client, slug: str, name: str | None = None) -> dict[str, Any]:
+    """Create a project through the API; returns its JSON."""
+    resp = client.post("/api/v1/projects", json={"name": name or slug, "slug": slug})
+    if resp.status_code != 201:
+        raise AssertionError(f"creating project failed: {resp.status_code} {resp.text}")
+    project: dict[str, Any] = resp.json()
+    return project
+
+
+def publish_dir(
+    client: httpx.Client,
+    project: str,
+    root: Path,
+    *,
+    launch: str,
+    platforms: tuple[str, ...] = ("ios",),
+    channel: str = "production",
+    runtime_version: str = "1",
+    message: str = "",
+    rollout: int = 100,
+    mandatory: bool = False,
+) -> dict[str, Any]:
+    """Publish every file under ``root`` (keys = relative paths; ``launch`` is the launch
+    asset) for ``platforms`` through the API: missing -> upload -> publish. Returns the
+    publish answer; ``answer["updates"][i]["id"]`` are the per-platform update ids."""
+    files: dict[str, Path] = {}
+
+    def entry(path: Path) -> dict[str, Any]:
+        sha = sha256_hex(path.read_bytes())
+        files[sha] = path
+        ext = path.suffix
+        return {
+            "key": path.relative_to(root).as_posix(),
+            "sha256": sha,
+            "contentType": _CONTENT_TYPES.get(ext.lstrip("."), "application/octet-stream"),
+            "fileExtension": ext,
+        }
+
+    launch_path = root / launch
+    spec = {
+        "launchAsset": entry(launch_path),
+        "assets": [entry(p) for p in iter_files(root) if p != launch_path],
+    }
+    body = {
+        "project": project,
+        "channel": channel,
+        "runtimeVersion": runtime_version,
+        "message": message,
+        "rollout": rollout,
+        "mandatory": mandatory,
+        "platforms": {name: spec for name in platforms},
+    }
+    upload_missing(client, project, files)
+    resp = client.post("/api/v1/updates/publish", json=body)
+    if resp.status_code != 201:
+        raise AssertionError(f"publish failed: {resp.status_code} {resp.text}")
+    answer: dict[str, Any] = resp.json()
+    return answer

@@ -42,12 +42,23 @@ class Settings:
     cors_origins: tuple[str, ...] = ("*",)
     cache_poll_interval: float = 0.5
     stats_flush_interval: float = 1.0
+    # An update is flagged unhealthy when its launch-failure rate exceeds this over at least
+    # ``health_min_launches`` launches (devices that launched it or failed to).
+    health_failure_rate: float = 0.05
+    health_min_launches: int = 20
     workers: int = 1
     server: str = "granian"
     log_level: str = "info"
+    # Test hook only: "publish-before-commit" makes a publish exit the process right before
+    # its commit, so tests can prove a crash there leaves no visible update.
+    test_crash_point: str | None = None
     # Device-endpoint rate limits, "RATE[/BURST]" requests per second; empty = off.
     rate_limit_per_ip: str = ""
     rate_limit_per_client: str = ""
+    # Delta updates: patches are computed from the launch assets of this many previous updates
+    # of a stream, and served only when smaller than this fraction of the brotli bundle.
+    patch_bases: int = 3
+    patch_max_ratio: float = 0.5
 
     @property
     def resolved_database_url(self) -> str:
@@ -97,12 +108,18 @@ class Settings:
             asset_base_url=env("LUMORA_ASSET_BASE_URL") or None,
             bootstrap_admin_key=env("LUMORA_BOOTSTRAP_ADMIN_KEY") or None,
             max_upload_bytes=_env_int("LUMORA_MAX_UPLOAD_BYTES", 512 * 1024 * 1024),
+            max_json_bytes=_env_int("LUMORA_MAX_JSON_BYTES", 4 * 1024 * 1024),
             cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
             cache_poll_interval=_env_float("LUMORA_CACHE_POLL_INTERVAL", 0.5),
             stats_flush_interval=_env_float("LUMORA_STATS_FLUSH_INTERVAL", 1.0),
+            health_failure_rate=_env_float("LUMORA_HEALTH_FAILURE_RATE", 0.05),
+            health_min_launches=_env_int("LUMORA_HEALTH_MIN_LAUNCHES", 20),
             workers=_env_int("LUMORA_WORKERS", 1),
             server=env("LUMORA_SERVER_IMPL") or "granian",
             log_level=env("LUMORA_LOG_LEVEL") or "info",
+            test_crash_point=env("LUMORA_TEST_CRASH_POINT") or None,
             rate_limit_per_ip=env("LUMORA_RATE_LIMIT_PER_IP") or "",
             rate_limit_per_client=env("LUMORA_RATE_LIMIT_PER_CLIENT") or "",
+            patch_bases=_env_int("LUMORA_PATCH_BASES", 3),
+            patch_max_ratio=_env_float("LUMORA_PATCH_MAX_RATIO", 0.5),
         )

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from lumora_ota import __version__
 from lumora_ota.domain.ratelimit import RateLimit
-from lumora_ota.server import dashboard, device, health, management
+from lumora_ota.server import dashboard, device, health, management, observability
 from lumora_ota.server.context import AppContext
 from lumora_ota.server.lifecycle import Lifecycle
 from lumora_ota.server.middleware import DeviceRateLimitMiddleware, SecurityHeadersMiddleware
@@ -70,6 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.ctx = ctx
     install_problem_handlers(app)
     health.install(app, ctx, lifecycle)
+    observability.install(app, ctx, lifecycle)  # stats recorder, /api/v1/events, /metrics
     device.install(app, ctx, lifecycle)
     management.install(app, ctx, lifecycle)
     dashboard.install(app, ctx, lifecycle)

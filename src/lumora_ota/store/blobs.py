@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Protocol
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# Object names are hashes or hash-derived (``<sha256>.br``), never user-supplied paths.
+BLOB_NAME_RE = re.compile(r"[0-9a-f]{64}(\.[a-z0-9._-]{1,80})?")
 CHUNK_SIZE = 1024 * 1024
 
 VARIANTS = ("br", "gzip")
@@ -46,6 +48,13 @@ def is_sha256(value: str) -> bool:
     return bool(SHA256_RE.fullmatch(value))
 
 
+def check_blob_name(name: str) -> str:
+    """``name`` if it is a valid object name (a hash or hash-derived); else ValueError."""
+    if not BLOB_NAME_RE.fullmatch(name):
+        raise ValueError(f"invalid blob name: {name!r}")
+    return name
+
+
 @dataclass(frozen=True)
 class StoredBlob:
     """What a completed upload wrote."""
@@ -56,10 +65,15 @@ class StoredBlob:
 
 @dataclass(frozen=True)
 class BlobLocation:
-    """Where a device can get a blob: a local file to send, or a URL to redirect to."""
+    """Where a device can get a blob: a local file to send, or a URL to redirect to.
+
+    ``cache_control`` is what a redirect to ``url`` may carry: a pre-signed URL expires, so
+    its redirect is private and short-lived; a public/CDN URL is as immutable as the blob.
+    """
 
     path: Path | None = None
     url: str | None = None
+    cache_control: str | None = None
 
 
 class BlobStore(Protocol):
@@ -94,8 +108,14 @@ class BlobStore(Protocol):
         """The whole object (for derived-object computation, not for device delivery)."""
         ...
 
-    def locate(self, name: str) -> BlobLocation:
-        """How a device request should be answered for this object."""
+    def locate(
+        self, name: str, *, content_type: str | None = None, content_encoding: str | None = None
+    ) -> BlobLocation:
+        """How a device request should be answered for this object.
+
+        A store answering with a URL makes the response behind it carry ``content_type``
+        and ``content_encoding`` (a pre-signed URL overrides the stored headers).
+        """
         ...
 
     def delete(self, name: str) -> None:
@@ -122,8 +142,7 @@ class FileBlobStore:
 
     def path_for(self, name: str) -> Path:
         """The final path of an object. Names are hashes or hash-derived, never user paths."""
-        if not re.fullmatch(r"[0-9a-f]{64}(\.[a-z0-9._-]{1,80})?", name):
-            raise ValueError(f"invalid blob name: {name!r}")
+        check_blob_name(name)
         return self.root / name[:2] / name[2:4] / name
 
     @contextlib.contextmanager
@@ -195,8 +214,10 @@ class FileBlobStore:
         """See ``BlobStore.read_bytes``."""
         return self.path_for(name).read_bytes()
 
-    def locate(self, name: str) -> BlobLocation:
-        """See ``BlobStore.locate``."""
+    def locate(
+        self, name: str, *, content_type: str | None = None, content_encoding: str | None = None
+    ) -> BlobLocation:
+        """See ``BlobStore.locate``; the route sends the file with its own headers."""
         return BlobLocation(path=self.path_for(name))
 
     def delete(self, name: str) -> None:

@@ -8,13 +8,14 @@ times are timezone-aware UTC.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -152,6 +153,8 @@ class Update(Base):
     assets: Mapped[list[UpdateAsset]] = relationship(
         back_populates="update", order_by="UpdateAsset.position", cascade="all, delete-orphan"
     )
+    # Many-to-one, loaded with the update (one join) so records carry the channel name.
+    channel: Mapped[Channel] = relationship(lazy="joined")
 
 
 class UpdateAsset(Base):
@@ -231,3 +234,123 @@ class DeliveryState(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     revision: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# ---------------------------------------------------------------- delta updates (store/patches.py)
+
+
+class DeltaPatch(Base):
+    """A bsdiff patch from a base update's launch asset to a target update's, stored in the
+    blob store as ``{target_sha256}.from-{base_sha256}.bsdiff``. ``base_update_id`` is an
+    update id or a registered embedded update id (no foreign key). ``useful`` says whether the
+    patch beats the compressed full bundle enough to be served."""
+
+    __tablename__ = "delta_patches"
+
+    target_update_id: Mapped[str] = mapped_column(
+        ForeignKey("updates.id", ondelete="CASCADE"), primary_key=True
+    )
+    base_update_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    base_sha256: Mapped[str] = mapped_column(String(64))
+    target_sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    useful: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class EmbeddedBundle(Base):
+    """The launch asset embedded in a store build (a blob uploaded for the project), so the
+    first update after an install can be delivered as a patch from it."""
+
+    __tablename__ = "embedded_bundles"
+    __table_args__ = (
+        Index("ix_embedded_bundles_stream", "project_id", "platform", "runtime_version"),
+    )
+
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    embedded_update_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    runtime_version: Mapped[str] = mapped_column(String(100))
+    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# ---------------------------------------------------------------- statistics (owned by stats.py)
+
+
+class StatCounter(Base):
+    """An additive counter per project, channel, update, UTC day and metric.
+
+    Server processes flush their in-memory counts with ``value = value + excluded.value``
+    upserts, so any number of processes add up. Empty strings stand for "none" (a check that
+    served no update, a server-wide figure) because primary-key columns cannot be NULL.
+    """
+
+    __tablename__ = "stat_counters"
+
+    project_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(100), primary_key=True)
+    update_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    metric: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class DeviceState(Base):
+    """What a device last told us: the update it runs, its channel and when it was seen.
+    Active-device figures count these rows; the newest observation wins across processes."""
+
+    __tablename__ = "device_state"
+    __table_args__ = (Index("ix_device_state_seen", "project_id", "last_seen"),)
+
+    project_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(100), default="")
+    platform: Mapped[str] = mapped_column(String(16), default="")
+    current_update_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    embedded_update_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DeviceUpdateFact(Base):
+    """A fact about one device and one update (downloaded, installed, launched, failed to
+    launch, rolled back), stored once however often it is reported, so figures count devices
+    and cannot be inflated by retries or repeated headers."""
+
+    __tablename__ = "device_update_facts"
+    __table_args__ = (
+        Index("ix_device_update_facts_update", "project_id", "update_id", "fact"),
+        Index("ix_device_update_facts_day", "project_id", "day"),
+    )
+
+    project_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    update_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fact: Mapped[str] = mapped_column(String(32), primary_key=True)
+    day: Mapped[date] = mapped_column(Date)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DeviceDay(Base):
+    """A device that checked in on a UTC day through a channel, stored once: the source of
+    exact unique-device figures per day and range."""
+
+    __tablename__ = "device_days"
+    __table_args__ = (Index("ix_device_days_day", "project_id", "day"),)
+
+    project_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(100), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+
+
+class ServerSecret(Base):
+    """Per-install secrets shared by every server process (e.g. the dashboard session key)."""
+
+    __tablename__ = "server_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))

@@ -1,12 +1,25 @@
-"""Device routes (being built)."""
+"""Device routes — the hot path: Expo manifest, Lumora check, assets — and the delivery cache
+they answer from (no database query per request in steady state)."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
 from lumora_ota.server.context import AppContext
+from lumora_ota.server.device import assets, check, expo
+from lumora_ota.server.device.cache import DeliveryCache
+from lumora_ota.server.device.cors import DeviceCORSMiddleware
 from lumora_ota.server.lifecycle import Lifecycle
 
 
 def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
-    """Add the device routes and background tasks to app."""
+    """Add the device routes, CORS for them and the delivery cache with its poller."""
+    cache = DeliveryCache(ctx.engine, ctx.sessions, poll_interval=ctx.settings.cache_poll_interval)
+    cache.watch_local_commits()
+    ctx.components["delivery"] = cache
+    lifecycle.on_start(cache.start)
+    lifecycle.on_stop(cache.stop)
+    app.include_router(expo.build_router(ctx, cache))
+    app.include_router(check.build_router(ctx, cache))
+    app.include_router(assets.build_router(ctx))
+    app.add_middleware(DeviceCORSMiddleware, allow_origins=ctx.settings.cors_origins)

@@ -9,7 +9,9 @@ from lumora_ota.server.lifecycle import Lifecycle
 from lumora_ota.server.management import (
     assets,
     audit,
+    delta,  # delta updates (issue #10)
     deployments,
+    embedded,  # delta updates (issue #10)
     keys,
     projects,
     publish,
@@ -25,4 +27,8 @@ def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
     """Add every management router, and any start-up work they need."""
     for module in (projects, deployments, assets, publish, updates, keys, signing, stats, audit):
         app.include_router(module.router, prefix=API_PREFIX)
+    for module in (embedded, delta):  # delta updates (issue #10)
+        app.include_router(module.router, prefix=API_PREFIX)
     keys.install_bootstrap(ctx, lifecycle)
+    publish.install(ctx, lifecycle)
+    embedded.install(ctx, lifecycle)  # the delta-patch worker (issue #10)

@@ -1,7 +1,142 @@
-"""Management API: signing (being built)."""
+"""Management API: a project's code-signing key pair.
+
+``PUT /projects/{project}/signing`` (admin) turns manifest signing on: the key pair must parse,
+the key must be RSA with at least 2048 bits, and the certificate must belong to it and allow
+code signing (what expo-updates checks). The private key is kept in the database, or — with
+``privateKeyPath`` instead of ``privateKeyPem`` — read from a file on the server that only its
+owner may read (mode 0600 or stricter). The private key is never returned.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import stat
+from pathlib import Path
+from typing import Annotated, Any
 
-router = APIRouter(tags=["signing"])
+from fastapi import APIRouter
+from pydantic import Field
+from sqlalchemy.orm import Session
+
+from lumora_ota.domain.manifest import iso_time
+from lumora_ota.server.management.audit import record_audit
+from lumora_ota.server.management.auth import (
+    CurrentPrincipal,
+    ReadSession,
+    WriteSession,
+    visible_project,
+)
+from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel
+from lumora_ota.server.problems import ProblemError
+from lumora_ota.signing import KEYID_RE, SigningError, load_signing_identity
+from lumora_ota.store.db import bump_delivery_revision
+from lumora_ota.store.models import SigningKey, utcnow
+
+router = APIRouter(tags=["signing"], route_class=GuardedJSONRoute)
+
+MAX_PEM_CHARS = 64 * 1024
+
+
+class SigningKeyPut(RequestModel):
+    """Body of ``PUT /projects/{project}/signing``: exactly one of the two private-key forms."""
+
+    keyid: Annotated[str, Field(pattern=KEYID_RE.pattern)]
+    private_key_pem: Annotated[str | None, Field(max_length=MAX_PEM_CHARS)] = None
+    private_key_path: Annotated[str | None, Field(min_length=1, max_length=4096)] = None
+    certificate_pem: Annotated[str, Field(min_length=1, max_length=MAX_PEM_CHARS)]
+
+
+def read_private_key_file(path_text: str) -> bytes:
+    """The PEM at an absolute server-side path readable by its owner only; 400 otherwise."""
+    path = Path(path_text)
+    if not path.is_absolute():
+        raise ProblemError(400, "privateKeyPath must be an absolute path on the server")
+    try:
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise ProblemError(400, "privateKeyPath is not a regular file")
+        if mode & 0o077:
+            raise ProblemError(400, "privateKeyPath must be readable by its owner only (chmod 600)")
+        return path.read_bytes()
+    except OSError as exc:
+        raise ProblemError(400, f"privateKeyPath cannot be read: {exc.strerror}") from None
+
+
+def signing_json(row: SigningKey | None) -> dict[str, Any]:
+    """The API shape of a project's signing configuration (never the private key)."""
+    if row is None:
+        return {"enabled": False}
+    return {
+        "enabled": True,
+        "keyid": row.keyid,
+        "certificatePem": row.certificate_pem,
+        "privateKeySource": "file" if row.private_key_path else "database",
+        "createdAt": iso_time(row.created_at),
+    }
+
+
+def _upsert(session: Session, project_id: str, body: SigningKeyPut) -> SigningKey:
+    row = session.get(SigningKey, project_id)
+    if row is None:
+        row = SigningKey(project_id=project_id)
+        session.add(row)
+    row.keyid = body.keyid
+    row.private_key_pem = body.private_key_pem
+    row.private_key_path = body.private_key_path
+    row.certificate_pem = body.certificate_pem
+    row.created_at = utcnow()
+    return row
+
+
+@router.put("/projects/{project}/signing", summary="Turn on manifest signing (admin)")
+def put_signing(
+    project: str, body: SigningKeyPut, principal: CurrentPrincipal, session: WriteSession
+) -> dict[str, Any]:
+    """Store the project's signing key pair; manifests are signed from now on."""
+    found = visible_project(session, principal, project)
+    principal.require("admin")
+    if (body.private_key_pem is None) == (body.private_key_path is None):
+        raise ProblemError(400, "send exactly one of privateKeyPem and privateKeyPath")
+    private_pem = (
+        body.private_key_pem.encode()
+        if body.private_key_pem is not None
+        else read_private_key_file(body.private_key_path or "")
+    )
+    try:
+        load_signing_identity(body.keyid, private_pem, body.certificate_pem)
+    except SigningError as exc:
+        raise ProblemError(400, str(exc), title="Unusable signing key") from None
+    row = _upsert(session, found.id, body)
+    record_audit(
+        session,
+        principal,
+        "signing.set",
+        project_id=found.id,
+        target=found.slug,
+        detail={"keyid": body.keyid, "privateKeySource": signing_json(row)["privateKeySource"]},
+    )
+    bump_delivery_revision(session)
+    session.commit()
+    return {"keyid": row.keyid, "certificatePem": row.certificate_pem}
+
+
+@router.get("/projects/{project}/signing", summary="The project's signing configuration")
+def get_signing(project: str, principal: CurrentPrincipal, session: ReadSession) -> dict[str, Any]:
+    """Whether the project signs, with which keyid and certificate."""
+    found = visible_project(session, principal, project)
+    return signing_json(session.get(SigningKey, found.id))
+
+
+@router.delete("/projects/{project}/signing", summary="Turn off manifest signing (admin)")
+def delete_signing(
+    project: str, principal: CurrentPrincipal, session: WriteSession
+) -> dict[str, Any]:
+    """Forget the project's key pair; manifests are no longer signed."""
+    found = visible_project(session, principal, project)
+    principal.require("admin")
+    row = session.get(SigningKey, found.id)
+    if row is not None:
+        session.delete(row)
+        record_audit(session, principal, "signing.delete", project_id=found.id, target=found.slug)
+        bump_delivery_revision(session)
+        session.commit()
+    return {"enabled": False}

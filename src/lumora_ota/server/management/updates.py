@@ -1,7 +1,264 @@
-"""Management API: updates (being built)."""
+"""Management API: reading, patching, rolling back and promoting updates; their manifests."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any, Literal
 
-router = APIRouter(tags=["updates"])
+from fastapi import APIRouter, Query, Request
+from pydantic import Field, model_validator
+from sqlalchemy.orm import Session
+from starlette.responses import JSONResponse
+
+from lumora_ota.domain.hashes import b64url_from_hex
+from lumora_ota.domain.manifest import asset_url, build_manifest, iso_time
+from lumora_ota.domain.model import AssetRecord, UpdateRecord
+from lumora_ota.server.context import app_context
+from lumora_ota.server.management.audit import record_audit
+from lumora_ota.server.management.auth import (
+    CurrentPrincipal,
+    Principal,
+    ReadSession,
+    WriteSession,
+    visible_project,
+)
+from lumora_ota.server.management.deployments import CHANNEL_PATTERN
+from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel, store_errors
+from lumora_ota.server.problems import not_found
+from lumora_ota.settings import Settings
+from lumora_ota.store import repository
+from lumora_ota.store.models import Update
+
+router = APIRouter(tags=["updates"], route_class=GuardedJSONRoute)
+
+PlatformName = Literal["ios", "android", "web"]
+# Strict: JSON true, 50.0 or "50" are not percentages.
+Rollout = Annotated[int, Field(ge=0, le=100, strict=True)]
+Flag = Annotated[bool, Field(strict=True)]
+_UPDATE_ID = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class UpdatePatch(RequestModel):
+    """Body of ``PATCH /updates/{id}``."""
+
+    rollout: Rollout | None = None
+    mandatory: Flag | None = None
+
+
+class RollbackRequest(RequestModel):
+    """Body of ``POST /updates/{id}/rollback``: ``{}``, ``{to}`` or ``{toEmbedded: true}``."""
+
+    to: _UPDATE_ID | None = None
+    to_embedded: Flag = False
+
+    @model_validator(mode="after")
+    def _one_form(self) -> RollbackRequest:
+        if self.to is not None and self.to_embedded:
+            raise ValueError("give either 'to' or 'toEmbedded', not both")
+        return self
+
+
+class PromoteRequest(RequestModel):
+    """Body of ``POST /updates/{id}/promote``."""
+
+    channel: Annotated[str, Field(pattern=CHANNEL_PATTERN)]
+    rollout: Rollout = 100
+    mandatory: Flag | None = None
+
+
+# ---------------------------------------------------------------- JSON shapes
+
+
+def _asset_json(asset: AssetRecord, settings: Settings) -> dict[str, Any]:
+    return {
+        "key": asset.key,
+        "sha256": asset.sha256,
+        "hash": b64url_from_hex(asset.sha256),
+        "size": asset.size,
+        "contentType": asset.content_type,
+        "fileExtension": asset.file_extension,
+        "url": asset_url(settings.resolved_asset_base_url, asset.sha256, asset.file_extension),
+    }
+
+
+def record_json(record: UpdateRecord, settings: Settings) -> dict[str, Any]:
+    """The API shape of an update."""
+    is_marker = record.kind == repository.KIND_ROLLBACK_TO_EMBEDDED
+    return {
+        "id": record.id,
+        "groupId": record.group_id,
+        "projectId": record.project_id,
+        "channel": record.channel,
+        "platform": record.platform,
+        "runtimeVersion": record.runtime_version,
+        "kind": "rollbackToEmbedded" if is_marker else "update",
+        "message": record.message,
+        "createdAt": iso_time(record.created_at),
+        "rollout": record.rollout,
+        "mandatory": record.mandatory,
+        "status": "rolledBack" if record.status == repository.STATUS_ROLLED_BACK else "active",
+        "sourceUpdateId": record.source_update_id,
+        "launchAsset": _asset_json(record.launch_asset, settings) if record.launch_asset else None,
+        "assets": [_asset_json(a, settings) for a in record.assets],
+        "metadata": record.metadata,
+        "extra": record.extra,
+        "manifestUrl": None
+        if is_marker
+        else f"{settings.resolved_public_url}/api/v1/manifests/{record.id}",
+    }
+
+
+def update_json(update: Update, settings: Settings) -> dict[str, Any]:
+    """The API shape of a stored update."""
+    return record_json(repository.to_record(update), settings)
+
+
+def visible_update(session: Session, principal: Principal, update_id: str) -> Update:
+    """The update, if the key may see its project; else 404."""
+    update = repository.get_update(session, update_id)
+    if update is None or not principal.can_see(update.project_id):
+        raise not_found(f"update {update_id!r}")
+    return update
+
+
+# ---------------------------------------------------------------- routes
+
+
+@router.get("/updates", summary="Updates, newest first, with filters and cursor paging")
+def list_updates(
+    request: Request,
+    principal: CurrentPrincipal,
+    session: ReadSession,
+    project: Annotated[str | None, Query(description="Project id or slug")] = None,
+    channel: Annotated[str | None, Query(max_length=100)] = None,
+    platform: PlatformName | None = None,
+    runtime_version: Annotated[str | None, Query(alias="runtimeVersion", max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> dict[str, Any]:
+    """One page of updates; pass ``nextCursor`` back as ``cursor`` for the next one."""
+    if project is not None:
+        scope: list[str] | None = [visible_project(session, principal, project).id]
+    else:
+        scope = None if principal.project_id is None else [principal.project_id]
+    filters = repository.UpdateFilter(
+        project_ids=scope, channel=channel, platform=platform, runtime_version=runtime_version
+    )
+    with store_errors():
+        page, next_cursor = repository.list_updates(session, filters, limit=limit, cursor=cursor)
+    settings = app_context(request).settings
+    return {"items": [update_json(u, settings) for u in page], "nextCursor": next_cursor}
+
+
+@router.get("/updates/{update_id}", summary="One update with its assets")
+def get_update(
+    update_id: str, request: Request, principal: CurrentPrincipal, session: ReadSession
+) -> dict[str, Any]:
+    """The update, or 404."""
+    return update_json(visible_update(session, principal, update_id), app_context(request).settings)
+
+
+@router.patch("/updates/{update_id}", summary="Change rollout percentage or mandatory flag")
+def patch_update(
+    update_id: str,
+    body: UpdatePatch,
+    request: Request,
+    principal: CurrentPrincipal,
+    session: WriteSession,
+) -> dict[str, Any]:
+    """Set ``rollout`` (0..100) and/or ``mandatory``."""
+    update = visible_update(session, principal, update_id)
+    principal.require("publish")
+    repository.patch_update(session, update, rollout=body.rollout, mandatory=body.mandatory)
+    record_audit(
+        session,
+        principal,
+        "update.patch",
+        project_id=update.project_id,
+        target=update.id,
+        detail=body.model_dump(exclude_none=True),
+    )
+    session.commit()
+    return update_json(update, app_context(request).settings)
+
+
+@router.post(
+    "/updates/{update_id}/rollback",
+    summary="Roll an update back (optionally to an earlier update or to the embedded one)",
+    responses={201: {"description": "A new update (re-publish or roll-back-to-embedded)"}},
+)
+def rollback_update(
+    update_id: str,
+    body: RollbackRequest,
+    request: Request,
+    principal: CurrentPrincipal,
+    session: WriteSession,
+) -> JSONResponse:
+    """``{}`` marks the update rolled back (200); ``{to}`` also re-publishes that earlier
+    update as a new one (201); ``{toEmbedded: true}`` also records a roll-back-to-embedded for
+    the update's channel, platform and runtime version (201)."""
+    update = visible_update(session, principal, update_id)
+    principal.require("publish")
+    settings = app_context(request).settings
+    with store_errors():
+        if body.to is not None:
+            target = visible_update(session, principal, body.to)
+            result = repository.rollback_to(session, update, target, created_by=principal.key_id)
+        elif body.to_embedded:
+            result = repository.rollback_to_embedded(session, update, created_by=principal.key_id)
+        else:
+            result = repository.mark_rolled_back(session, update)
+    record_audit(
+        session,
+        principal,
+        "update.rollback",
+        project_id=update.project_id,
+        target=update.id,
+        detail={"to": body.to, "toEmbedded": body.to_embedded, "newUpdateId": result.id},
+    )
+    session.commit()
+    return JSONResponse(update_json(result, settings), status_code=200 if result is update else 201)
+
+
+@router.post("/updates/{update_id}/promote", status_code=201, summary="Promote to another channel")
+def promote_update(
+    update_id: str,
+    body: PromoteRequest,
+    request: Request,
+    principal: CurrentPrincipal,
+    session: WriteSession,
+) -> dict[str, Any]:
+    """Publish the same files on another channel as a new update (nothing is uploaded)."""
+    update = visible_update(session, principal, update_id)
+    principal.require("publish")
+    with store_errors():
+        channel = repository.ensure_channel(session, update.project_id, body.channel)
+        copy = repository.promote(
+            session,
+            update,
+            channel,
+            rollout=body.rollout,
+            mandatory=body.mandatory,
+            created_by=principal.key_id,
+        )
+    record_audit(
+        session,
+        principal,
+        "update.promote",
+        project_id=update.project_id,
+        target=update.id,
+        detail={"channel": channel.name, "newUpdateId": copy.id},
+    )
+    session.commit()
+    return update_json(copy, app_context(request).settings)
+
+
+@router.get("/manifests/{update_id}", summary="The Expo manifest of an update")
+def get_manifest(
+    update_id: str, request: Request, principal: CurrentPrincipal, session: ReadSession
+) -> dict[str, Any]:
+    """The Expo Updates v1 manifest JSON that devices get for this update."""
+    update = visible_update(session, principal, update_id)
+    if update.kind != repository.KIND_UPDATE:
+        raise not_found(f"manifest of update {update_id!r} (a roll-back-to-embedded marker)")
+    settings = app_context(request).settings
+    return build_manifest(repository.to_record(update), settings.resolved_asset_base_url)

@@ -1,0 +1,124 @@
+"""``lumora codesigning``: make a manifest-signing key pair and turn signing on."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lumora_ota.cli.errors import CliError
+from lumora_ota.cli.options import (
+    ApiKeyOption,
+    JsonOption,
+    ProjectOption,
+    ServerOption,
+    open_api,
+    pick_project,
+)
+from lumora_ota.cli.output import note, print_json
+
+app = typer.Typer(
+    rich_markup_mode="markdown",
+    name="codesigning",
+    help="Manifest code signing (expo-signature).",
+    no_args_is_help=True,
+)
+
+PRIVATE_KEY_FILE = "private-key.pem"
+CERTIFICATE_FILE = "certificate.pem"
+
+
+@app.command("generate")
+def generate(
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory for private-key.pem and certificate.pem.")
+    ],
+    keyid: Annotated[str, typer.Option("--keyid", help="Key id named in signatures.")] = "main",
+    common_name: Annotated[
+        str | None,
+        typer.Option("--common-name", help="Certificate subject [default: the project]."),
+    ] = None,
+    valid_days: Annotated[
+        int, typer.Option("--valid-days", min=1, help="Certificate lifetime in days.")
+    ] = 3650,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite existing files in --out.")
+    ] = False,
+    as_json: JsonOption = False,
+    project: ProjectOption = None,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Generate an RSA key and self-signed code-signing certificate, save them in --out
+    (private key mode 0600) and turn on manifest signing for the project under --keyid.
+
+    Put certificate.pem in your app (expo-updates `codeSigningCertificate`, with
+    `codeSigningMetadata: {keyid, alg: "rsa-v1_5-sha256"}`).
+
+    Example: lumora codesigning generate --project my-app --keyid main --out ./keys
+    """
+    chosen = pick_project(project)
+    key_path = out / PRIVATE_KEY_FILE
+    cert_path = out / CERTIFICATE_FILE
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out is not a directory: {out}")
+    existing = [p for p in (key_path, cert_path) if p.exists()]
+    if existing and not force:
+        raise CliError(f"{existing[0]} exists; pass --force to replace it")
+    try:
+        # Made before signing is turned on, so a bad --out fails with nothing changed.
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"cannot create {out}: {exc.strerror or exc}") from exc
+    # Imported here so the other commands do not pay for loading cryptography.
+    from lumora_ota.signing import generate_signing_identity
+
+    private_pem, cert_pem = generate_signing_identity(
+        common_name or f"lumora {chosen}", valid_days=valid_days
+    )
+    with open_api(server, api_key) as api:
+        answer = api.put(
+            f"/projects/{chosen}/signing",
+            {
+                "keyid": keyid,
+                "privateKeyPem": private_pem.decode("ascii"),
+                "certificatePem": cert_pem.decode("ascii"),
+            },
+        )
+    _write_private(out, key_path, private_pem, mode=0o600)
+    _write_private(out, cert_path, cert_pem, mode=0o644)
+    result = {
+        "project": chosen,
+        "keyid": answer.get("keyid", keyid) if isinstance(answer, dict) else keyid,
+        "privateKeyPath": str(key_path),
+        "certificatePath": str(cert_path),
+        "validDays": valid_days,
+    }
+    if as_json:
+        print_json(result)
+        return
+    note(
+        f"signing on for {chosen} (keyid {result['keyid']}); wrote {key_path} (keep it"
+        f" secret) and {cert_path} (embed it in the app)"
+    )
+
+
+def _write_private(directory: Path, path: Path, data: bytes, *, mode: int) -> None:
+    """Write ``data`` atomically; the temp file is 0600 from birth, then gets ``mode``."""
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.chmod(tmp_name, mode)
+            os.replace(tmp_name, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+            raise
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror or exc}") from exc

@@ -1,0 +1,90 @@
+"""How commands talk to the terminal: Rich tables for people, plain JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.filesize import decimal
+from rich.table import Table
+
+ID_COLUMNS = frozenset({"id", "update id", "update"})
+
+
+def stdout_console() -> Console:
+    """A console on stdout (the command's result)."""
+    return Console(highlight=False, soft_wrap=False)
+
+
+def stderr_console() -> Console:
+    """A console on stderr (progress, notes), so stdout stays clean for pipes."""
+    return Console(stderr=True, highlight=False)
+
+
+def print_json(data: Any) -> None:
+    """Print ``data`` as indented JSON on stdout, exactly, without Rich markup."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def print_table(
+    columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None
+) -> None:
+    """A table with one row per item; ``None`` cells show as a dash.
+
+    Id columns never wrap, so ids can be copied whole; other cells wrap when space is short.
+    """
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in columns:
+        if column in ID_COLUMNS:
+            table.add_column(column, no_wrap=True, min_width=36)
+        else:
+            table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("-" if cell is None else str(cell) for cell in row))
+    stdout_console().print(table)
+
+
+def print_fields(pairs: Iterable[tuple[str, Any]], *, title: str | None = None) -> None:
+    """A two-column "field: value" table for one object."""
+    table = Table(title=title, title_justify="left", show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for name, value in pairs:
+        table.add_row(name, "-" if value is None or value == "" else str(value))
+    stdout_console().print(table)
+
+
+def note(message: str) -> None:
+    """A line for people on stderr (kept out of stdout so pipes get only results)."""
+    stderr_console().print(message)
+
+
+def human_bytes(size: int) -> str:
+    """``1234567`` -> ``1.2 MB``."""
+    return decimal(size)
+
+
+def yes_no(value: Any) -> str:
+    """A boolean for a table cell."""
+    return "yes" if value else "no"
+
+
+def stdin_is_interactive() -> bool:
+    """Whether a person can answer questions (both stdin and stdout are terminals)."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def confirm(question: str, *, assume_yes: bool) -> None:
+    """Ask before doing something; skipped with ``--yes`` or without a terminal to ask on.
+
+    Declining aborts the command (``main`` reports it as ``error: aborted``).
+    """
+    if assume_yes or not stdin_is_interactive():
+        return
+    typer.confirm(question, abort=True)

@@ -1,0 +1,123 @@
+"""``lumora projects``: create, list and inspect projects."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+import typer
+
+from lumora_ota.cli.errors import CliError
+from lumora_ota.cli.options import ApiKeyOption, JsonOption, ServerOption, open_api, pick_project
+from lumora_ota.cli.output import note, print_fields, print_json, print_table
+
+app = typer.Typer(
+    rich_markup_mode="markdown",
+    name="projects",
+    help="Create, list and inspect projects.",
+    no_args_is_help=True,
+)
+
+
+def slug_from_name(name: str) -> str:
+    """A URL-friendly slug for a project name: ``"My App!"`` -> ``"my-app"``."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+@app.command("create")
+def create_project(
+    name: Annotated[str, typer.Argument(help="Human-readable name.")],
+    slug: Annotated[
+        str | None, typer.Option("--slug", help="URL name [default: derived from NAME].")
+    ] = None,
+    as_json: JsonOption = False,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Create a project (needs an all-projects admin key).
+
+    Example: lumora projects create "My App" --slug my-app
+    """
+    chosen_slug = slug or slug_from_name(name)
+    if not chosen_slug:
+        raise CliError("cannot derive a slug from that name: pass --slug", exit_code=2)
+    with open_api(server, api_key) as api:
+        project = api.post("/projects", {"name": name, "slug": chosen_slug})
+    if as_json:
+        print_json(project)
+        return
+    note(f"created project {project.get('slug')} ({project.get('id')})")
+
+
+@app.command("list")
+def list_projects(
+    as_json: JsonOption = False,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """List the projects this key can see.
+
+    Example: lumora projects list --json
+    """
+    with open_api(server, api_key) as api:
+        page = api.get("/projects")
+    items = page.get("items", []) if isinstance(page, dict) else []
+    if as_json:
+        print_json(items)
+        return
+    if not items:
+        note("no projects yet: create one with `lumora projects create NAME`")
+        return
+    print_table(
+        ["slug", "name", "id", "channels", "created (UTC)"],
+        (
+            [
+                p.get("slug"),
+                p.get("name"),
+                p.get("id"),
+                ", ".join(_channel_names(p)),
+                (p.get("createdAt") or "")[:19].replace("T", " "),
+            ]
+            for p in items
+        ),
+    )
+
+
+@app.command("view")
+def view_project(
+    project: Annotated[
+        str | None,
+        typer.Argument(
+            envvar="LUMORA_PROJECT", help="Project slug or id (default: the configured project)."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Show one project and its channels.
+
+    Example: lumora projects view my-app
+    """
+    chosen = pick_project(project)
+    with open_api(server, api_key) as api:
+        found = api.get(f"/projects/{chosen}")
+    if as_json:
+        print_json(found)
+        return
+    print_fields(
+        [
+            ("slug", found.get("slug")),
+            ("name", found.get("name")),
+            ("id", found.get("id")),
+            ("created", found.get("createdAt")),
+            ("channels", ", ".join(_channel_names(found))),
+            ("auto-pause on failure", found.get("autoPauseOnFailure")),
+        ],
+        title="Project",
+    )
+
+
+def _channel_names(project: dict[str, Any]) -> list[str]:
+    channels = project.get("channels") or []
+    return [str(c.get("name") if isinstance(c, dict) else c) for c in channels]

@@ -1,0 +1,286 @@
+"""``lumora publish``: hash a directory, upload what the server lacks, publish an update."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from lumora_ota.cli.api import LumoraApi
+from lumora_ota.cli.errors import CliError
+from lumora_ota.cli.options import (
+    ApiKeyOption,
+    JsonOption,
+    ProjectOption,
+    ServerOption,
+    YesOption,
+    open_api,
+    pick_project,
+)
+from lumora_ota.cli.output import (
+    confirm,
+    human_bytes,
+    print_fields,
+    print_json,
+    print_table,
+    stderr_console,
+    yes_no,
+)
+from lumora_ota.cli.publish_plan import (
+    ALL_PLATFORMS,
+    FileDigest,
+    PublishPlan,
+    digest_files,
+    plan_publish,
+    publish_request,
+)
+
+MISSING_BATCH = 10_000
+
+
+def publish(
+    directory: Annotated[
+        Path, typer.Argument(help="`expo export` output, or any directory with --launch-asset.")
+    ] = Path("dist"),
+    channel: Annotated[str, typer.Option("--channel", "-c", help="Channel to publish to.")] = (
+        "production"
+    ),
+    platform: Annotated[
+        str,
+        typer.Option(
+            "--platform",
+            help="ios, android, web or all (every platform of the export; ios, android and"
+            " web for a plain directory).",
+        ),
+    ] = ALL_PLATFORMS,
+    launch_asset: Annotated[
+        str | None,
+        typer.Option(
+            "--launch-asset",
+            help="Publish a plain directory: this file (inside DIR) is the launch asset and"
+            " every other non-hidden file an asset.",
+        ),
+    ] = None,
+    runtime_version: Annotated[
+        str | None,
+        typer.Option(
+            "--runtime-version",
+            help="Runtime version [default: from expoConfig.json].",
+        ),
+    ] = None,
+    message: Annotated[
+        str | None,
+        typer.Option("--message", "-m", help="Update message [default: last git commit subject]."),
+    ] = None,
+    rollout: Annotated[
+        int, typer.Option("--rollout", min=0, max=100, help="Percent of devices that get it.")
+    ] = 100,
+    mandatory: Annotated[
+        bool, typer.Option("--mandatory", help="Clients should apply it right away.")
+    ] = False,
+    yes: YesOption = False,
+    as_json: JsonOption = False,
+    project: ProjectOption = None,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Publish a new update from an `expo export` directory or any directory of files.
+
+    Hashes every file once, asks the server which files it lacks, uploads only those and
+    publishes one update per platform.
+
+    Example: npx expo export && lumora publish dist --project my-app --channel staging
+
+    Example: lumora publish build/ --launch-asset main.py --runtime-version 1.0 --platform all
+    """
+    chosen_project = pick_project(project)
+    plan = plan_publish(
+        directory, platform=platform, launch_asset=launch_asset, runtime_version=runtime_version
+    )
+    update_message = message if message is not None else last_commit_subject(directory)
+    digests = digest_files(plan.unique_paths())
+    by_hash = {d.sha256: d for d in digests.values()}
+    total_bytes = sum(d.size for d in by_hash.values())
+    if not as_json:
+        files = f"{len(by_hash)} distinct, {human_bytes(total_bytes)}"
+        _print_summary(plan, chosen_project, channel, update_message, rollout, mandatory, files)
+    confirm("Publish this update?", assume_yes=yes)
+    with open_api(server, api_key) as api:
+        missing = _missing_hashes(api, chosen_project, sorted(by_hash))
+        to_upload = [by_hash[h] for h in sorted(missing)]
+        paths = {d.sha256: path for path, d in digests.items()}
+        _upload(api, chosen_project, to_upload, paths, show_progress=not as_json)
+        body = publish_request(
+            plan,
+            digests,
+            project=chosen_project,
+            channel=channel,
+            message=update_message,
+            rollout=rollout,
+            mandatory=mandatory,
+        )
+        result = api.post("/updates/publish", body)
+        manifest_url = api.url(f"/expo/{chosen_project}/manifest")
+    uploaded_bytes = sum(d.size for d in to_upload)
+    report = _report(result, plan, chosen_project, channel, manifest_url)
+    report.update(
+        uploadedBytes=uploaded_bytes,
+        skippedBytes=total_bytes - uploaded_bytes,
+        uploadedFiles=len(to_upload),
+        skippedFiles=len(by_hash) - len(to_upload),
+    )
+    if as_json:
+        print_json(report)
+        return
+    _print_result(report, result)
+
+
+def last_commit_subject(directory: Path) -> str:
+    """The subject of the last commit of the git repository holding ``directory``, or ``""``."""
+    git = shutil.which("git")
+    if git is None:
+        return ""
+    try:
+        done = subprocess.run(  # noqa: S603 - fixed argv, no shell
+            [git, "-C", str(directory), "log", "-1", "--pretty=%s"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def _missing_hashes(api: LumoraApi, project: str, hashes: list[str]) -> set[str]:
+    missing: set[str] = set()
+    for start in range(0, len(hashes), MISSING_BATCH):
+        batch = hashes[start : start + MISSING_BATCH]
+        answer = api.post("/assets/missing", {"project": project, "hashes": batch})
+        missing.update(_string_list(answer, "missing"))
+    unknown = missing - set(hashes)
+    if unknown:
+        raise CliError("the server reported missing files that were never asked about")
+    return missing
+
+
+def _upload(
+    api: LumoraApi,
+    project: str,
+    digests: list[FileDigest],
+    paths: dict[str, Path],
+    *,
+    show_progress: bool,
+) -> None:
+    if not digests:
+        return
+    total = sum(d.size for d in digests)
+    console = stderr_console()
+    with Progress(
+        TextColumn("[bold]uploading"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TextColumn("{task.fields[files]}"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not (show_progress and console.is_terminal),
+        transient=False,
+    ) as progress:
+        task = progress.add_task("upload", total=total, files=f"0/{len(digests)} files")
+        for done, digest in enumerate(digests, start=1):
+            api.upload_blob(
+                project,
+                digest.sha256,
+                paths[digest.sha256],
+                digest.size,
+                on_progress=lambda n: progress.advance(task, n),
+            )
+            progress.update(task, files=f"{done}/{len(digests)} files")
+
+
+def _report(
+    result: Any, plan: PublishPlan, project: str, channel: str, manifest_url: str
+) -> dict[str, Any]:
+    if not isinstance(result, dict) or not isinstance(result.get("updates"), list):
+        raise CliError("the server's publish answer has no updates")
+    updates = [u for u in result["updates"] if isinstance(u, dict)]
+    return {
+        "groupId": result.get("groupId"),
+        "project": project,
+        "channel": channel,
+        "runtimeVersion": plan.runtime_version,
+        "updates": {str(u.get("platform")): u.get("id") for u in updates},
+        "updateIds": [u.get("id") for u in updates],
+        "manifestUrl": manifest_url,
+        "manifestUrls": {str(u.get("platform")): u.get("manifestUrl") for u in updates},
+    }
+
+
+def _print_summary(
+    plan: PublishPlan,
+    project: str,
+    channel: str,
+    message: str,
+    rollout: int,
+    mandatory: bool,
+    files: str,
+) -> None:
+    print_fields(
+        [
+            ("project", project),
+            ("channel", channel),
+            ("runtime version", plan.runtime_version),
+            ("platforms", ", ".join(plan.platforms)),
+            ("source", f"{plan.source} {plan.root}"),
+            ("message", message),
+            ("rollout", f"{rollout}%"),
+            ("mandatory", yes_no(mandatory)),
+            ("files", files),
+        ],
+        title="Publishing",
+    )
+
+
+def _print_result(report: dict[str, Any], result: dict[str, Any]) -> None:
+    print_table(
+        ["platform", "update id", "runtime", "rollout"],
+        (
+            [u.get("platform"), u.get("id"), u.get("runtimeVersion"), f"{u.get('rollout')}%"]
+            for u in result["updates"]
+        ),
+        title=f"Published group {report['groupId']}",
+    )
+    saved = report["skippedBytes"]
+    print_fields(
+        [
+            (
+                "uploaded",
+                f"{report['uploadedFiles']} files, {human_bytes(report['uploadedBytes'])}",
+            ),
+            (
+                "already on server",
+                f"{report['skippedFiles']} files, {human_bytes(saved)} saved by deduplication",
+            ),
+            ("manifest URL", report["manifestUrl"]),
+        ]
+    )
+
+
+def _string_list(answer: Any, field: str) -> list[str]:
+    values = answer.get(field) if isinstance(answer, dict) else None
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise CliError(f"the server's answer has no {field} list")
+    return values

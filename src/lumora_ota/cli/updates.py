@@ -1,0 +1,320 @@
+"""``lumora updates``: list, inspect, roll back, promote and tune published updates."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from lumora_ota.cli.errors import CliError
+from lumora_ota.cli.options import (
+    ApiKeyOption,
+    JsonOption,
+    ProjectOption,
+    ServerOption,
+    YesOption,
+    open_api,
+    pick_project,
+)
+from lumora_ota.cli.output import (
+    confirm,
+    human_bytes,
+    note,
+    print_fields,
+    print_json,
+    print_table,
+    yes_no,
+)
+from lumora_ota.cli.stats_view import render_stats
+
+PAGE_LIMIT = 200
+
+app = typer.Typer(
+    rich_markup_mode="markdown",
+    name="updates",
+    help="List, inspect, roll back, promote and tune published updates.",
+    no_args_is_help=True,
+)
+
+UpdateIdArgument = Annotated[str, typer.Argument(help="Update id.", metavar="UPDATE_ID")]
+
+
+def update_row(update: dict[str, Any]) -> list[Any]:
+    """The table cells of one update (see ``UPDATE_COLUMNS``)."""
+    return [
+        update.get("id"),
+        update.get("channel"),
+        update.get("platform"),
+        update.get("runtimeVersion"),
+        f"{update.get('rollout')}%",
+        _state(update) + (", mandatory" if update.get("mandatory") else ""),
+        (update.get("createdAt") or "")[:16].replace("T", " "),
+        update.get("message"),
+    ]
+
+
+UPDATE_COLUMNS = ["id", "channel", "platform", "runtime", "rollout", "state", "created", "message"]
+
+
+def _state(update: dict[str, Any]) -> str:
+    if update.get("kind") == "rollbackToEmbedded":
+        return "roll back to embedded"
+    status = update.get("status")
+    return "rolled back" if status == "rolledBack" else str(status or "-")
+
+
+@app.command("list")
+def list_updates(
+    channel: Annotated[str | None, typer.Option("--channel", "-c", help="Only this channel.")] = (
+        None
+    ),
+    platform: Annotated[
+        str | None, typer.Option("--platform", help="Only ios, android or web.")
+    ] = None,
+    runtime_version: Annotated[
+        str | None, typer.Option("--runtime-version", help="Only this runtime version.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 20,
+    as_json: JsonOption = False,
+    project: ProjectOption = None,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """List updates, newest first.
+
+    Example: lumora updates list --channel production --platform ios --limit 10
+    """
+    chosen = pick_project(project)
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    with open_api(server, api_key) as api:
+        while len(items) < limit:
+            page = api.get(
+                "/updates",
+                project=chosen,
+                channel=channel,
+                platform=platform,
+                runtimeVersion=runtime_version,
+                limit=min(PAGE_LIMIT, limit - len(items)),
+                cursor=cursor,
+            )
+            items.extend(_items(page))
+            cursor = page.get("nextCursor") if isinstance(page, dict) else None
+            if not cursor:
+                break
+    if as_json:
+        print_json(items)
+        return
+    if not items:
+        note("no updates match")
+        return
+    print_table(UPDATE_COLUMNS, (update_row(u) for u in items))
+
+
+@app.command("view")
+def view_update(
+    update_id: UpdateIdArgument,
+    as_json: JsonOption = False,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Show one update: its fields, manifest, assets, metadata and extra.
+
+    Example: lumora updates view 0b7e6c1e-3f2a-4a8e-9d55-2f7f0c1c9a10
+    """
+    with open_api(server, api_key) as api:
+        update = api.get(f"/updates/{update_id}")
+        manifest = None
+        if isinstance(update, dict) and update.get("kind") != "rollbackToEmbedded":
+            manifest = api.get(f"/manifests/{update_id}")
+    if not isinstance(update, dict):
+        raise CliError("the server's answer is not an update")
+    if as_json:
+        print_json({**update, "manifest": manifest})
+        return
+    print_fields(
+        [
+            ("id", update.get("id")),
+            ("group", update.get("groupId")),
+            ("project", update.get("projectId")),
+            ("channel", update.get("channel")),
+            ("platform", update.get("platform")),
+            ("runtime version", update.get("runtimeVersion")),
+            ("state", _state(update)),
+            ("rollout", f"{update.get('rollout')}%"),
+            ("mandatory", yes_no(update.get("mandatory"))),
+            ("created", update.get("createdAt")),
+            ("message", update.get("message")),
+            ("source update", update.get("sourceUpdateId")),
+            ("manifest URL", update.get("manifestUrl")),
+        ],
+        title="Update",
+    )
+    launch = update.get("launchAsset")
+    assets = [a for a in [launch, *(update.get("assets") or [])] if isinstance(a, dict)]
+    if assets:
+        print_table(
+            ["", "key", "content type", "size", "sha256"],
+            (
+                [
+                    "launch" if a is launch else "",
+                    a.get("key"),
+                    a.get("contentType"),
+                    human_bytes(int(a.get("size") or 0)),
+                    a.get("sha256"),
+                ]
+                for a in assets
+            ),
+            title="Assets",
+        )
+    print_fields(
+        [
+            ("metadata", json.dumps(update.get("metadata") or {})),
+            ("extra", _short_json(update.get("extra") or {})),
+        ]
+    )
+
+
+@app.command("rollback")
+def rollback_update(
+    update_id: UpdateIdArgument,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Re-publish this earlier update instead.")
+    ] = None,
+    to_embedded: Annotated[
+        bool,
+        typer.Option("--to-embedded", help="Send devices back to the update built into the app."),
+    ] = False,
+    yes: YesOption = False,
+    as_json: JsonOption = False,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Roll back an update.
+
+    Without options the update is marked rolled back and devices fall back to the update
+    published before it; --to re-publishes a chosen earlier update; --to-embedded tells
+    devices to run the update embedded in the app binary.
+
+    Example: lumora updates rollback 0b7e6c1e-... --to 5d1f2a9b-... --yes
+    """
+    if to is not None and to_embedded:
+        raise CliError("choose either --to or --to-embedded, not both", exit_code=2)
+    body: dict[str, Any] = {}
+    target = "the previous update"
+    if to is not None:
+        body = {"to": to}
+        target = f"update {to}"
+    elif to_embedded:
+        body = {"toEmbedded": True}
+        target = "the embedded update"
+    confirm(f"Roll back update {update_id} to {target}?", assume_yes=yes)
+    with open_api(server, api_key) as api:
+        result = api.post(f"/updates/{update_id}/rollback", body)
+    if as_json:
+        print_json(result)
+        return
+    if isinstance(result, dict) and result.get("id") != update_id:
+        note(f"rolled back {update_id}: devices now get {target} (new update {result.get('id')})")
+    else:
+        note(f"rolled back {update_id}: devices now get {target}")
+    if isinstance(result, dict):
+        print_table(UPDATE_COLUMNS, [update_row(result)])
+
+
+@app.command("promote")
+def promote_update(
+    update_id: UpdateIdArgument,
+    to_channel: Annotated[
+        str, typer.Option("--to-channel", help="Channel to publish the same update to.")
+    ],
+    as_json: JsonOption = False,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Publish an existing update to another channel (no files are uploaded again).
+
+    Example: lumora updates promote 0b7e6c1e-... --to-channel production
+    """
+    with open_api(server, api_key) as api:
+        result = api.post(f"/updates/{update_id}/promote", {"channel": to_channel})
+    if as_json:
+        print_json(result)
+        return
+    note(f"promoted {update_id} to {to_channel}")
+    print_table(UPDATE_COLUMNS, [update_row(result)])
+
+
+@app.command("edit")
+def edit_update(
+    update_id: UpdateIdArgument,
+    rollout: Annotated[
+        int | None,
+        typer.Option("--rollout", min=0, max=100, help="Percent of devices (0 pauses it)."),
+    ] = None,
+    mandatory: Annotated[
+        bool | None,
+        typer.Option("--mandatory/--no-mandatory", help="Whether clients must apply it now."),
+    ] = None,
+    as_json: JsonOption = False,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Change an update's rollout percentage (raise, lower, or pause at 0) or mandatory flag.
+
+    Example: lumora updates edit 0b7e6c1e-... --rollout 50
+    """
+    body: dict[str, Any] = {}
+    if rollout is not None:
+        body["rollout"] = rollout
+    if mandatory is not None:
+        body["mandatory"] = mandatory
+    if not body:
+        raise CliError("nothing to change: pass --rollout and/or --mandatory", exit_code=2)
+    with open_api(server, api_key) as api:
+        result = api.patch(f"/updates/{update_id}", body)
+    if as_json:
+        print_json(result)
+        return
+    print_table(UPDATE_COLUMNS, [update_row(result)])
+
+
+@app.command("stats")
+def update_stats(
+    update: Annotated[str | None, typer.Option("--update", help="Only this update.")] = None,
+    channel: Annotated[str | None, typer.Option("--channel", "-c", help="Only this channel.")] = (
+        None
+    ),
+    since: Annotated[str | None, typer.Option("--since", help="ISO 8601 start.")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="ISO 8601 end.")] = None,
+    as_json: JsonOption = False,
+    project: ProjectOption = None,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Show update statistics: totals and a daily series.
+
+    Example: lumora updates stats --update 0b7e6c1e-... --json
+    """
+    chosen = pick_project(project)
+    with open_api(server, api_key) as api:
+        stats = api.get(
+            "/stats", project=chosen, channel=channel, update=update, since=since, until=until
+        )
+    if as_json:
+        print_json(stats)
+        return
+    render_stats(stats)
+
+
+def _items(page: Any) -> list[dict[str, Any]]:
+    items = page.get("items") if isinstance(page, dict) else None
+    if not isinstance(items, list):
+        raise CliError("the server's answer has no items list")
+    return [i for i in items if isinstance(i, dict)]
+
+
+def _short_json(value: Any, limit: int = 400) -> str:
+    text = json.dumps(value, separators=(",", ":"))
+    return text if len(text) <= limit else text[: limit - 1] + "…"

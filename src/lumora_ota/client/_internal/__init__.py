@@ -1,0 +1,1 @@
+"""Private helpers of the client SDK; not a public API."""

@@ -1,0 +1,299 @@
+"""The delivery cache: what the device hot path answers from, without touching the database.
+
+Everything a check or manifest request needs — the project id/slug map, each (project,
+channel, platform)'s updates newest first, the project's signing key — is loaded once, on
+first use, into a *generation*. Serialized bodies (manifests, directives, whole multipart
+responses) and their signatures are memoized in the same generation: an update's manifest is
+immutable, so each body is built and signed once.
+
+A generation is dropped when the delivery revision (``store.db``) changes:
+
+* a background poller reads the revision every ``cache_poll_interval`` seconds, so changes
+  made by other server processes sharing the database are served within about that long;
+* changes committed by this process are seen at once: an engine event notices a commit whose
+  transaction bumped the revision and drops the generation right after the commit.
+
+Loads run in a worker thread and write into the generation they started from, so a load that
+races with an invalidation only fills a generation nobody reads any more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Engine, event, select
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from lumora_ota.domain.model import UpdateRecord
+from lumora_ota.domain.runtime import runtime_matches
+from lumora_ota.signing import SigningError, SigningIdentity, load_signing_identity
+from lumora_ota.store.db import read_delivery_revision
+from lumora_ota.store.models import Channel, Project, SigningKey, Update
+from lumora_ota.store.repository import to_record
+
+log = logging.getLogger("lumora_ota.delivery")
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+# Bounds on what devices can make us remember: each distinct runtime version a device sends
+# (ranges accept many) gets a filtered candidate list and its own manifest bodies.
+MAX_RUNTIME_LISTS = 4096
+MAX_BODIES = 8192
+_BUMP_FLAG = "lumora_delivery_bumped"
+
+
+class BoundedCache(Generic[K, V]):
+    """A least-recently-used mapping that forgets its oldest entries past ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        """The value under ``key`` (marking it recently used), or None."""
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> V:
+        """Store ``value`` under ``key``; returns it."""
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self._limit:
+            self._items.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+ChannelKey = tuple[str, str, str]  # project id, channel, platform
+
+
+@dataclass
+class _Generation:
+    """Everything loaded since the last invalidation."""
+
+    projects: ProjectMap | None = None
+    projects_loaded_at: float = 0.0
+    candidates: dict[ChannelKey, tuple[UpdateRecord, ...]] = field(default_factory=dict)
+    by_runtime: BoundedCache[tuple[str, str, str, str], tuple[UpdateRecord, ...]] = field(
+        default_factory=lambda: BoundedCache(MAX_RUNTIME_LISTS)
+    )
+    signing: dict[str, SigningIdentity | None] = field(default_factory=dict)
+    bodies: BoundedCache[Hashable, Any] = field(default_factory=lambda: BoundedCache(MAX_BODIES))
+
+
+# ---------------------------------------------------------------- loaders (worker thread)
+
+
+@dataclass(frozen=True)
+class ProjectMap:
+    """Every project (by id and by slug) and its channel names."""
+
+    ids: dict[str, str]  # project id or slug -> project id
+    channels: dict[str, frozenset[str]]  # project id -> channel names
+
+
+def load_project_map(session: Session) -> ProjectMap:
+    """Every project's id, slug and channels."""
+    ids: dict[str, str] = {}
+    channels: dict[str, set[str]] = {}
+    for project_id, slug in session.execute(select(Project.id, Project.slug)):
+        ids[project_id] = project_id
+        ids[slug] = project_id
+        channels[project_id] = set()
+    for project_id, name in session.execute(select(Channel.project_id, Channel.name)):
+        channels.setdefault(project_id, set()).add(name)
+    return ProjectMap(ids, {p: frozenset(names) for p, names in channels.items()})
+
+
+def load_candidates(
+    session: Session, project_id: str, channel: str, platform: str
+) -> tuple[UpdateRecord, ...]:
+    """One channel's and platform's updates (rolled-back ones too), newest first."""
+    query = (
+        select(Update)
+        .join(Channel, Update.channel_id == Channel.id)
+        .where(
+            Update.project_id == project_id,
+            Channel.name == channel,
+            Update.platform == platform,
+        )
+        .options(selectinload(Update.assets))
+        .order_by(Update.created_at.desc(), Update.id.desc())
+    )
+    return tuple(to_record(update) for update in session.scalars(query))
+
+
+def load_signing_key(session: Session, project_id: str) -> SigningIdentity | None:
+    """The project's signing identity, None when it does not sign (or its key is unusable)."""
+    row = session.get(SigningKey, project_id)
+    if row is None:
+        return None
+    try:
+        if row.private_key_pem is not None:
+            private_pem: bytes = row.private_key_pem.encode()
+        elif row.private_key_path is not None:
+            private_pem = Path(row.private_key_path).read_bytes()
+        else:
+            return None
+        return load_signing_identity(row.keyid, private_pem, row.certificate_pem)
+    except (OSError, SigningError):
+        log.exception("the signing key of project %s cannot be used", project_id)
+        return None
+
+
+# ---------------------------------------------------------------- the cache
+
+
+class DeliveryCache:
+    """In-process, revision-checked cache of everything the device endpoints serve."""
+
+    def __init__(
+        self, engine: Engine, sessions: sessionmaker[Session], *, poll_interval: float
+    ) -> None:
+        self._engine = engine
+        self._sessions = sessions
+        self._poll_interval = poll_interval
+        self._generation = _Generation()
+        self._revision: int | None = None
+        self._poller: asyncio.Task[None] | None = None
+        # Process-local counters, read by /metrics.
+        self.invalidations = 0
+        self.hits = 0
+        self.misses = 0
+
+    # ------------------------------------------------------------ invalidation
+
+    def invalidate(self) -> None:
+        """Forget everything loaded; the next requests load afresh."""
+        self._generation = _Generation()
+        self.invalidations += 1
+
+    def watch_local_commits(self) -> None:
+        """Invalidate right after any commit of this process that bumped the revision."""
+
+        def after_cursor_execute(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if statement.lstrip()[:21].upper() == "UPDATE DELIVERY_STATE":
+                conn.info[_BUMP_FLAG] = True
+
+        def after_commit(conn: Any) -> None:
+            if conn.info.pop(_BUMP_FLAG, False):
+                self.invalidate()
+
+        def after_rollback(conn: Any) -> None:
+            conn.info.pop(_BUMP_FLAG, None)
+
+        event.listen(self._engine, "after_cursor_execute", after_cursor_execute)
+        event.listen(self._engine, "commit", after_commit)
+        event.listen(self._engine, "rollback", after_rollback)
+
+    async def check_revision(self) -> bool:
+        """Read the delivery revision once; invalidate when it moved. True if it did."""
+        revision = await run_in_threadpool(read_delivery_revision, self._engine)
+        if revision == self._revision:
+            return False
+        changed = self._revision is not None
+        self._revision = revision
+        if changed:
+            self.invalidate()
+        return changed
+
+    async def _poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_interval)
+            try:
+                await self.check_revision()
+            except Exception:
+                # A database hiccup must not kill the poller; keep serving what we have.
+                log.warning("reading the delivery revision failed", exc_info=True)
+
+    async def start(self) -> None:
+        """Learn the current revision and start polling it."""
+        with contextlib.suppress(Exception):
+            await self.check_revision()
+        self._poller = asyncio.create_task(self._poll_forever(), name="delivery-cache-poller")
+
+    async def stop(self) -> None:
+        """Stop polling."""
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+
+    # ------------------------------------------------------------ lookups
+
+    def _run_in_session(self, fn: Callable[..., V], *args: Any) -> V:
+        with self._sessions() as session:
+            return fn(session, *args)
+
+    async def project_id(self, ref: str) -> str | None:
+        """The id of the project whose id or slug is ``ref``, None when there is none."""
+        generation = self._generation
+        projects = generation.projects
+        # Creating a project does not change what any device is served, so it does not bump
+        # the revision: an unknown ref re-reads the map, at most once per poll interval.
+        stale = time.monotonic() - generation.projects_loaded_at > self._poll_interval
+        if projects is None or (ref not in projects.ids and stale):
+            generation.projects_loaded_at = time.monotonic()
+            projects = await run_in_threadpool(self._run_in_session, load_project_map)
+            generation.projects = projects
+        return projects.ids.get(ref)
+
+    async def candidates(
+        self, project_id: str, channel: str, platform: str, runtime_version: str
+    ) -> tuple[UpdateRecord, ...]:
+        """The channel's updates for ``platform`` whose runtime version matches, newest first."""
+        generation = self._generation
+        runtime_key = (project_id, channel, platform, runtime_version)
+        matching = generation.by_runtime.get(runtime_key)
+        if matching is not None:
+            self.hits += 1
+            return matching
+        self.misses += 1
+        projects = generation.projects
+        if projects is not None and channel not in projects.channels.get(project_id, ()):
+            # Publishing creates the channel and bumps the revision, so a channel missing
+            # from the map has no updates; devices naming random channels cost no query.
+            return ()
+        channel_key = (project_id, channel, platform)
+        everything = generation.candidates.get(channel_key)
+        if everything is None:
+            everything = await run_in_threadpool(
+                self._run_in_session, load_candidates, project_id, channel, platform
+            )
+            generation.candidates[channel_key] = everything
+        matching = tuple(
+            u for u in everything if runtime_matches(u.runtime_version, runtime_version)
+        )
+        return generation.by_runtime.put(runtime_key, matching)
+
+    async def signing_identity(self, project_id: str) -> SigningIdentity | None:
+        """The project's signing identity, None when the project does not sign."""
+        generation = self._generation
+        if project_id not in generation.signing:
+            generation.signing[project_id] = await run_in_threadpool(
+                self._run_in_session, load_signing_key, project_id
+            )
+        return generation.signing[project_id]
+
+    def memoize(self, key: Hashable, build: Callable[[], V]) -> V:
+        """``build()``, computed once per key and generation (bodies, signatures)."""
+        bodies = self._generation.bodies
+        value = bodies.get(key)
+        if value is None:
+            value = bodies.put(key, build())
+        return value  # type: ignore[no-any-return]

@@ -1,0 +1,170 @@
+"""``POST /api/v1/updates/check``: Lumora's JSON check API (used by the Python SDK).
+
+Same selection engine as the Expo endpoint. The answer is one of:
+
+* ``{"updateAvailable": true, "isMandatory": b, "message": "...", "manifest": {...}}`` — the
+  manifest has the Expo shape plus ``path``, ``sha256`` and ``size`` per asset;
+* ``{"updateAvailable": false, "isMandatory": false, "directive": {"type": "rollBackToEmbedded",
+  "parameters": {"commitTime": "..."}}}``;
+* ``{"updateAvailable": false, "isMandatory": false, "directive": {"type":
+  "noUpdateAvailable"}}``.
+
+**Signed answers.** With ``"signed": true`` (or the ``expo-expect-signature`` header) the
+answer also carries ``manifestText`` (or ``directiveText``): the exact JSON text whose UTF-8
+bytes were signed — the parsed ``manifest``/``directive`` beside it is the same document —
+and ``signature``, the ``expo-signature`` structured field
+``sig="<base64 RSA PKCS#1 v1.5 SHA-256>", keyid="...", alg="rsa-v1_5-sha256"``, which is also
+sent as the ``expo-signature`` response header. A client verifies the signature over
+``manifestText``, then uses the manifest parsed from that very text. A signed request for a
+project without a signing key gets 400.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from starlette.responses import Response
+
+from lumora_ota.domain.selection import SelectionRequest
+from lumora_ota.server.context import AppContext
+from lumora_ota.server.device.bodies import (
+    BodyKey,
+    directive_body,
+    dump_json,
+    manifest_body,
+    signature_for,
+)
+from lumora_ota.server.device.cache import DeliveryCache
+from lumora_ota.server.device.delivery import (
+    MAX_FAILED_IDS,
+    MAX_HEADER_ID_LENGTH,
+    MAX_RUNTIME_VERSION_LENGTH,
+    record_check,
+    required_identity,
+    resolve_project,
+    select_for_device,
+)
+from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel
+from lumora_ota.signing import SigningIdentity
+
+ShortId = Field(default=None, min_length=1, max_length=MAX_HEADER_ID_LENGTH)
+
+
+class CheckRequest(RequestModel):
+    """What the device runs."""
+
+    project_id: str = Field(min_length=1, max_length=MAX_HEADER_ID_LENGTH)
+    channel: str = Field(default="production", min_length=1, max_length=100)
+    platform: Literal["ios", "android", "web"]
+    runtime_version: str = Field(min_length=1, max_length=MAX_RUNTIME_VERSION_LENGTH)
+    current_update_id: str | None = ShortId
+    embedded_update_id: str | None = ShortId
+    device_id: str | None = ShortId
+    signed: bool = False
+    recent_failed_update_ids: list[str] = Field(default_factory=list, max_length=MAX_FAILED_IDS)
+
+    def selection_request(self) -> SelectionRequest:
+        """The engine's view of this request."""
+        return SelectionRequest(
+            channel=self.channel,
+            platform=self.platform,
+            runtime_version=self.runtime_version,
+            current_update_id=self.current_update_id,
+            embedded_update_id=self.embedded_update_id,
+            device_id=self.device_id,
+            failed_update_ids=frozenset(self.recent_failed_update_ids),
+        )
+
+
+class CheckResponse(BaseModel):
+    """The answer (documentation model: the route writes these exact bytes itself)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    update_available: bool
+    is_mandatory: bool
+    message: str | None = Field(default=None, description="Release notes of the update.")
+    manifest: dict[str, Any] | None = Field(
+        default=None, description="Expo-shaped manifest plus path/sha256/size per asset."
+    )
+    directive: dict[str, Any] | None = Field(
+        default=None, description="noUpdateAvailable or rollBackToEmbedded."
+    )
+    manifest_text: str | None = Field(
+        default=None, description="Signed answers: the exact JSON text the signature covers."
+    )
+    directive_text: str | None = Field(
+        default=None, description="Signed answers: the exact JSON text the signature covers."
+    )
+    signature: str | None = Field(
+        default=None,
+        description='Signed answers: sig="<base64>", keyid="...", alg="rsa-v1_5-sha256" '
+        "over the UTF-8 bytes of manifestText/directiveText (also the expo-signature header).",
+    )
+
+
+def _signed_fields(
+    cache: DeliveryCache,
+    identity: SigningIdentity,
+    text_field: str,
+    key: BodyKey,
+    body: bytes,
+) -> tuple[bytes, str]:
+    signature = signature_for(cache, identity, key, body)
+    text = cache.memoize(("json-text", *key), lambda: dump_json(body.decode("utf-8")))
+    fields = b',"' + text_field.encode() + b'":' + text + b',"signature":' + dump_json(signature)
+    return fields, signature
+
+
+def build_router(ctx: AppContext, cache: DeliveryCache) -> APIRouter:
+    """The check router, bound to ``ctx`` and its delivery cache."""
+    # The guarded route caps the JSON body size and nesting before validation.
+    router = APIRouter(tags=["device"], route_class=GuardedJSONRoute)
+
+    @router.post(
+        "/api/v1/updates/check",
+        summary="Check for an update (Lumora JSON API)",
+        description=__doc__,
+        response_model=CheckResponse,
+        response_model_exclude_none=True,
+        responses={400: {"description": "Signing requested but not configured"}},
+    )
+    async def check_for_update(body: CheckRequest, request: Request) -> Response:
+        project_id = await resolve_project(cache, body.project_id)
+        identity = None
+        if body.signed or "expo-expect-signature" in request.headers:
+            identity = await required_identity(cache, project_id)
+        selection_req = body.selection_request()
+        selection = await select_for_device(cache, project_id, selection_req)
+        headers = {"cache-control": "private, max-age=0"}
+        update = selection.update
+        if selection.kind == "update" and update is not None:
+            key, manifest = manifest_body(
+                cache,
+                update,
+                selection_req.runtime_version,
+                ctx.settings.resolved_asset_base_url,
+                lumora_fields=True,
+            )
+            head = b'{"updateAvailable":true,"isMandatory":' + dump_json(selection.is_mandatory)
+            parts = [head, b',"message":', dump_json(update.message), b',"manifest":', manifest]
+            text_field = "manifestText"
+            payload = manifest
+        else:
+            marker = update if selection.kind == "rollback_to_embedded" else None
+            key, payload = directive_body(cache, marker)
+            head = b'{"updateAvailable":false,"isMandatory":false'
+            parts = [head, b',"directive":', payload]
+            text_field = "directiveText"
+        if identity is not None:
+            fields, signature = _signed_fields(cache, identity, text_field, key, payload)
+            parts.append(fields)
+            headers["expo-signature"] = signature
+        parts.append(b"}")
+        record_check(ctx.components, project_id, selection_req, selection)
+        return Response(b"".join(parts), media_type="application/json", headers=headers)
+
+    return router

@@ -1,0 +1,55 @@
+"""CORS for the device endpoints only, so web apps can check for and download updates.
+
+The management API stays same-origin: this wraps Starlette's ``CORSMiddleware`` around the
+app for device paths alone.
+"""
+
+from __future__ import annotations
+
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+DEVICE_PATH_PREFIXES = (
+    "/api/v1/expo/",
+    "/api/v1/updates/check",
+    "/api/v1/assets/",
+    "/api/v1/events",
+)
+# Headers a web client needs to read from device answers.
+EXPOSED_HEADERS = [
+    "expo-protocol-version",
+    "expo-sfv-version",
+    "expo-manifest-filters",
+    "expo-server-defined-headers",
+    "expo-signature",
+    "content-encoding",
+    "content-range",
+    "accept-ranges",
+    "etag",
+]
+
+
+def is_device_path(path: str) -> bool:
+    """Whether ``path`` belongs to a device endpoint."""
+    return path.startswith(DEVICE_PATH_PREFIXES) and not path.startswith("/api/v1/assets/missing")
+
+
+class DeviceCORSMiddleware:
+    """Applies CORS (preflights and response headers) to device paths only."""
+
+    def __init__(self, app: ASGIApp, allow_origins: tuple[str, ...] = ("*",)) -> None:
+        self.app = app
+        self.cors = CORSMiddleware(
+            app,
+            allow_origins=list(allow_origins),
+            allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=EXPOSED_HEADERS,
+            max_age=600,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and is_device_path(scope["path"]):
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

@@ -1,0 +1,96 @@
+"""The steps both device protocols share: find the project, select, sign, count."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from lumora_ota.domain.selection import Selection, SelectionRequest, select_update
+from lumora_ota.server.device.cache import DeliveryCache
+from lumora_ota.server.problems import ProblemError
+from lumora_ota.signing import SigningIdentity
+
+MAX_HEADER_ID_LENGTH = 200
+MAX_RUNTIME_VERSION_LENGTH = 255
+MAX_FAILED_IDS = 50
+
+
+class CheckRecorder(Protocol):
+    """The part of the stats recorder (``ctx.components["stats"]``) the device side uses."""
+
+    def record_check(
+        self,
+        *,
+        project_id: str,
+        channel: str,
+        platform: str,
+        served_update_id: str | None,
+        device_id: str | None = None,
+        current_update_id: str | None = None,
+        embedded_update_id: str | None = None,
+        failed_update_ids: tuple[str, ...] = (),
+    ) -> None: ...
+
+
+async def resolve_project(cache: DeliveryCache, ref: str) -> str:
+    """The id of the project named by id or slug ``ref``; 404 problem when unknown."""
+    project_id = await cache.project_id(ref)
+    if project_id is None:
+        raise ProblemError(404, f"project {ref!r} not found")
+    return project_id
+
+
+async def select_for_device(
+    cache: DeliveryCache, project_id: str, request: SelectionRequest
+) -> Selection:
+    """Run the selection engine over the cached candidates of the device's channel."""
+    candidates = await cache.candidates(
+        project_id, request.channel, request.platform, request.runtime_version
+    )
+    return select_update(candidates, request)
+
+
+async def required_identity(cache: DeliveryCache, project_id: str) -> SigningIdentity:
+    """The project's signing identity for a request that demands signatures.
+
+    A client that expects signatures rejects unsigned answers anyway, so a project without a
+    key is a configuration error worth saying out loud (as Expo's reference server does).
+    """
+    identity = await cache.signing_identity(project_id)
+    if identity is None:
+        raise ProblemError(
+            400,
+            "code signing was requested, but this project has no signing key; "
+            "run `lumora codesigning generate` for it",
+            title="Code signing not configured",
+        )
+    return identity
+
+
+def record_check(
+    components: dict[str, Any], project_id: str, request: SelectionRequest, selection: Selection
+) -> None:
+    """Count the answered check in the statistics (in memory; flushed in batches)."""
+    recorder: CheckRecorder | None = components.get("stats")
+    if recorder is None:
+        return
+    served = selection.update.id if selection.kind == "update" and selection.update else None
+    recorder.record_check(
+        project_id=project_id,
+        channel=request.channel,
+        platform=request.platform,
+        served_update_id=served,
+        device_id=request.device_id,
+        current_update_id=request.current_update_id,
+        embedded_update_id=request.embedded_update_id,
+        failed_update_ids=tuple(request.failed_update_ids),
+    )
+
+
+def bounded(value: str | None, name: str, limit: int = MAX_HEADER_ID_LENGTH) -> str | None:
+    """``value`` stripped, None when empty; 400 problem when longer than ``limit``."""
+    if value is None:
+        return None
+    value = value.strip()
+    if len(value) > limit:
+        raise ProblemError(400, f"{name} is longer than {limit} characters")
+    return value or None

@@ -1,0 +1,276 @@
+"""``GET /api/v1/expo/{project}/manifest``: the Expo Updates protocol v1 (and v0) endpoint.
+
+Answers, by protocol version and negotiated response structure:
+
+========================  ===========================  ==========================  =======
+selection                 v1 multipart/mixed           v1 JSON (expo+json, json)   v0
+========================  ===========================  ==========================  =======
+new update                manifest + extensions parts  manifest                    manifest
+device already on it      ``noUpdateAvailable`` part   manifest (same id)          manifest
+nothing eligible          ``noUpdateAvailable`` part   204                         204
+roll back to embedded     ``rollBackToEmbedded`` part  406 (needs a directive)     406
+========================  ===========================  ==========================  =======
+
+With ``expo-expect-signature`` every manifest and directive (part) carries ``expo-signature``
+over its exact bytes; a project without a signing key answers 400 then. Every answer carries
+``expo-protocol-version`` (the request's), ``expo-sfv-version: 0``, ``expo-manifest-filters``
+and ``expo-server-defined-headers`` (empty dictionaries: Lumora filters on the server) and
+``cache-control: private, max-age=0``.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from lumora_ota.domain.manifest import manifest_asset_key
+from lumora_ota.domain.model import UpdateRecord
+from lumora_ota.domain.selection import Selection, SelectionRequest
+from lumora_ota.server.context import AppContext
+from lumora_ota.server.device.bodies import (
+    BodyKey,
+    directive_body,
+    dump_json,
+    manifest_body,
+    signature_for,
+)
+from lumora_ota.server.device.cache import DeliveryCache
+from lumora_ota.server.device.delivery import (
+    MAX_FAILED_IDS,
+    MAX_RUNTIME_VERSION_LENGTH,
+    bounded,
+    record_check,
+    required_identity,
+    resolve_project,
+    select_for_device,
+)
+from lumora_ota.server.device.negotiation import acceptable_media_types, parse_string_list
+from lumora_ota.server.problems import ProblemError
+from lumora_ota.signing import SigningIdentity
+
+MULTIPART = "multipart/mixed"
+OFFERED_TYPES = (MULTIPART, "application/expo+json", "application/json")
+EXPO_PLATFORMS = ("ios", "android")
+DEFAULT_CHANNEL = "production"
+PART_CONTENT_TYPE = "application/json"
+
+
+def protocol_version(request: Request) -> int:
+    """0 or 1 from ``expo-protocol-version`` (absent means 0); 400 problem otherwise."""
+    raw = request.headers.get("expo-protocol-version")
+    if raw is None:
+        return 0
+    if raw.strip() in ("0", "1"):
+        return int(raw.strip())
+    raise ProblemError(400, "unsupported expo-protocol-version; expected 0 or 1")
+
+
+def selection_request(request: Request) -> SelectionRequest:
+    """The selection request the Expo headers describe; 400 problem for bad values."""
+    headers = request.headers
+    platform = headers.get("expo-platform") or request.query_params.get("platform")
+    if platform not in EXPO_PLATFORMS:
+        raise ProblemError(400, "expo-platform must be 'ios' or 'android'")
+    runtime_version = bounded(
+        headers.get("expo-runtime-version") or request.query_params.get("runtime-version"),
+        "expo-runtime-version",
+        MAX_RUNTIME_VERSION_LENGTH,
+    )
+    if runtime_version is None:
+        raise ProblemError(400, "the expo-runtime-version header is required")
+    channel = bounded(headers.get("expo-channel-name"), "expo-channel-name", 100)
+    failed = parse_string_list(headers.get("expo-recent-failed-update-ids"), limit=MAX_FAILED_IDS)
+    return SelectionRequest(
+        channel=channel or DEFAULT_CHANNEL,
+        platform=platform,
+        runtime_version=runtime_version,
+        current_update_id=bounded(headers.get("expo-current-update-id"), "expo-current-update-id"),
+        embedded_update_id=bounded(
+            headers.get("expo-embedded-update-id"), "expo-embedded-update-id"
+        ),
+        device_id=bounded(headers.get("eas-client-id"), "eas-client-id"),
+        failed_update_ids=frozenset(failed),
+    )
+
+
+def common_headers(protocol: int) -> dict[str, str]:
+    """The headers every manifest-endpoint answer carries."""
+    return {
+        "expo-protocol-version": str(protocol),
+        "expo-sfv-version": "0",
+        "expo-manifest-filters": "",
+        "expo-server-defined-headers": "",
+        "cache-control": "private, max-age=0",
+    }
+
+
+class MultipartBuilder:
+    """``multipart/mixed`` bodies with one boundary per process: random, so no published
+    JSON can contain it by accident or by design (checked anyway)."""
+
+    def __init__(self) -> None:
+        self.boundary = "lumora-" + secrets.token_hex(16)
+        self.content_type = f"{MULTIPART}; boundary={self.boundary}"
+
+    def build(self, parts: list[tuple[str, bytes, str | None]]) -> bytes:
+        """Join (name, body, expo-signature or None) parts."""
+        delimiter = f"--{self.boundary}".encode()
+        chunks: list[bytes] = []
+        for name, body, signature in parts:
+            if delimiter in body:
+                raise RuntimeError("a part body contains the multipart boundary")
+            headers = [
+                f'content-disposition: inline; name="{name}"',
+                f"content-type: {PART_CONTENT_TYPE}",
+            ]
+            if signature is not None:
+                headers.append(f"expo-signature: {signature}")
+            chunks.append(delimiter + b"\r\n" + "\r\n".join(headers).encode() + b"\r\n\r\n")
+            chunks.append(body + b"\r\n")
+        chunks.append(delimiter + b"--\r\n")
+        return b"".join(chunks)
+
+
+def extensions_body(update: UpdateRecord) -> bytes:
+    """The extensions part: every asset key, with no extra request headers needed."""
+    assets = [a for a in (update.launch_asset, *update.assets) if a is not None]
+    return dump_json({"assetRequestHeaders": {manifest_asset_key(a): {} for a in assets}})
+
+
+class ExpoResponder:
+    """Turns a selection into the protocol's bytes, memoized in the delivery cache."""
+
+    def __init__(self, ctx: AppContext, cache: DeliveryCache) -> None:
+        self._ctx = ctx
+        self._cache = cache
+        self._multipart = MultipartBuilder()
+
+    def _signature(self, identity: SigningIdentity | None, key: BodyKey, body: bytes) -> str | None:
+        return None if identity is None else signature_for(self._cache, identity, key, body)
+
+    def _manifest(
+        self, update: UpdateRecord, runtime_version: str, identity: SigningIdentity | None
+    ) -> tuple[BodyKey, bytes, str | None]:
+        key, body = manifest_body(
+            self._cache,
+            update,
+            runtime_version,
+            self._ctx.settings.resolved_asset_base_url,
+            lumora_fields=False,
+        )
+        return key, body, self._signature(identity, key, body)
+
+    def manifest_multipart(
+        self, update: UpdateRecord, runtime_version: str, identity: SigningIdentity | None
+    ) -> bytes:
+        """Manifest and extensions parts."""
+        key, body, signature = self._manifest(update, runtime_version, identity)
+        cache_key = ("multipart", *key, signature or "")
+        return self._cache.memoize(
+            cache_key,
+            lambda: self._multipart.build(
+                [("manifest", body, signature), ("extensions", extensions_body(update), None)]
+            ),
+        )
+
+    def directive_multipart(
+        self, marker: UpdateRecord | None, identity: SigningIdentity | None
+    ) -> bytes:
+        """One directive part: ``rollBackToEmbedded`` for a marker, else ``noUpdateAvailable``."""
+        key, body = directive_body(self._cache, marker)
+        signature = self._signature(identity, key, body)
+        cache_key = ("multipart", *key, signature or "")
+        return self._cache.memoize(
+            cache_key, lambda: self._multipart.build([("directive", body, signature)])
+        )
+
+    def manifest_json(
+        self, update: UpdateRecord, runtime_version: str, identity: SigningIdentity | None
+    ) -> tuple[bytes, str | None]:
+        """The bare manifest body and its signature."""
+        _, body, signature = self._manifest(update, runtime_version, identity)
+        return body, signature
+
+    def respond(
+        self,
+        selection: Selection,
+        request: SelectionRequest,
+        protocol: int,
+        acceptable: tuple[str, ...],
+        identity: SigningIdentity | None,
+    ) -> Response:
+        """The HTTP answer for ``selection`` (see the module table)."""
+        headers = common_headers(protocol)
+        update = selection.update
+        serves_manifest = update is not None and (
+            selection.kind == "update"
+            or (selection.kind == "no_update" and (protocol == 0 or acceptable[0] != MULTIPART))
+        )
+        if update is not None and serves_manifest:
+            if acceptable[0] == MULTIPART:
+                body = self.manifest_multipart(update, request.runtime_version, identity)
+                return Response(body, headers=headers, media_type=self._multipart.content_type)
+            body, signature = self.manifest_json(update, request.runtime_version, identity)
+            if signature is not None:
+                headers["expo-signature"] = signature
+            return Response(body, headers=headers, media_type=acceptable[0])
+        if selection.kind == "no_update" and (protocol == 0 or MULTIPART not in acceptable):
+            return Response(status_code=204, headers=headers)
+        if protocol == 0 or MULTIPART not in acceptable:
+            raise ProblemError(
+                406,
+                "a rollBackToEmbedded directive needs protocol 1 and accept: multipart/mixed",
+                headers=headers,
+            )
+        marker = update if selection.kind == "rollback_to_embedded" else None
+        body = self.directive_multipart(marker, identity)
+        return Response(body, headers=headers, media_type=self._multipart.content_type)
+
+
+def build_router(ctx: AppContext, cache: DeliveryCache) -> APIRouter:
+    """The Expo manifest router, bound to ``ctx`` and its delivery cache."""
+    router = APIRouter(tags=["device"])
+    responder = ExpoResponder(ctx, cache)
+
+    @router.get(
+        "/api/v1/expo/{project}/manifest",
+        summary="Expo Updates v1 manifest",
+        description=(
+            "The Expo Updates protocol endpoint (docs.expo.dev/technical-specs/expo-updates-1)."
+            " Request headers: `expo-protocol-version`, `expo-platform` (ios|android), "
+            "`expo-runtime-version`, optional `expo-channel-name` (default production), "
+            "`expo-current-update-id`, `expo-embedded-update-id`, `eas-client-id`, "
+            "`expo-recent-failed-update-ids`, `expo-expect-signature`. `{project}` is the "
+            "project's id or slug."
+        ),
+        response_class=Response,
+        responses={
+            200: {"content": {MULTIPART: {}, "application/expo+json": {}}},
+            204: {"description": "No update (protocol 0, or JSON-only clients)"},
+            400: {"description": "Bad or missing expo headers"},
+            404: {"description": "Unknown project"},
+            406: {"description": "No acceptable response structure"},
+        },
+    )
+    async def expo_manifest(project: str, request: Request) -> Response:
+        protocol = protocol_version(request)
+        selection_req = selection_request(request)
+        acceptable = acceptable_media_types(request.headers.get("accept"), OFFERED_TYPES)
+        if not acceptable:
+            raise ProblemError(
+                406,
+                "accept must allow multipart/mixed, application/expo+json or application/json",
+                headers=common_headers(protocol),
+            )
+        project_id = await resolve_project(cache, project)
+        identity = None
+        if "expo-expect-signature" in request.headers:
+            identity = await required_identity(cache, project_id)
+        selection = await select_for_device(cache, project_id, selection_req)
+        response = responder.respond(selection, selection_req, protocol, acceptable, identity)
+        record_check(ctx.components, project_id, selection_req, selection)
+        return response
+
+    return router

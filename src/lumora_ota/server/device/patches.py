@@ -1,0 +1,304 @@
+"""Delta-update negotiation on the launch-asset request (expo-updates 55 to 57 wire protocol).
+
+``negotiate_patch`` is called first by the asset route. A request with ``A-IM: bsdiff``,
+``Expo-Current-Update-ID`` (the base) and ``Expo-Requested-Update-ID`` whose (requested,
+base) pair has a useful stored patch, while the requested update is still served, gets
+``226 IM Used`` with ``im: bsdiff``, ``expo-base-update-id``, ``cache-control: private,
+no-store``, ``vary: A-IM, Expo-Current-Update-ID`` and the BSDIFF40 body. Everything else
+returns None: the route serves the full asset as usual (``full_asset_vary`` gives its
+``vary``). The rules themselves are pure (``domain.delta.decide``).
+
+No database query per request in steady state: a ``PatchIndex`` (served launch assets, their
+patches, their sizes) is loaded once and reloaded whenever the delivery cache is invalidated
+(its ``invalidations`` counter moves — on local commits that bump the delivery revision, and
+on the revision poll for other processes). Patch bodies are small and kept in a byte-bounded
+memory cache, so a URL store (S3) is read once per patch, not redirected to (a redirect
+would lose the ``im``/``expo-base-update-id`` headers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+from sqlalchemy import and_, select
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from lumora_ota.domain.delta import (
+    BSDIFF,
+    LAUNCH_ASSET_VARY,
+    PATCH_VARY,
+    Decision,
+    Outcome,
+    PatchEntry,
+    PatchRequest,
+    decide,
+    patch_object_name,
+)
+from lumora_ota.server.context import AppContext
+from lumora_ota.server.device.negotiation import acceptable_encodings
+from lumora_ota.store.blobs import VARIANTS, BlobStore
+from lumora_ota.store.models import Blob, Channel, DeltaPatch, Update, UpdateAsset
+from lumora_ota.store.repository import KIND_UPDATE, STATUS_ACTIVE
+
+log = logging.getLogger("lumora_ota.delta")
+
+PATCH_INDEX = "patch_index"  # ctx.components key
+PATCH_STATUS = 226  # IM Used (RFC 3229)
+PATCH_CACHE_CONTROL = "private, no-store"
+DEFAULT_VARY = "accept-encoding"
+MAX_BODY_CACHE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServedLaunch:
+    """An update still served, with what its full launch asset costs a device."""
+
+    project_id: str
+    channel: str
+    sha256: str
+    sizes: dict[str, int]  # "identity", and "br"/"gzip" when stored
+
+
+@dataclass
+class IndexSnapshot:
+    """Everything negotiation needs, loaded in one go."""
+
+    launches: dict[str, ServedLaunch] = field(default_factory=dict)
+    patches: dict[str, dict[str, PatchEntry]] = field(default_factory=dict)
+    launch_shas: frozenset[str] = frozenset()
+
+
+def load_snapshot(session: Session) -> IndexSnapshot:
+    """Every served (active) update's launch asset with its sizes, and its patches."""
+    snapshot = IndexSnapshot()
+    launch_rows = session.execute(
+        select(
+            Update.id,
+            Update.project_id,
+            Channel.name,
+            UpdateAsset.sha256,
+            Blob.size,
+            Blob.br_size,
+            Blob.gzip_size,
+        )
+        .join(Channel, Channel.id == Update.channel_id)
+        .join(UpdateAsset, and_(UpdateAsset.update_id == Update.id, UpdateAsset.is_launch_asset))
+        .join(Blob, Blob.sha256 == UpdateAsset.sha256)
+        .where(Update.status == STATUS_ACTIVE, Update.kind == KIND_UPDATE)
+    )
+    for update_id, project_id, channel, sha, raw, br, gz in launch_rows:
+        sizes = {"identity": raw}
+        if br is not None:
+            sizes["br"] = br
+        if gz is not None:
+            sizes["gzip"] = gz
+        snapshot.launches[update_id] = ServedLaunch(project_id, channel, sha, sizes)
+        snapshot.patches[update_id] = {}
+    patch_rows = session.execute(
+        select(
+            DeltaPatch.target_update_id,
+            DeltaPatch.base_update_id,
+            DeltaPatch.target_sha256,
+            DeltaPatch.base_sha256,
+            DeltaPatch.size,
+            DeltaPatch.useful,
+        )
+    )
+    for target_id, base_id, target_sha, base_sha, size, useful in patch_rows:
+        per_target = snapshot.patches.get(target_id)
+        if per_target is not None:  # rolled-back targets stay out: their patches are stale
+            per_target[base_id] = PatchEntry(target_sha, base_sha, size, useful)
+    snapshot.launch_shas = frozenset(launch.sha256 for launch in snapshot.launches.values())
+    return snapshot
+
+
+class PatchBodies:
+    """Patch bytes by object name, least recently used dropped past ``limit`` bytes."""
+
+    def __init__(self, blobs: BlobStore, limit: int = MAX_BODY_CACHE_BYTES) -> None:
+        self._blobs = blobs
+        self._limit = limit
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._bytes = 0
+
+    async def get(self, name: str) -> bytes | None:
+        """The object's bytes (read once from the store), None when it cannot be read."""
+        body = self._items.get(name)
+        if body is not None:
+            self._items.move_to_end(name)
+            return body
+        try:
+            body = await run_in_threadpool(self._blobs.read_bytes, name)
+        except Exception:
+            log.warning("patch object %s cannot be read", name, exc_info=True)
+            return None
+        self._items[name] = body
+        self._bytes += len(body)
+        while self._bytes > self._limit and len(self._items) > 1:
+            _, dropped = self._items.popitem(last=False)
+            self._bytes -= len(dropped)
+        return body
+
+
+class PatchIndex:
+    """The in-memory snapshot, reloaded after each delivery-cache invalidation."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], blobs: BlobStore, delivery: Any | None
+    ) -> None:
+        self._sessions = sessions
+        self._delivery = delivery
+        self._snapshot: IndexSnapshot | None = None
+        self._token = -1
+        self._lock = asyncio.Lock()
+        self.bodies = PatchBodies(blobs)
+        self.loads = 0
+
+    def _current_token(self) -> int:
+        return int(getattr(self._delivery, "invalidations", 0))
+
+    def _load(self) -> IndexSnapshot:
+        with self._sessions() as session:
+            session.connection(execution_options={"readonly": True})
+            return load_snapshot(session)
+
+    async def snapshot(self) -> IndexSnapshot:
+        """The current snapshot, loaded (in a worker thread) when stale."""
+        snapshot = self._snapshot
+        if snapshot is not None and self._token == self._current_token():
+            return snapshot
+        async with self._lock:
+            token = self._current_token()
+            if self._snapshot is None or self._token != token:
+                # The token is read before loading: an invalidation during the load makes
+                # the next request load again.
+                self._snapshot = await run_in_threadpool(self._load)
+                self._token = token
+                self.loads += 1
+            return self._snapshot
+
+    def loaded(self) -> IndexSnapshot | None:
+        """The last snapshot, stale or not (for cheap synchronous header decisions)."""
+        return self._snapshot
+
+
+def patch_index(ctx: AppContext) -> PatchIndex:
+    """The process's ``PatchIndex``, made on first use."""
+    index = ctx.components.get(PATCH_INDEX)
+    if not isinstance(index, PatchIndex):
+        index = PatchIndex(ctx.sessions, ctx.blobs, ctx.components.get("delivery"))
+        ctx.components[PATCH_INDEX] = index
+    return index
+
+
+def patch_request(request: Request, sha256: str) -> PatchRequest:
+    """The negotiation-relevant headers of an asset request."""
+    headers = request.headers
+    embedded = headers.get("expo-embedded-update-id")
+    return PatchRequest(
+        asset_sha256=sha256,
+        a_im=headers.get("a-im"),
+        # A client on its embedded bundle may omit the current id: the base is the embedded.
+        current_update_id=headers.get("expo-current-update-id") or embedded,
+        requested_update_id=headers.get("expo-requested-update-id"),
+        embedded_update_id=embedded,
+    )
+
+
+def full_download_size(launch: ServedLaunch, accept_encoding: str | None) -> tuple[str, int]:
+    """The representation the asset route would send instead, and its size."""
+    for encoding in acceptable_encodings(accept_encoding, tuple(VARIANTS)):
+        if encoding in launch.sizes:
+            return encoding, launch.sizes[encoding]
+    return "identity", launch.sizes["identity"]
+
+
+def _record(ctx: AppContext, launch: ServedLaunch, update_id: str, metric: str, n: int) -> None:
+    stats = ctx.components.get("stats")
+    recorder = getattr(stats, "record_update_counter", None)
+    if recorder is not None and n > 0:
+        recorder(
+            project_id=launch.project_id,
+            channel=launch.channel,
+            update_id=update_id,
+            metric=metric,
+            value=n,
+        )
+
+
+def _record_full(
+    ctx: AppContext, request: Request, snapshot: IndexSnapshot, req: PatchRequest
+) -> None:
+    """Count what compression saves on a full launch-asset download of a known update."""
+    launch = snapshot.launches.get(req.requested_update_id or "")
+    if launch is None or launch.sha256 != req.asset_sha256:
+        return
+    encoding, size = full_download_size(launch, request.headers.get("accept-encoding"))
+    if encoding != "identity":
+        saved = launch.sizes["identity"] - size
+        _record(ctx, launch, req.requested_update_id or "", "compression_bytes_saved", saved)
+
+
+def patch_response(body: bytes, base_update_id: str) -> Response:
+    """The 226 answer carrying a BSDIFF40 patch."""
+    return Response(
+        content=body,
+        status_code=PATCH_STATUS,
+        media_type="application/octet-stream",
+        headers={
+            "im": BSDIFF,
+            "expo-base-update-id": base_update_id,
+            "cache-control": PATCH_CACHE_CONTROL,
+            "vary": PATCH_VARY,
+            "x-content-type-options": "nosniff",
+        },
+    )
+
+
+async def negotiate_patch(ctx: AppContext, request: Request, sha256: str) -> Response | None:
+    """A patch answer for this asset request, or None to serve the full asset.
+
+    Only plain GETs negotiate (a HEAD or a Range request gets the full asset's answer).
+    """
+    if request.method != "GET" or "range" in request.headers:
+        return None
+    req = patch_request(request, sha256)
+    if req.requested_update_id is None:
+        return None  # not a launch-asset request of an expo-updates client: nothing to do
+    index = patch_index(ctx)
+    snapshot = await index.snapshot()
+    decision: Decision = decide(req, snapshot.patches)
+    if decision.outcome is not Outcome.PATCH or decision.patch is None:
+        _record_full(ctx, request, snapshot, req)
+        return None
+    entry = decision.patch
+    body = await index.bodies.get(patch_object_name(entry.target_sha256, entry.base_sha256))
+    if body is None or len(body) != entry.size:
+        _record_full(ctx, request, snapshot, req)
+        return None
+    launch = snapshot.launches[req.requested_update_id]
+    _, full_size = full_download_size(launch, request.headers.get("accept-encoding"))
+    requested = req.requested_update_id
+    _record(ctx, launch, requested, "patch_bytes_saved", full_size - len(body))
+    _record(ctx, launch, requested, "patch_downloads", 1)
+    stats = ctx.components.get("stats")
+    if stats is not None:
+        stats.record_asset(nbytes=len(body), variant="patch")
+    return patch_response(body, decision.base_update_id or "")
+
+
+def full_asset_vary(ctx: AppContext, sha256: str) -> str:
+    """The ``vary`` of a full-asset answer: launch assets (which a patch could replace) vary
+    on ``A-IM`` and ``Expo-Current-Update-ID`` too, so caches never mix the two answers."""
+    index = ctx.components.get(PATCH_INDEX)
+    snapshot = index.loaded() if isinstance(index, PatchIndex) else None
+    if snapshot is not None and sha256 in snapshot.launch_shas:
+        return LAUNCH_ASSET_VARY
+    return DEFAULT_VARY

@@ -1,0 +1,305 @@
+"""Prometheus ``GET /metrics``: per-route request counts and latencies, delivery-cache hit
+rates, publish counts and the statistics figures.
+
+Everything lives in a ``CollectorRegistry`` made per application (no module globals).
+Request metrics are process-local (each worker of a multi-worker server has its own); the
+statistics gauges are read from the database at scrape time (cached a few seconds), so they
+are the cluster-wide figures whichever process answers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lumora_ota.server.context import AppContext
+from lumora_ota.stats import StatsRecorder
+from lumora_ota.stats_report import ACTIVE_WINDOWS, HealthThresholds, evaluate_health
+from lumora_ota.store.models import (
+    DeviceState,
+    DeviceUpdateFact,
+    Project,
+    StatCounter,
+    Update,
+    UpdateGroup,
+    utcnow,
+)
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+DB_FIGURES_TTL = 5.0
+
+
+class RequestMetrics:
+    """Request counter and latency histogram, labelled by method and route template."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "lumora_http_requests",
+            "HTTP requests answered, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "lumora_http_request_duration_seconds",
+            "Time to answer HTTP requests, by method and route template.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        # Label lookups take a lock in prometheus-client; cache the children.
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._histograms: dict[tuple[str, str], Any] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered request."""
+        ckey = (method, route, status)
+        counter = self._counters.get(ckey)
+        if counter is None:
+            counter = self._counters[ckey] = self.requests.labels(method, route, str(status))
+        counter.inc()
+        hkey = (method, route)
+        hist = self._histograms.get(hkey)
+        if hist is None:
+            hist = self._histograms[hkey] = self.latency.labels(method, route)
+        hist.observe(seconds)
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template (``/api/v1/updates/{update_id}``), not the raw path,
+    so label cardinality stays bounded."""
+    route = scope.get("route")
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return str(template) if template else "unmatched"
+
+
+class MetricsMiddleware:
+    """A plain ASGI middleware (cheap: no request/response objects) timing every request."""
+
+    def __init__(self, app: ASGIApp, metrics: RequestMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            self.metrics.observe(
+                scope.get("method", "GET"),
+                route_template(scope),
+                status,
+                time.perf_counter() - started,
+            )
+
+
+class ProcessCollector(Collector):
+    """Process-local figures: stats recorder totals and delivery-cache counters."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self._ctx = ctx
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the current values."""
+        recorder: StatsRecorder | None = self._ctx.components.get("stats")
+        if recorder is not None:
+            recorded = CounterMetricFamily(
+                "lumora_stats_recorded",
+                "Statistics records taken by this process, by kind.",
+                labels=["kind"],
+            )
+            for kind, n in sorted(recorder.totals.items()):
+                recorded.add_metric([kind], n)
+            yield recorded
+            yield CounterMetricFamily(
+                "lumora_stats_flushes", "Successful statistics flushes.", value=recorder.flushes
+            )
+            yield CounterMetricFamily(
+                "lumora_stats_flush_errors",
+                "Failed statistics flushes (retried).",
+                value=recorder.flush_errors,
+            )
+            yield GaugeMetricFamily(
+                "lumora_stats_pending_rows",
+                "Statistics rows waiting for the next flush.",
+                value=recorder.pending,
+            )
+        yield from delivery_metrics(self._ctx.components.get("delivery"))
+
+
+def delivery_metrics(delivery: Any) -> Iterator[Metric]:
+    """Cache counters of the delivery component, when it exposes ``hits``/``misses`` or a
+    ``metrics()`` mapping of name to number."""
+    if delivery is None:
+        return
+    hits = getattr(delivery, "hits", None)
+    misses = getattr(delivery, "misses", None)
+    if isinstance(hits, int) and isinstance(misses, int):
+        yield CounterMetricFamily("lumora_delivery_cache_hits", "Delivery cache hits.", value=hits)
+        yield CounterMetricFamily(
+            "lumora_delivery_cache_misses", "Delivery cache misses.", value=misses
+        )
+        yield GaugeMetricFamily(
+            "lumora_delivery_cache_hit_ratio",
+            "Share of delivery lookups answered from memory.",
+            value=hits / (hits + misses) if hits + misses else 0.0,
+        )
+    metrics_fn = getattr(delivery, "metrics", None)
+    if callable(metrics_fn):
+        values = metrics_fn()
+        if isinstance(values, dict):
+            for name, value in sorted(values.items()):
+                if isinstance(value, int | float) and str(name).replace("_", "").isalnum():
+                    yield GaugeMetricFamily(
+                        f"lumora_delivery_{name}", f"Delivery cache: {name}.", value=value
+                    )
+
+
+class DatabaseFiguresCollector(Collector):
+    """Cluster-wide statistics from the database, cached for ``DB_FIGURES_TTL`` seconds."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self._ctx = ctx
+        self._cached: list[Metric] = []
+        self._cached_at = 0.0
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the figures (re-read when the cache is stale)."""
+        if time.monotonic() - self._cached_at > DB_FIGURES_TTL:
+            self._cached = self._read()
+            self._cached_at = time.monotonic()
+        yield from self._cached
+
+    def _read(self) -> list[Metric]:
+        settings = self._ctx.settings
+        thresholds = HealthThresholds(settings.health_failure_rate, settings.health_min_launches)
+        now = utcnow()
+        with self._ctx.session() as session:
+            slugs = dict(session.execute(select(Project.id, Project.slug)).all())
+            checks = GaugeMetricFamily(
+                "lumora_stats_checks", "Checks answered (all processes).", labels=["project"]
+            )
+            for pid, n in session.execute(
+                select(StatCounter.project_id, func.sum(StatCounter.value))
+                .where(StatCounter.metric == "checks")
+                .group_by(StatCounter.project_id)
+            ):
+                if pid in slugs:
+                    checks.add_metric([slugs[pid]], float(n or 0))
+            asset_bytes = GaugeMetricFamily(
+                "lumora_stats_asset_bytes", "Asset bytes served (all processes)."
+            )
+            total_bytes = session.execute(
+                select(func.sum(StatCounter.value)).where(StatCounter.metric == "asset_bytes")
+            ).scalar()
+            asset_bytes.add_metric([], float(total_bytes or 0))
+            outcomes = GaugeMetricFamily(
+                "lumora_stats_device_outcomes",
+                "Devices per update outcome (download, install, launch_success, ...).",
+                labels=["project", "outcome"],
+            )
+            for pid, fact, n in session.execute(
+                select(DeviceUpdateFact.project_id, DeviceUpdateFact.fact, func.count())
+                .join(Update, Update.id == DeviceUpdateFact.update_id)
+                .group_by(DeviceUpdateFact.project_id, DeviceUpdateFact.fact)
+            ):
+                if pid in slugs:
+                    outcomes.add_metric([slugs[pid], fact], float(n))
+            active = GaugeMetricFamily(
+                "lumora_stats_active_devices",
+                "Devices seen within the window.",
+                labels=["project", "window"],
+            )
+            for days in ACTIVE_WINDOWS:
+                for pid, n in session.execute(
+                    select(DeviceState.project_id, func.count())
+                    .where(DeviceState.last_seen >= now - timedelta(days=days))
+                    .group_by(DeviceState.project_id)
+                ):
+                    if pid in slugs:
+                        active.add_metric([slugs[pid], f"{days}d"], float(n))
+            published = GaugeMetricFamily(
+                "lumora_updates_published",
+                "Updates published (one per platform).",
+                labels=["project"],
+            )
+            for pid, n in session.execute(
+                select(Update.project_id, func.count()).group_by(Update.project_id)
+            ):
+                if pid in slugs:
+                    published.add_metric([slugs[pid]], float(n))
+            groups = GaugeMetricFamily(
+                "lumora_publishes", "Publish operations (update groups).", labels=["project"]
+            )
+            for pid, n in session.execute(
+                select(UpdateGroup.project_id, func.count()).group_by(UpdateGroup.project_id)
+            ):
+                if pid in slugs:
+                    groups.add_metric([slugs[pid]], float(n))
+            launches: dict[tuple[str, str], dict[str, int]] = {}
+            for pid, uid, fact, n in session.execute(
+                select(
+                    DeviceUpdateFact.project_id,
+                    DeviceUpdateFact.update_id,
+                    DeviceUpdateFact.fact,
+                    func.count(),
+                )
+                .where(DeviceUpdateFact.fact.in_(("launch_success", "launch_failure")))
+                .group_by(
+                    DeviceUpdateFact.project_id, DeviceUpdateFact.update_id, DeviceUpdateFact.fact
+                )
+            ):
+                launches.setdefault((pid, uid), {})[fact] = int(n)
+            flagged = GaugeMetricFamily(
+                "lumora_updates_flagged",
+                "Updates whose launch-failure rate crosses the health threshold.",
+                labels=["project"],
+            )
+            per_project: dict[str, int] = {}
+            for (pid, _uid), counts in launches.items():
+                health = evaluate_health(
+                    counts.get("launch_success", 0), counts.get("launch_failure", 0), thresholds
+                )
+                if health.flagged and pid in slugs:
+                    per_project[slugs[pid]] = per_project.get(slugs[pid], 0) + 1
+            for slug, n in sorted(per_project.items()):
+                flagged.add_metric([slug], float(n))
+        return [checks, asset_bytes, outcomes, active, published, groups, flagged]
+
+
+def build_registry(ctx: AppContext) -> tuple[CollectorRegistry, RequestMetrics]:
+    """A fresh registry with every Lumora collector registered."""
+    registry = CollectorRegistry()
+    request_metrics = RequestMetrics(registry)
+    registry.register(ProcessCollector(ctx))
+    registry.register(DatabaseFiguresCollector(ctx))
+    return registry, request_metrics
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """``GET /metrics`` in the Prometheus text format."""
+    registry: CollectorRegistry = request.app.state.ctx.components["metrics_registry"]
+    body = await run_in_threadpool(generate_latest, registry)
+    return Response(body, media_type=PROMETHEUS_CONTENT_TYPE)

@@ -1,0 +1,439 @@
+"""Statistics recorder: cheap in-memory aggregation on the hot path, batched flushes to the DB.
+
+Hot-path API (all O(1), no I/O; safe from the event loop and from worker threads)::
+
+    recorder = ctx.components["stats"]            # a StatsRecorder
+    recorder.record_check(project_id=..., channel=..., platform=...,
+                          served_update_id=None | "<update id>",
+                          device_id=None | "<eas-client-id / deviceId>",
+                          current_update_id=None | "...", embedded_update_id=None | "...",
+                          failed_update_ids=("...",))
+    recorder.record_asset(nbytes=..., variant="identity" | "br" | "gzip" | "patch")
+    recorder.record_events(project_id, device_id, [ClientEvent(...), ...])
+
+What is counted, and why it can be trusted:
+
+* ``checks`` is an additive counter per (project, channel, served update or "", UTC day):
+  every manifest/check request answered. ``asset_bytes``/``asset_requests`` are server-wide.
+* Device outcomes are *facts* stored once per (project, device, update, fact), whatever the
+  number of reports: ``download``, ``install``, ``launch_success``, ``launch_failure``,
+  ``rollback``, ``download_failure``. A device reporting that it runs update X (header
+  ``expo-current-update-id`` or ``currentUpdateId``, when it differs from the embedded one)
+  has downloaded, installed and successfully launched X; an id in
+  ``expo-recent-failed-update-ids`` is a launch failure; SDK events say the rest, and each
+  later stage implies the earlier ones (an install implies a download, a failed launch an
+  install). So downloads >= installs >= launches always hold and no retry or repeated header
+  inflates a figure. Reports without a device id count as checks only.
+* Each (project, UTC day, channel, device) that checks in is stored once: unique devices.
+* The device's latest observation (channel, platform, current update, last seen) feeds the
+  unique- and active-device figures; the newest observation wins across processes.
+
+A background task flushes every ``settings.stats_flush_interval`` seconds (in a worker thread)
+with additive upserts (``INSERT .. ON CONFLICT DO UPDATE SET value = value + excluded.value``)
+and insert-or-ignore for facts, so any number of server processes add up exactly. A failed
+flush keeps its batch for the next attempt; ``stop()`` flushes everything that is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import Engine, Insert
+from sqlalchemy.dialects import postgresql, sqlite
+
+from lumora_ota.store.models import DeviceDay, DeviceState, DeviceUpdateFact, StatCounter
+
+log = logging.getLogger("lumora_ota.stats")
+
+EventType = Literal[
+    "download_completed",
+    "download_failed",
+    "install",
+    "launch_success",
+    "launch_failure",
+    "rollback",
+]
+EVENT_TYPES: tuple[str, ...] = (
+    "download_completed",
+    "download_failed",
+    "install",
+    "launch_success",
+    "launch_failure",
+    "rollback",
+)
+FACTS: tuple[str, ...] = (
+    "download",
+    "install",
+    "launch_success",
+    "launch_failure",
+    "rollback",
+    "download_failure",
+)
+# Each reported event stands for these facts: a later stage proves the earlier ones happened.
+EVENT_FACTS: dict[str, tuple[str, ...]] = {
+    "download_completed": ("download",),
+    "download_failed": ("download_failure",),
+    "install": ("download", "install"),
+    "launch_success": ("download", "install", "launch_success"),
+    "launch_failure": ("download", "install", "launch_failure"),
+    "rollback": ("rollback",),
+}
+RUNNING_FACTS: tuple[str, ...] = ("download", "install", "launch_success")
+# How far a client-supplied event time may be trusted; outside it the server's clock is used.
+EVENT_TIME_PAST = timedelta(days=30)
+EVENT_TIME_FUTURE = timedelta(days=1)
+# Bound on remembered already-flushed facts (keeps re-sent facts out of later batches).
+SEEN_FACTS_LIMIT = 200_000
+
+CounterKey = tuple[str, str, str, date, str]  # project, channel, update, day, metric
+FactKey = tuple[str, str, str, str]  # project, device, update, fact
+DeviceKey = tuple[str, str]  # project, device
+DeviceDayKey = tuple[str, date, str, str]  # project, day, channel, device
+
+
+@dataclass(frozen=True, slots=True)
+class ClientEvent:
+    """One event a client reported (already validated)."""
+
+    type: str
+    update_id: str | None = None
+    at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceObservation:
+    """The latest thing a device told us on a check."""
+
+    channel: str
+    platform: str
+    current_update_id: str | None
+    embedded_update_id: str | None
+    seen_at: datetime
+
+
+@dataclass
+class StatsBatch:
+    """Everything recorded since the last flush."""
+
+    counters: dict[CounterKey, int]
+    facts: dict[FactKey, datetime]
+    devices: dict[DeviceKey, DeviceObservation]
+    device_days: set[DeviceDayKey]
+
+    @classmethod
+    def empty(cls) -> StatsBatch:
+        """A batch with nothing in it."""
+        return cls(counters={}, facts={}, devices={}, device_days=set())
+
+    def __len__(self) -> int:
+        return len(self.counters) + len(self.facts) + len(self.devices) + len(self.device_days)
+
+    def merge(self, newer: StatsBatch) -> None:
+        """Fold ``newer`` (recorded later) into this batch."""
+        for key, n in newer.counters.items():
+            self.counters[key] = self.counters.get(key, 0) + n
+        for fkey, at in newer.facts.items():
+            self.facts.setdefault(fkey, at)
+        self.devices.update(newer.devices)
+        self.device_days |= newer.device_days
+
+
+def event_time(reported: datetime | None, now: datetime) -> datetime:
+    """The time to file an event under: the client's, when plausible, else ``now``."""
+    if reported is None:
+        return now
+    if reported.tzinfo is None:
+        reported = reported.replace(tzinfo=UTC)
+    if now - EVENT_TIME_PAST <= reported <= now + EVENT_TIME_FUTURE:
+        return reported.astimezone(UTC)
+    return now
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+FlushHook = Callable[[StatsBatch], None]
+
+
+class StatsRecorder:
+    """In-memory statistics of one server process, flushed to the database in batches."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        flush_interval: float = 1.0,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._engine = engine
+        self._flush_interval = flush_interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._batch = StatsBatch.empty()
+        self._flush_lock = threading.Lock()
+        self._seen_facts: set[FactKey] = set()
+        self._seen_days: set[DeviceDayKey] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._after_flush: list[FlushHook] = []
+        # Process-local running totals, read by /metrics.
+        self.totals: dict[str, int] = {}
+        self.flushes = 0
+        self.flush_errors = 0
+
+    # ------------------------------------------------------------------ hot path
+
+    def record_check(
+        self,
+        *,
+        project_id: str,
+        channel: str,
+        platform: str,
+        served_update_id: str | None,
+        device_id: str | None = None,
+        current_update_id: str | None = None,
+        embedded_update_id: str | None = None,
+        failed_update_ids: Sequence[str] = (),
+    ) -> None:
+        """Count one answered manifest/check request and what its headers say."""
+        now = self._clock()
+        day = now.date()
+        ckey = (project_id, channel, served_update_id or "", day, "checks")
+        running = current_update_id if current_update_id != embedded_update_id else None
+        with self._lock:
+            batch = self._batch
+            batch.counters[ckey] = batch.counters.get(ckey, 0) + 1
+            self.totals["checks"] = self.totals.get("checks", 0) + 1
+            if not device_id:
+                return
+            batch.devices[(project_id, device_id)] = DeviceObservation(
+                channel, platform, current_update_id, embedded_update_id, now
+            )
+            dkey = (project_id, day, channel, device_id)
+            if dkey not in self._seen_days:
+                batch.device_days.add(dkey)
+            if running:
+                for fact in RUNNING_FACTS:
+                    self._add_fact((project_id, device_id, running, fact), now)
+            for failed in failed_update_ids:
+                if failed and failed != embedded_update_id:
+                    for fact in EVENT_FACTS["launch_failure"]:
+                        self._add_fact((project_id, device_id, failed, fact), now)
+
+    def record_asset(self, *, nbytes: int, variant: str = "identity") -> None:
+        """Count one asset response of ``nbytes`` bytes (server-wide)."""
+        day = self._clock().date()
+        bkey = ("", "", "", day, "asset_bytes")
+        rkey = ("", "", "", day, "asset_requests")
+        with self._lock:
+            counters = self._batch.counters
+            counters[bkey] = counters.get(bkey, 0) + nbytes
+            counters[rkey] = counters.get(rkey, 0) + 1
+            self.totals["asset_bytes"] = self.totals.get("asset_bytes", 0) + nbytes
+            self.totals[f"asset_requests_{variant}"] = (
+                self.totals.get(f"asset_requests_{variant}", 0) + 1
+            )
+
+    def record_update_counter(
+        self, *, project_id: str, channel: str, update_id: str, metric: str, value: int
+    ) -> None:
+        """Add ``value`` to a per-update counter (delta updates: ``patch_bytes_saved``,
+        ``patch_downloads``, ``compression_bytes_saved``; see server/device/patches.py)."""
+        key = (project_id, channel, update_id, self._clock().date(), metric)
+        with self._lock:
+            counters = self._batch.counters
+            counters[key] = counters.get(key, 0) + value
+            self.totals[metric] = self.totals.get(metric, 0) + value
+
+    def record_events(self, project_id: str, device_id: str, events: Iterable[ClientEvent]) -> None:
+        """File client events (already validated) as device facts."""
+        now = self._clock()
+        with self._lock:
+            for event in events:
+                self.totals[f"events_{event.type}"] = self.totals.get(f"events_{event.type}", 0) + 1
+                if not event.update_id:
+                    continue
+                at = event_time(event.at, now)
+                for fact in EVENT_FACTS.get(event.type, ()):
+                    self._add_fact((project_id, device_id, event.update_id, fact), at)
+
+    def _add_fact(self, key: FactKey, at: datetime) -> None:
+        # Caller holds self._lock.
+        if key in self._seen_facts:
+            return
+        facts = self._batch.facts
+        if key not in facts or at < facts[key]:
+            facts[key] = at
+
+    # ------------------------------------------------------------------ flushing
+
+    def add_flush_hook(self, hook: FlushHook) -> None:
+        """Call ``hook(batch)`` (in the flush thread) after each successful flush."""
+        self._after_flush.append(hook)
+
+    @property
+    def pending(self) -> int:
+        """How many distinct rows wait for the next flush."""
+        with self._lock:
+            return len(self._batch)
+
+    def flush(self) -> int:
+        """Write everything recorded so far; returns the number of rows written.
+
+        Blocking (database I/O): call from a worker thread. On failure the batch is kept for
+        the next attempt and the error is raised.
+        """
+        with self._flush_lock:
+            with self._lock:
+                batch, self._batch = self._batch, StatsBatch.empty()
+            if not batch:
+                return 0
+            try:
+                write_batch(self._engine, batch)
+            except Exception:
+                self.flush_errors += 1
+                with self._lock:
+                    batch.merge(self._batch)
+                    self._batch = batch
+                raise
+            self.flushes += 1
+            with self._lock:
+                if len(self._seen_facts) + len(batch.facts) > SEEN_FACTS_LIMIT:
+                    self._seen_facts.clear()
+                self._seen_facts.update(batch.facts)
+                if len(self._seen_days) + len(batch.device_days) > SEEN_FACTS_LIMIT:
+                    self._seen_days.clear()
+                self._seen_days |= batch.device_days
+            for hook in self._after_flush:
+                try:
+                    hook(batch)
+                except Exception:
+                    log.exception("stats flush hook failed")
+            return len(batch)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_interval)
+            try:
+                await asyncio.to_thread(self.flush)
+            except Exception:
+                log.exception("stats flush failed; will retry")
+
+    async def start(self) -> None:
+        """Start the periodic flush task."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="lumora-stats-flush")
+
+    async def stop(self) -> None:
+        """Stop the periodic task and flush what is left (graceful shutdown)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await asyncio.to_thread(self.flush)
+
+
+# ---------------------------------------------------------------------- database writes
+
+
+def _insert(engine: Engine, table: Any) -> Any:
+    """The dialect's INSERT construct, which knows ON CONFLICT."""
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def write_batch(engine: Engine, batch: StatsBatch) -> None:
+    """Write one batch in one transaction, additively and idempotently where it must be."""
+    with engine.begin() as conn:
+        if batch.counters:
+            stmt = _insert(engine, StatCounter.__table__)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["project_id", "channel", "update_id", "day", "metric"],
+                set_={"value": StatCounter.__table__.c.value + stmt.excluded.value},
+            )
+            conn.execute(
+                stmt,
+                [
+                    {
+                        "project_id": p,
+                        "channel": c,
+                        "update_id": u,
+                        "day": d,
+                        "metric": m,
+                        "value": n,
+                    }
+                    for (p, c, u, d, m), n in sorted(batch.counters.items())
+                ],
+            )
+        if batch.facts:
+            fstmt: Insert = _insert(engine, DeviceUpdateFact.__table__)
+            fstmt = fstmt.on_conflict_do_nothing(  # type: ignore[attr-defined]
+                index_elements=["project_id", "device_id", "update_id", "fact"]
+            )
+            conn.execute(
+                fstmt,
+                [
+                    {
+                        "project_id": p,
+                        "device_id": dev,
+                        "update_id": u,
+                        "fact": f,
+                        "day": at.date(),
+                        "at": at,
+                    }
+                    for (p, dev, u, f), at in sorted(batch.facts.items())
+                ],
+            )
+        if batch.device_days:
+            ddstmt: Insert = _insert(engine, DeviceDay.__table__)
+            ddstmt = ddstmt.on_conflict_do_nothing(  # type: ignore[attr-defined]
+                index_elements=["project_id", "day", "channel", "device_id"]
+            )
+            conn.execute(
+                ddstmt,
+                [
+                    {"project_id": p, "day": d, "channel": c, "device_id": dev}
+                    for p, d, c, dev in sorted(batch.device_days)
+                ],
+            )
+        if batch.devices:
+            table = DeviceState.__table__
+            dstmt = _insert(engine, table)
+            dstmt = dstmt.on_conflict_do_update(
+                index_elements=["project_id", "device_id"],
+                set_={
+                    "channel": dstmt.excluded.channel,
+                    "platform": dstmt.excluded.platform,
+                    "current_update_id": dstmt.excluded.current_update_id,
+                    "embedded_update_id": dstmt.excluded.embedded_update_id,
+                    "last_seen": dstmt.excluded.last_seen,
+                },
+                # Another process may have flushed a newer observation already.
+                where=table.c.last_seen <= dstmt.excluded.last_seen,
+            )
+            conn.execute(
+                dstmt,
+                [
+                    {
+                        "project_id": p,
+                        "device_id": dev,
+                        "channel": o.channel,
+                        "platform": o.platform,
+                        "current_update_id": o.current_update_id,
+                        "embedded_update_id": o.embedded_update_id,
+                        "first_seen": o.seen_at,
+                        "last_seen": o.seen_at,
+                    }
+                    for (p, dev), o in sorted(batch.devices.items())
+                ],
+            )

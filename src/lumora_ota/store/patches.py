@@ -1,0 +1,323 @@
+"""Delta patches: bsdiff patches between launch assets, computed in the background.
+
+After a publish commits, ``schedule_patches`` queues its updates on a one-thread worker. For
+each new update the worker diffs the launch assets of the last ``settings.patch_bases``
+updates of the same project, channel, platform and runtime version (and of every embedded
+bundle registered for that platform and runtime version) toward the new launch asset, with
+``bsdiff4`` (classic BSDIFF40: what expo-updates and ``bspatch`` apply).
+
+Each patch is stored once per (base, target) content pair beside the blobs, as
+``{target_sha256}.from-{base_sha256}.bsdiff`` (``BlobStore.put_bytes`` is atomic), and then
+recorded in ``delta_patches``, one row per (target update, base update), with its size and
+whether it is *useful* (below ``settings.patch_max_ratio`` of the brotli size of the full
+bundle). The insert bumps the delivery revision, so every server process reloads its patch
+index. Everything is idempotent: a row that exists is skipped, a stored object is reused, so a
+crash at any point is repaired by running the job again (``catch_up`` does, at start).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import bsdiff4
+from sqlalchemy import and_, exists, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from lumora_ota.domain.delta import BaseCandidate, is_useful, patch_object_name, select_bases
+from lumora_ota.store.blobs import BlobStore
+from lumora_ota.store.db import bump_delivery_revision
+from lumora_ota.store.models import (
+    Blob,
+    DeltaPatch,
+    EmbeddedBundle,
+    Update,
+    UpdateAsset,
+    utcnow,
+)
+from lumora_ota.store.repository import KIND_UPDATE, STATUS_ACTIVE, insert_ignore
+from lumora_ota.store.variants import ensure_variants, is_compressible
+
+if TYPE_CHECKING:
+    from lumora_ota.server.context import AppContext
+
+log = logging.getLogger("lumora_ota.patches")
+
+# ``ctx.components`` key of the running ``PatchWorker`` (installed by
+# ``server/management/embedded.install``).
+PATCH_WORKER = "patches"
+
+# Start-up catch-up looks this far back for updates whose patch job may have been lost.
+CATCH_UP_WINDOW = timedelta(days=7)
+CATCH_UP_LIMIT = 200
+VARIANT_WAIT_SECONDS = 120.0
+VARIANT_POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class PatchPolicy:
+    """How many bases to diff from and when a patch is worth serving."""
+
+    bases: int = 3
+    max_ratio: float = 0.5
+
+
+@dataclass(frozen=True)
+class LaunchTarget:
+    """The update a job computes patches toward."""
+
+    update_id: str
+    project_id: str
+    channel_id: str
+    platform: str
+    runtime_version: str
+    sha256: str
+    content_type: str
+    file_extension: str
+
+
+def load_target(session: Session, update_id: str) -> LaunchTarget | None:
+    """The update and its launch asset; None for a marker or an unknown id."""
+    row = session.execute(
+        select(Update, UpdateAsset)
+        .join(UpdateAsset, and_(UpdateAsset.update_id == Update.id, UpdateAsset.is_launch_asset))
+        .where(Update.id == update_id, Update.kind == KIND_UPDATE)
+    ).first()
+    if row is None:
+        return None
+    update, launch = row
+    return LaunchTarget(
+        update_id=update.id,
+        project_id=update.project_id,
+        channel_id=update.channel_id,
+        platform=update.platform,
+        runtime_version=update.runtime_version,
+        sha256=launch.sha256,
+        content_type=launch.content_type,
+        file_extension=launch.file_extension,
+    )
+
+
+def base_candidates(session: Session, target: LaunchTarget, limit: int) -> list[BaseCandidate]:
+    """The updates to diff from: the newest earlier updates of the target's stream (any
+    status — a device may still run a rolled-back update), then every embedded bundle of
+    its platform and runtime version."""
+    created_at = select(Update.created_at).where(Update.id == target.update_id).scalar_subquery()
+    history = session.execute(
+        select(Update.id, UpdateAsset.sha256)
+        .join(UpdateAsset, and_(UpdateAsset.update_id == Update.id, UpdateAsset.is_launch_asset))
+        .where(
+            Update.project_id == target.project_id,
+            Update.channel_id == target.channel_id,
+            Update.platform == target.platform,
+            Update.runtime_version == target.runtime_version,
+            Update.kind == KIND_UPDATE,
+            Update.id != target.update_id,
+            Update.created_at <= created_at,
+        )
+        .order_by(Update.created_at.desc(), Update.id.desc())
+        .limit(limit * 8)
+    )
+    chosen = select_bases(
+        (BaseCandidate(update_id, sha) for update_id, sha in history), target.sha256, limit
+    )
+    embedded = session.execute(
+        select(EmbeddedBundle.embedded_update_id, EmbeddedBundle.sha256).where(
+            EmbeddedBundle.project_id == target.project_id,
+            EmbeddedBundle.platform == target.platform,
+            EmbeddedBundle.runtime_version == target.runtime_version,
+        )
+    )
+    chosen.extend(
+        BaseCandidate(update_id, sha) for update_id, sha in embedded if sha != target.sha256
+    )
+    return chosen
+
+
+def ensure_patch_object(blobs: BlobStore, base_sha256: str, target_sha256: str) -> int:
+    """Store the patch from one blob to another unless it is stored; returns its size."""
+    name = patch_object_name(target_sha256, base_sha256)
+    size = blobs.size(name)
+    if size is None:
+        patch = bsdiff4.diff(blobs.read_bytes(base_sha256), blobs.read_bytes(target_sha256))
+        blobs.put_bytes(name, patch)
+        size = len(patch)
+    return size
+
+
+def _blob_sizes(sessions: sessionmaker[Session], sha256: str) -> tuple[int, int | None] | None:
+    with sessions() as session:
+        blob = session.get(Blob, sha256)
+        return None if blob is None else (blob.size, blob.br_size)
+
+
+def full_bundle_size(
+    blobs: BlobStore,
+    sessions: sessionmaker[Session],
+    target: LaunchTarget,
+    *,
+    variant_wait: float = VARIANT_WAIT_SECONDS,
+) -> int:
+    """What a device downloads without a patch: the brotli variant's size, or the raw size
+    when the bundle has none.
+
+    The variant worker compresses the bundle after the same publish; brotli at its best
+    quality takes seconds, so we wait for it (bounded) rather than compress twice, and
+    compress ourselves only when it never comes (that worker failed or is not running).
+    """
+    sizes = _blob_sizes(sessions, target.sha256)
+    if sizes is None:
+        return 0
+    if not is_compressible(target.content_type, target.file_extension):
+        return sizes[0]
+    deadline = time.monotonic() + variant_wait
+    while sizes[1] is None and time.monotonic() < deadline:
+        time.sleep(VARIANT_POLL_SECONDS)
+        sizes = _blob_sizes(sessions, target.sha256) or sizes
+    if sizes[1] is None:
+        ensure_variants(blobs, sessions, target.sha256)  # idempotent
+        sizes = _blob_sizes(sessions, target.sha256) or sizes
+    raw_size, br_size = sizes
+    return br_size if br_size is not None else raw_size
+
+
+def compute_patches(
+    blobs: BlobStore, sessions: sessionmaker[Session], policy: PatchPolicy, update_id: str
+) -> int:
+    """Compute and record the patches toward one update; returns how many rows it added."""
+    with sessions() as session:
+        session.connection(execution_options={"readonly": True})
+        target = load_target(session, update_id)
+        if target is None:
+            return 0
+        bases = base_candidates(session, target, policy.bases)
+        done = set(
+            session.scalars(
+                select(DeltaPatch.base_update_id).where(DeltaPatch.target_update_id == update_id)
+            )
+        )
+    todo = [b for b in bases if b.update_id not in done]
+    if not todo:
+        return 0
+    sizes = {b.launch_sha256: 0 for b in todo}
+    for base_sha in sizes:
+        sizes[base_sha] = ensure_patch_object(blobs, base_sha, target.sha256)
+    full = full_bundle_size(blobs, sessions, target)
+    now = utcnow()
+    rows = [
+        {
+            "target_update_id": target.update_id,
+            "base_update_id": base.update_id,
+            "base_sha256": base.launch_sha256,
+            "target_sha256": target.sha256,
+            "size": sizes[base.launch_sha256],
+            "useful": is_useful(sizes[base.launch_sha256], full, policy.max_ratio),
+            "created_at": now,
+        }
+        for base in todo
+    ]
+    with sessions() as session:
+        insert_ignore(session, DeltaPatch, rows)
+        bump_delivery_revision(session)
+        session.commit()
+    log.info("recorded %d patch(es) toward update %s", len(rows), update_id)
+    return len(rows)
+
+
+def stream_heads(
+    session: Session, project_id: str, platform: str, runtime_version: str
+) -> list[str]:
+    """The newest active update of each channel for one platform and runtime version: what
+    a fresh install of a build would be offered first."""
+    rows = session.execute(
+        select(Update.id, Update.channel_id)
+        .where(
+            Update.project_id == project_id,
+            Update.platform == platform,
+            Update.runtime_version == runtime_version,
+            Update.kind == KIND_UPDATE,
+            Update.status == STATUS_ACTIVE,
+        )
+        .order_by(Update.created_at.desc(), Update.id.desc())
+    )
+    heads: dict[str, str] = {}
+    for update_id, channel_id in rows:
+        heads.setdefault(channel_id, update_id)
+    return list(heads.values())
+
+
+def updates_without_patches(session: Session, limit: int = CATCH_UP_LIMIT) -> list[str]:
+    """Recent active updates with no patch row yet: their job may have been lost in a
+    crash (those without any base are cheap to re-check)."""
+    since = utcnow() - CATCH_UP_WINDOW
+    return list(
+        session.scalars(
+            select(Update.id)
+            .where(
+                Update.kind == KIND_UPDATE,
+                Update.status == STATUS_ACTIVE,
+                Update.created_at >= since,
+                ~exists().where(DeltaPatch.target_update_id == Update.id),
+            )
+            .order_by(Update.created_at.desc())
+            .limit(limit)
+        )
+    )
+
+
+class PatchWorker:
+    """Computes patches on one background thread; jobs are idempotent, so duplicates (two
+    processes, a catch-up racing a publish) only cost time."""
+
+    def __init__(
+        self, blobs: BlobStore, sessions: sessionmaker[Session], policy: PatchPolicy
+    ) -> None:
+        self._blobs = blobs
+        self._sessions = sessions
+        self._policy = policy
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patches")
+
+    def submit(self, update_ids: Iterable[str]) -> list[Future[int]]:
+        """Queue patch jobs for these updates (a repeated job finds its work done)."""
+        return [self._executor.submit(self._run, update_id) for update_id in update_ids]
+
+    def submit_embedded(
+        self, project_id: str, platform: str, runtime_version: str
+    ) -> list[Future[int]]:
+        """Queue jobs for the updates a fresh install of a newly registered build gets."""
+        with self._sessions() as session:
+            heads = stream_heads(session, project_id, platform, runtime_version)
+        return self.submit(heads)
+
+    def catch_up(self) -> list[Future[int]]:
+        """Queue jobs for recent updates that have no patch rows (after a crash)."""
+        with self._sessions() as session:
+            session.connection(execution_options={"readonly": True})
+            pending = updates_without_patches(session)
+        return self.submit(pending)
+
+    def _run(self, update_id: str) -> int:
+        try:
+            return compute_patches(self._blobs, self._sessions, self._policy, update_id)
+        except Exception:
+            # A lost patch only costs bandwidth: devices get the full bundle.
+            log.exception("computing patches toward update %s failed", update_id)
+            return 0
+
+    def shutdown(self) -> None:
+        """Stop, dropping queued work (``catch_up`` redoes it at the next start)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def schedule_patches(ctx: AppContext, update_ids: Iterable[str]) -> list[Future[int]]:
+    """Queue patch jobs for freshly committed updates (call after the commit, never before:
+    the worker reads them from the database). No-op when no worker is installed."""
+    worker = ctx.components.get(PATCH_WORKER)
+    if not isinstance(worker, PatchWorker):
+        return []
+    return worker.submit(update_ids)

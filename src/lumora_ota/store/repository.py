@@ -1,0 +1,590 @@
+"""Database transactions of the management API: projects, channels, blobs, publishing,
+rollbacks, promotion and listing.
+
+Functions take a ``Session`` inside the caller's transaction and never commit: the caller adds
+its audit row and commits once, so each management action is all-or-nothing. Anything that
+changes what a device could be served calls ``bump_delivery_revision``. Failures a client can
+cause raise ``StoreError`` subclasses carrying an HTTP-like status; the API turns them into
+problem documents.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from lumora_ota.domain.model import AssetRecord, UpdateKind, UpdateRecord, UpdateStatus
+from lumora_ota.store.db import bump_delivery_revision
+from lumora_ota.store.models import (
+    Base,
+    Blob,
+    Channel,
+    Project,
+    ProjectBlob,
+    Update,
+    UpdateAsset,
+    UpdateGroup,
+    utcnow,
+)
+
+DEFAULT_CHANNELS: tuple[str, ...] = ("production", "staging", "development", "preview")
+KIND_UPDATE = "update"
+KIND_ROLLBACK_TO_EMBEDDED = "rollback_to_embedded"
+STATUS_ACTIVE = "active"
+STATUS_ROLLED_BACK = "rolled_back"
+_IN_CHUNK = 500
+
+
+class StoreError(Exception):
+    """A failure the client caused; ``status`` is the HTTP status to answer with."""
+
+    status = 400
+
+    def __init__(self, detail: str, **extensions: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extensions = extensions
+
+
+class NotFound(StoreError):
+    """The object does not exist."""
+
+    status = 404
+
+
+class Conflict(StoreError):
+    """The request clashes with the stored state (slug taken, blobs missing, ...)."""
+
+    status = 409
+
+
+class Unprocessable(StoreError):
+    """The request is well-formed but makes no sense for these objects."""
+
+    status = 422
+
+
+@dataclass(frozen=True)
+class AssetSpec:
+    """One file of a publish, as the publisher declared it."""
+
+    key: str
+    sha256: str
+    content_type: str
+    file_extension: str
+
+
+@dataclass(frozen=True)
+class PlatformSpec:
+    """One platform's files of a publish."""
+
+    launch_asset: AssetSpec
+    assets: tuple[AssetSpec, ...] = ()
+
+    def all_assets(self) -> tuple[AssetSpec, ...]:
+        """The launch asset followed by the other assets."""
+        return (self.launch_asset, *self.assets)
+
+
+@dataclass(frozen=True)
+class PublishSpec:
+    """A whole publish: one update per platform, sharing one group."""
+
+    project_id: str
+    channel: str
+    runtime_version: str
+    platforms: dict[str, PlatformSpec]
+    message: str = ""
+    rollout: int = 100
+    mandatory: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    created_by: str | None = None
+
+
+# ---------------------------------------------------------------- generic helpers
+
+
+def insert_ignore(session: Session, model: type[Base], rows: Sequence[dict[str, Any]]) -> None:
+    """INSERT rows, silently skipping those whose key already exists (race-safe upsert)."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        pg_stmt = postgresql.insert(model).values(list(rows)).on_conflict_do_nothing()
+        session.execute(pg_stmt)
+    else:
+        lite_stmt = sqlite.insert(model).values(list(rows)).on_conflict_do_nothing()
+        session.execute(lite_stmt)
+
+
+def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(values), _IN_CHUNK):
+        yield values[start : start + _IN_CHUNK]
+
+
+# ---------------------------------------------------------------- projects and channels
+
+
+def find_project(session: Session, ref: str) -> Project | None:
+    """The project whose id or slug is ``ref``."""
+    return session.scalars(
+        select(Project).where(or_(Project.id == ref, Project.slug == ref))
+    ).first()
+
+
+def list_projects(session: Session, project_ids: Collection[str] | None = None) -> list[Project]:
+    """Projects by slug; only those in ``project_ids`` when given."""
+    query = select(Project).order_by(Project.slug)
+    if project_ids is not None:
+        query = query.where(Project.id.in_(list(project_ids)))
+    return list(session.scalars(query))
+
+
+def create_project(session: Session, *, name: str, slug: str) -> Project:
+    """Add a project with the default channels; Conflict when the slug is taken."""
+    now = utcnow()
+    project = Project(name=name, slug=slug, created_at=now)
+    try:
+        with session.begin_nested():
+            session.add(project)
+            session.flush()
+    except IntegrityError:
+        raise Conflict(f"project slug {slug!r} is taken") from None
+    for channel_name in DEFAULT_CHANNELS:
+        session.add(Channel(project_id=project.id, name=channel_name, created_at=now))
+    session.flush()
+    return project
+
+
+def list_channels(session: Session, project_id: str) -> list[Channel]:
+    """A project's channels by name."""
+    return list(
+        session.scalars(
+            select(Channel).where(Channel.project_id == project_id).order_by(Channel.name)
+        )
+    )
+
+
+def channel_by_name(session: Session, project_id: str, name: str) -> Channel | None:
+    """The project's channel called ``name``."""
+    return session.scalars(
+        select(Channel).where(Channel.project_id == project_id, Channel.name == name)
+    ).first()
+
+
+def create_channel(session: Session, project_id: str, name: str) -> Channel:
+    """Add a channel; Conflict when the project already has one of that name."""
+    channel = Channel(project_id=project_id, name=name, created_at=utcnow())
+    try:
+        with session.begin_nested():
+            session.add(channel)
+            session.flush()
+    except IntegrityError:
+        raise Conflict(f"channel {name!r} already exists") from None
+    return channel
+
+
+def ensure_channel(session: Session, project_id: str, name: str) -> Channel:
+    """The project's channel called ``name``, created when missing (even if a concurrent
+    transaction creates it at the same moment)."""
+    for _ in range(3):
+        existing = channel_by_name(session, project_id, name)
+        if existing is not None:
+            return existing
+        try:
+            return create_channel(session, project_id, name)
+        except Conflict:
+            continue  # created concurrently: read it on the next pass
+    raise Conflict(f"channel {name!r} could not be created; retry")
+
+
+def rename_channel(session: Session, channel: Channel, name: str) -> Channel:
+    """Rename a channel; Conflict when the new name is taken in its project."""
+    if channel.name == name:
+        return channel
+    try:
+        with session.begin_nested():
+            channel.name = name
+            session.flush()
+    except IntegrityError:
+        raise Conflict(f"channel {name!r} already exists") from None
+    bump_delivery_revision(session)
+    return channel
+
+
+# ---------------------------------------------------------------- blobs
+
+
+def record_blob(session: Session, project_id: str, sha256: str, size: int) -> None:
+    """Note that ``project_id`` uploaded the blob ``sha256`` (idempotent, race-safe)."""
+    insert_ignore(session, Blob, [{"sha256": sha256, "size": size, "created_at": utcnow()}])
+    insert_ignore(session, ProjectBlob, [{"project_id": project_id, "sha256": sha256}])
+
+
+def project_has_blob(session: Session, project_id: str, sha256: str) -> bool:
+    """Whether the project has uploaded ``sha256``."""
+    return session.get(ProjectBlob, (project_id, sha256)) is not None
+
+
+def blob_sizes(session: Session, project_id: str, hashes: Collection[str]) -> dict[str, int]:
+    """Sizes of those of ``hashes`` the project has uploaded."""
+    found: dict[str, int] = {}
+    for chunk in _chunks(sorted(set(hashes))):
+        rows = session.execute(
+            select(Blob.sha256, Blob.size)
+            .join(ProjectBlob, ProjectBlob.sha256 == Blob.sha256)
+            .where(ProjectBlob.project_id == project_id, Blob.sha256.in_(chunk))
+        )
+        found.update({sha: size for sha, size in rows})
+    return found
+
+
+def missing_hashes(session: Session, project_id: str, hashes: Sequence[str]) -> list[str]:
+    """Those of ``hashes`` the project has not uploaded yet, in request order, unique."""
+    present = blob_sizes(session, project_id, hashes)
+    return list(dict.fromkeys(h for h in hashes if h not in present))
+
+
+# ---------------------------------------------------------------- updates
+
+
+def get_update(session: Session, update_id: str) -> Update | None:
+    """The update with its channel and assets loaded."""
+    return session.scalars(
+        select(Update).where(Update.id == update_id).options(selectinload(Update.assets))
+    ).first()
+
+
+def _new_group(session: Session, project_id: str, message: str, now: datetime) -> UpdateGroup:
+    group = UpdateGroup(project_id=project_id, message=message, created_at=now)
+    session.add(group)
+    session.flush()
+    return group
+
+
+def publish(session: Session, spec: PublishSpec) -> list[Update]:
+    """Insert one update per platform as one group; Conflict (with ``missing``) when any
+    referenced blob has not been uploaded for the project."""
+    referenced = {a.sha256 for p in spec.platforms.values() for a in p.all_assets()}
+    sizes = blob_sizes(session, spec.project_id, referenced)
+    missing = sorted(referenced - sizes.keys())
+    if missing:
+        raise Conflict(f"{len(missing)} referenced file(s) have not been uploaded", missing=missing)
+    channel = ensure_channel(session, spec.project_id, spec.channel)
+    now = utcnow()
+    group = _new_group(session, spec.project_id, spec.message, now)
+    updates: list[Update] = []
+    for platform, files in spec.platforms.items():
+        update = Update(
+            group_id=group.id,
+            project_id=spec.project_id,
+            channel_id=channel.id,
+            platform=platform,
+            runtime_version=spec.runtime_version,
+            kind=KIND_UPDATE,
+            message=spec.message,
+            created_at=now,
+            rollout=spec.rollout,
+            mandatory=spec.mandatory,
+            status=STATUS_ACTIVE,
+            metadata_json=spec.metadata,
+            extra_json=spec.extra,
+            created_by=spec.created_by,
+            assets=[
+                UpdateAsset(
+                    position=position,
+                    key=asset.key,
+                    sha256=asset.sha256,
+                    size=sizes[asset.sha256],
+                    content_type=asset.content_type,
+                    file_extension=asset.file_extension,
+                    is_launch_asset=position == 0,
+                )
+                for position, asset in enumerate(files.all_assets())
+            ],
+        )
+        update.channel = channel
+        session.add(update)
+        updates.append(update)
+    session.flush()
+    bump_delivery_revision(session)
+    return updates
+
+
+def _copy_update(
+    session: Session,
+    source: Update,
+    *,
+    channel: Channel,
+    rollout: int,
+    mandatory: bool,
+    created_by: str | None,
+) -> Update:
+    """A new update (in a new group) serving exactly ``source``'s files: no upload needed."""
+    now = utcnow()
+    group = _new_group(session, source.project_id, source.message, now)
+    copy = Update(
+        group_id=group.id,
+        project_id=source.project_id,
+        channel_id=channel.id,
+        platform=source.platform,
+        runtime_version=source.runtime_version,
+        kind=source.kind,
+        message=source.message,
+        created_at=now,
+        rollout=rollout,
+        mandatory=mandatory,
+        status=STATUS_ACTIVE,
+        source_update_id=source.id,
+        metadata_json=dict(source.metadata_json),
+        extra_json=dict(source.extra_json),
+        created_by=created_by,
+        assets=[
+            UpdateAsset(
+                position=a.position,
+                key=a.key,
+                sha256=a.sha256,
+                size=a.size,
+                content_type=a.content_type,
+                file_extension=a.file_extension,
+                is_launch_asset=a.is_launch_asset,
+            )
+            for a in source.assets
+        ],
+    )
+    copy.channel = channel
+    session.add(copy)
+    session.flush()
+    return copy
+
+
+def mark_rolled_back(session: Session, update: Update) -> Update:
+    """Mark ``update`` rolled back, so devices fall back to the previous eligible update."""
+    if update.status != STATUS_ROLLED_BACK:
+        update.status = STATUS_ROLLED_BACK
+        session.flush()
+        bump_delivery_revision(session)
+    return update
+
+
+def rollback_to(
+    session: Session, update: Update, target: Update, *, created_by: str | None
+) -> Update:
+    """Roll ``update`` back and re-publish ``target`` (an earlier update of the same project,
+    platform and runtime version) as a new update on ``update``'s channel."""
+    if target.id == update.id:
+        raise Unprocessable("an update cannot be rolled back to itself")
+    if target.project_id != update.project_id:
+        raise NotFound(f"update {target.id} not found")
+    if target.kind != KIND_UPDATE:
+        raise Unprocessable("the rollback target must be a published update, not a marker")
+    if target.platform != update.platform or target.runtime_version != update.runtime_version:
+        raise Unprocessable(
+            "the rollback target must have the same platform and runtime version "
+            f"({update.platform}, {update.runtime_version})"
+        )
+    mark_rolled_back(session, update)
+    copy = _copy_update(
+        session,
+        target,
+        channel=update.channel,
+        rollout=100,
+        mandatory=target.mandatory,
+        created_by=created_by,
+    )
+    bump_delivery_revision(session)
+    return copy
+
+
+def rollback_to_embedded(session: Session, update: Update, *, created_by: str | None) -> Update:
+    """Roll ``update`` back and record a roll-back-to-embedded marker for its channel,
+    platform and runtime version: devices there return to the build's embedded update."""
+    mark_rolled_back(session, update)
+    now = utcnow()
+    group = _new_group(session, update.project_id, "Roll back to the embedded update", now)
+    marker = Update(
+        group_id=group.id,
+        project_id=update.project_id,
+        channel_id=update.channel_id,
+        platform=update.platform,
+        runtime_version=update.runtime_version,
+        kind=KIND_ROLLBACK_TO_EMBEDDED,
+        message=group.message,
+        created_at=now,
+        rollout=100,
+        mandatory=False,
+        status=STATUS_ACTIVE,
+        source_update_id=update.id,
+        metadata_json={},
+        extra_json={},
+        created_by=created_by,
+        assets=[],
+    )
+    marker.channel = update.channel
+    session.add(marker)
+    session.flush()
+    bump_delivery_revision(session)
+    return marker
+
+
+def promote(
+    session: Session,
+    update: Update,
+    channel: Channel,
+    *,
+    rollout: int = 100,
+    mandatory: bool | None = None,
+    created_by: str | None,
+) -> Update:
+    """Publish ``update``'s files again on another channel, as a new update."""
+    if update.kind != KIND_UPDATE:
+        raise Unprocessable("only published updates can be promoted")
+    if update.status != STATUS_ACTIVE:
+        raise Conflict("a rolled-back update cannot be promoted")
+    if channel.id == update.channel_id:
+        raise Unprocessable(f"the update is already on channel {channel.name!r}")
+    copy = _copy_update(
+        session,
+        update,
+        channel=channel,
+        rollout=rollout,
+        mandatory=update.mandatory if mandatory is None else mandatory,
+        created_by=created_by,
+    )
+    bump_delivery_revision(session)
+    return copy
+
+
+def patch_update(
+    session: Session, update: Update, *, rollout: int | None, mandatory: bool | None
+) -> Update:
+    """Change an update's rollout percentage and/or mandatory flag."""
+    if rollout is not None:
+        update.rollout = rollout
+    if mandatory is not None:
+        update.mandatory = mandatory
+    session.flush()
+    bump_delivery_revision(session)
+    return update
+
+
+# ---------------------------------------------------------------- listing
+
+
+@dataclass(frozen=True)
+class UpdateFilter:
+    """Which updates ``list_updates`` returns. ``project_ids`` None means every project."""
+
+    project_ids: Collection[str] | None = None
+    channel: str | None = None
+    platform: str | None = None
+    runtime_version: str | None = None
+
+
+def encode_cursor(update: Update) -> str:
+    """An opaque cursor pointing just past ``update`` in newest-first order."""
+    raw = f"{update.created_at.astimezone(UTC).isoformat()}|{update.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (created_at, id) a cursor points past; StoreError when it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        when, update_id = raw.split("|", 1)
+        created_at = datetime.fromisoformat(when)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise StoreError("invalid cursor") from None
+    if created_at.tzinfo is None:
+        raise StoreError("invalid cursor")
+    return created_at.astimezone(UTC), update_id
+
+
+def list_updates(
+    session: Session, filters: UpdateFilter, *, limit: int, cursor: str | None = None
+) -> tuple[list[Update], str | None]:
+    """Updates newest first, at most ``limit``, and the cursor of the next page (or None)."""
+    query = select(Update).options(selectinload(Update.assets))
+    if filters.project_ids is not None:
+        query = query.where(Update.project_id.in_(list(filters.project_ids)))
+    if filters.channel is not None:
+        query = query.where(
+            Update.channel_id.in_(select(Channel.id).where(Channel.name == filters.channel))
+        )
+    if filters.platform is not None:
+        query = query.where(Update.platform == filters.platform)
+    if filters.runtime_version is not None:
+        query = query.where(Update.runtime_version == filters.runtime_version)
+    if cursor:
+        created_at, update_id = decode_cursor(cursor)
+        query = query.where(
+            or_(
+                Update.created_at < created_at,
+                and_(Update.created_at == created_at, Update.id < update_id),
+            )
+        )
+    query = query.order_by(Update.created_at.desc(), Update.id.desc()).limit(limit + 1)
+    rows = list(session.scalars(query).unique())
+    page = rows[:limit]
+    next_cursor = encode_cursor(page[-1]) if len(rows) > limit and page else None
+    return page, next_cursor
+
+
+def current_updates(session: Session, project_id: str) -> dict[str, dict[str, dict[str, Update]]]:
+    """Per channel id, platform and runtime version: the newest active update or marker."""
+    rows = session.scalars(
+        select(Update)
+        .where(Update.project_id == project_id, Update.status == STATUS_ACTIVE)
+        .order_by(Update.created_at.desc(), Update.id.desc())
+    )
+    current: dict[str, dict[str, dict[str, Update]]] = {}
+    for update in rows:
+        per_platform = current.setdefault(update.channel_id, {}).setdefault(update.platform, {})
+        per_platform.setdefault(update.runtime_version, update)
+    return current
+
+
+# ---------------------------------------------------------------- records
+
+
+def _asset_record(asset: UpdateAsset) -> AssetRecord:
+    return AssetRecord(
+        key=asset.key,
+        sha256=asset.sha256,
+        size=asset.size,
+        content_type=asset.content_type,
+        file_extension=asset.file_extension,
+    )
+
+
+def to_record(update: Update) -> UpdateRecord:
+    """The domain record of an update (its channel and assets must be loaded)."""
+    launch = next((a for a in update.assets if a.is_launch_asset), None)
+    return UpdateRecord(
+        id=update.id,
+        group_id=update.group_id,
+        project_id=update.project_id,
+        channel=update.channel.name,
+        platform=update.platform,
+        runtime_version=update.runtime_version,
+        created_at=update.created_at,
+        kind=cast(UpdateKind, update.kind),
+        message=update.message,
+        rollout=update.rollout,
+        mandatory=update.mandatory,
+        status=cast(UpdateStatus, update.status),
+        launch_asset=_asset_record(launch) if launch is not None else None,
+        assets=tuple(_asset_record(a) for a in update.assets if not a.is_launch_asset),
+        metadata=dict(update.metadata_json or {}),
+        extra=dict(update.extra_json or {}),
+        source_update_id=update.source_update_id,
+    )

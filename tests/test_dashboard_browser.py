@@ -1,0 +1,322 @@
+"""The dashboard in a real browser (Debian's chromium through Playwright) against a real server.
+
+Each test signs in with an API key, drives the UI and saves a screenshot under
+test-artifacts/. Skipped (with the reason) when /usr/bin/chromium is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from harness import (
+    REPO_ROOT,
+    ServerProcess,
+    create_project,
+    lumora_bin,
+    make_export,
+    publish_export,
+)
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        instance = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(msg.text) if msg.type == "error" and "401" not in msg.text else None
+        ),
+    )
+    yield page
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
+    assert not errors, errors
+
+
+def cli_publish(server: ServerProcess, export: Path, project: str, message: str) -> dict[str, Any]:
+    """Publish with the real CLI; returns its --json answer."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("LUMORA_")},
+        "LUMORA_SERVER": server.url,
+        "LUMORA_API_KEY": server.admin_key,
+        "HOME": str(export.parent),
+    }
+    proc = subprocess.run(
+        [
+            lumora_bin(),
+            "publish",
+            str(export),
+            "--project",
+            project,
+            "--channel",
+            "production",
+            "--platform",
+            "all",
+            "--message",
+            message,
+            "--yes",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    answer: dict[str, Any] = json.loads(proc.stdout)
+    return answer
+
+
+def sign_in(page: Any, server: ServerProcess, key: str) -> None:
+    page.goto(f"{server.url}/dashboard")
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("tab", name="Updates").wait_for()
+
+
+def wait_for(predicate: Any, what: str, timeout: float = 20.0) -> Any:
+    """Poll ``predicate`` until it returns a truthy value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_publish_rollout_rollback(
+    page: Any, server: ServerProcess, unique: str, tmp_path: Path
+) -> None:
+    slug = f"dash-{unique}"
+    with server.client() as client:
+        create_project(client, slug)
+    answer = cli_publish(server, make_export(tmp_path / "export", seed=unique), slug, "first light")
+    ios_id = answer["updates"]["ios"]
+
+    sign_in(page, server, server.admin_key)
+    page.get_by_label("Project").select_option(label=f"{slug} ({slug})")
+    rows = page.locator("#updates-table tbody tr")
+    rows.first.wait_for()
+    assert rows.count() == 2
+    assert page.locator(f"#updates-table tr[data-update-id='{ios_id}']").is_visible()
+    # Filter by platform: only the ios update remains.
+    page.get_by_label("Platform").select_option("ios")
+    page.get_by_role("button", name="Apply").click()
+    expect(rows).to_have_count(1)  # polls the DOM (the CSP forbids eval-based waiting)
+
+    # Open the update and change its rollout.
+    page.locator(f"#updates-table tr[data-update-id='{ios_id}'] a").click()
+    page.locator("#update-facts dd[data-fact='Id']").filter(has_text=ios_id).wait_for()
+    expect(page.locator("#manifest-json")).to_contain_text("launchAsset")
+    page.get_by_label("Rollout percentage").fill("25")
+    page.get_by_role("button", name="Save rollout").click()
+    page.locator("#update-facts dd[data-fact='Rollout']").filter(has_text="25%").wait_for()
+    with server.client() as client:
+        assert client.get(f"/api/v1/updates/{ios_id}").json()["rollout"] == 25
+
+    # Roll it back: cancelling the confirmation changes nothing, confirming rolls back.
+    page.get_by_role("button", name="Roll back…").click()
+    page.get_by_role("button", name="Cancel").click()
+    with server.client() as client:
+        assert client.get(f"/api/v1/updates/{ios_id}").json()["status"] == "active"
+    page.get_by_role("button", name="Roll back…").click()
+    expect(page.locator("#confirm-text")).to_contain_text(ios_id[:8])
+    page.get_by_role("button", name="Confirm").click()
+    page.locator("#update-facts dd[data-fact='Status']").filter(has_text="rolledBack").wait_for()
+    with server.client() as client:
+        assert client.get(f"/api/v1/updates/{ios_id}").json()["status"] == "rolledBack"
+        audit = client.get("/api/v1/audit", params={"project": slug}).json()["items"]
+    assert {"update.patch", "update.rollback"} <= {a["action"] for a in audit}
+
+
+def test_deployments_rollout_and_promote(
+    page: Any, server: ServerProcess, unique: str, tmp_path: Path
+) -> None:
+    slug = f"dep-{unique}"
+    with server.client() as client:
+        create_project(client, slug)
+    answer = cli_publish(server, make_export(tmp_path / "export", seed=unique), slug, "deploy me")
+    android_id = answer["updates"]["android"]
+
+    sign_in(page, server, server.admin_key)
+    page.get_by_label("Project").select_option(label=f"{slug} ({slug})")
+    page.get_by_role("tab", name="Deployments").click()
+    row = page.locator("#deployments-table tr[data-channel='production'][data-platform='android']")
+    row.wait_for()
+    row.get_by_label("Rollout of production android 1").fill("40")
+    row.get_by_role("button", name="Save").click()
+    page.locator("#status").filter(has_text="set to 40%").wait_for()
+    row.get_by_label("Promote production android to channel").select_option("staging")
+    row.get_by_role("button", name="Promote").click()
+    page.locator(
+        "#deployments-table tr[data-channel='staging'][data-platform='android']"
+    ).wait_for()
+    with server.client() as client:
+        assert client.get(f"/api/v1/updates/{android_id}").json()["rollout"] == 40
+        staging = client.get(
+            "/api/v1/updates", params={"project": slug, "channel": "staging"}
+        ).json()["items"]
+    assert [u["sourceUpdateId"] for u in staging] == [android_id]
+
+
+def test_statistics_chart_shows_the_recorded_points(
+    page: Any, server: ServerProcess, unique: str, tmp_path: Path
+) -> None:
+    slug = f"chart-{unique}"
+    with server.client() as client:
+        create_project(client, slug)
+    answer = cli_publish(server, make_export(tmp_path / "export", seed=unique), slug, "charted")
+    ios_id = answer["updates"]["ios"]
+    events = [
+        {
+            "deviceId": f"dev-{i}",
+            "projectId": slug,
+            "events": [{"type": "install", "updateId": ios_id}],
+        }
+        for i in range(3)
+    ] + [
+        {
+            "deviceId": "dev-x",
+            "projectId": slug,
+            "events": [{"type": "launch_failure", "updateId": ios_id, "message": "boom"}],
+        }
+    ]
+    with server.anon() as anon:
+        for body in events:
+            assert anon.post("/api/v1/events", json=body).status_code == 202
+
+    def flushed() -> dict[str, Any] | None:
+        with server.client() as client:
+            totals = client.get("/api/v1/stats", params={"project": slug}).json()["totals"]
+        return totals if totals["installs"] == 4 else None
+
+    totals = wait_for(flushed, "the events to be flushed")
+    assert totals["downloads"] == 4 and totals["launchFailures"] == 1
+
+    sign_in(page, server, server.admin_key)
+    page.get_by_label("Project").select_option(label=f"{slug} ({slug})")
+    page.get_by_role("tab", name="Statistics").click()
+    page.get_by_label("Range").select_option("7")
+    page.get_by_role("button", name="Apply").click()
+    points = page.locator("#stats-chart circle[data-series='installs']")
+    expect(points).to_have_count(7)
+    values = [int(points.nth(i).get_attribute("data-value")) for i in range(7)]
+    today = httpx.get(
+        f"{server.url}/api/v1/stats",
+        params={"project": slug},
+        headers={"authorization": f"Bearer {server.admin_key}"},
+    ).json()["until"]
+    assert points.nth(6).get_attribute("data-date") == today
+    assert values == [0, 0, 0, 0, 0, 0, 4]
+    failures = page.locator("#stats-chart circle[data-series='launchFailures']")
+    assert failures.nth(6).get_attribute("data-value") == "1"
+    assert page.locator("#stats-totals [data-total='installs'] strong").inner_text() == "4"
+    assert page.locator("#stats-totals [data-total='failureRate'] strong").inner_text() == "100.0%"
+    health = page.locator(f"#health-table tr[data-update-id='{ios_id}']")
+    assert "not enough launches" in health.inner_text()
+
+
+def test_sign_in_rejects_bad_key_and_sets_safe_headers(
+    page: Any, server: ServerProcess, unique: str
+) -> None:
+    resp = httpx.get(f"{server.url}/dashboard")
+    csp = resp.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert resp.headers["x-content-type-options"] == "nosniff"
+    assert resp.headers["referrer-policy"] == "no-referrer"
+    page.goto(f"{server.url}/dashboard")
+    # Keyboard only: the key field has the focus when the sign-in form shows; Enter submits.
+    expect(page.get_by_label("API key")).to_be_focused()
+    page.keyboard.type("lum_not_a_key")
+    page.keyboard.press("Enter")
+    page.locator("#login-error").filter(has_text="unknown").wait_for()
+    # A read-only key signs in but cannot edit.
+    with server.client() as client:
+        project = create_project(client, f"ro-{unique}")
+        key = client.post(
+            "/api/v1/keys", json={"name": "viewer", "role": "read", "project": project["id"]}
+        ).json()["key"]
+    sign_in(page, server, key)
+    cookie = next(c for c in page.context.cookies() if c["name"] == "lumora_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert key not in cookie["value"]
+    assert "(read)" in page.locator("#key-info").inner_text()
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_label("API key").wait_for()
+
+
+def test_paging_keyboard_tabs_and_phone_layout(
+    page: Any, server: ServerProcess, unique: str, tmp_path: Path
+) -> None:
+    slug = f"page-{unique}"
+    export = make_export(tmp_path / "export", seed=unique)
+    with server.client() as client:
+        create_project(client, slug)
+        for i in range(11):  # 22 updates: more than one page of 20
+            publish_export(client, slug, export, message=f"release {i}")
+    page.set_viewport_size({"width": 390, "height": 844})
+    sign_in(page, server, server.admin_key)
+    page.get_by_label("Project").select_option(label=f"{slug} ({slug})")
+    rows = page.locator("#updates-table tbody tr")
+    expect(rows).to_have_count(20)
+    expect(rows.first).to_contain_text("release 10")
+    page.get_by_role("button", name="Next page").click()
+    expect(rows).to_have_count(2)
+    expect(page.locator("#page-info")).to_have_text("Page 2")
+    expect(page.get_by_role("button", name="Next page")).to_be_disabled()
+    page.get_by_role("button", name="Previous page").click()
+    expect(rows).to_have_count(20)
+    # Tabs follow the arrow keys.
+    page.get_by_role("tab", name="Updates").focus()
+    page.keyboard.press("ArrowRight")
+    expect(page.get_by_role("tab", name="Deployments")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#deployments-table tr[data-channel='production']")).to_have_count(2)
+    # On a phone-sized screen the page itself never scrolls sideways (tables scroll inside).
+    page_width = "() => document.documentElement.scrollWidth"
+    assert page.evaluate(page_width) <= 390
+    page.keyboard.press("ArrowRight")
+    expect(page.get_by_role("tab", name="Statistics")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#stats-chart svg")).to_have_count(1)
+    assert page.evaluate(page_width) <= 390

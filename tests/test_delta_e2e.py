@@ -1,0 +1,257 @@
+"""Delta updates end to end on the real export pair: publish 1666629107 then 1674170951
+(runtime version "1"), wait for the background patch, fetch the android launch asset the way
+expo-updates 55+ does and apply it with Debian's classic ``bspatch``; then every fallback.
+
+The tests of this module share one project and run in file order; the rollback test is last
+because it retires the new update.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from delta_helpers import (
+    NEW_EXPORT,
+    OLD_EXPORT,
+    assert_full_bundle,
+    bspatch,
+    get_launch_asset,
+    updates_by_platform,
+    wait_for_patch,
+)
+from harness import ServerProcess, create_project, publish_export, sha256_hex
+from lumora_ota.domain.hashes import hex_from_b64url
+
+PATCH_LIMIT_OF_BROTLI = 0.20
+
+
+@dataclass
+class Pair:
+    """The published pair and what the tests compare against."""
+
+    server: ServerProcess
+    slug: str
+    old: dict[str, dict[str, Any]]  # platform -> update JSON
+    new: dict[str, dict[str, Any]]
+    old_android: bytes
+    new_android: bytes
+    delta: dict[str, Any]  # GET /updates/{new android}/delta once the patch exists
+
+
+def _bundle(export: Path, platform: str) -> bytes:
+    return next((export / "bundles").glob(f"{platform}-*.js")).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def pair(server: ServerProcess, fixtures_dir: Path) -> Pair:
+    slug = f"delta-{uuid.uuid4().hex[:8]}"
+    with server.client() as client:
+        create_project(client, slug)
+        old, _ = publish_export(client, slug, fixtures_dir / OLD_EXPORT, runtime_version="1")
+        new, _ = publish_export(client, slug, fixtures_dir / NEW_EXPORT, runtime_version="1")
+        old_updates, new_updates = updates_by_platform(old), updates_by_platform(new)
+        delta = wait_for_patch(client, new_updates["android"]["id"], old_updates["android"]["id"])
+    return Pair(
+        server=server,
+        slug=slug,
+        old=old_updates,
+        new=new_updates,
+        old_android=_bundle(fixtures_dir / OLD_EXPORT, "android"),
+        new_android=_bundle(fixtures_dir / NEW_EXPORT, "android"),
+        delta=delta,
+    )
+
+
+def manifest_launch_sha256(pair: Pair) -> str:
+    """The launch-asset hash of the android manifest a device is served (hex)."""
+    headers = {
+        "expo-protocol-version": "1",
+        "expo-platform": "android",
+        "expo-runtime-version": "1",
+        "accept": "application/expo+json",
+    }
+    with pair.server.anon() as client:
+        resp = client.get(f"/api/v1/expo/{pair.slug}/manifest", headers=headers)
+    assert resp.status_code == 200, resp.text
+    manifest = resp.json()
+    assert manifest["id"] == pair.new["android"]["id"]
+    return hex_from_b64url(manifest["launchAsset"]["hash"])
+
+
+def test_patch_applies_with_classic_bspatch(pair: Pair, tmp_path: Path) -> None:
+    old_id = pair.old["android"]["id"]
+    resp = get_launch_asset(
+        pair.server, pair.new["android"], current=old_id, embedded=str(uuid.uuid4())
+    )
+    assert resp.status_code == 226, resp.content[:200]
+    assert resp.headers["im"] == "bsdiff"
+    assert resp.headers["expo-base-update-id"] == old_id
+    assert resp.headers["cache-control"] == "private, no-store"
+    vary = {v.strip().lower() for v in resp.headers["vary"].split(",")}
+    assert {"a-im", "expo-current-update-id"} <= vary  # (CORS adds Origin)
+    assert "content-encoding" not in resp.headers
+    patch = resp.content
+    assert patch[:8] == b"BSDIFF40"
+
+    result = bspatch(pair.old_android, patch, tmp_path)
+    assert hashlib.sha256(result).hexdigest() == manifest_launch_sha256(pair)
+    assert result == pair.new_android
+
+    brotli_size = pair.delta["launchAsset"]["sizes"]["br"]
+    full = get_launch_asset(pair.server, pair.new["android"], a_im=None, accept_encoding="br")
+    assert full.headers["content-encoding"] == "br"
+    assert len(full.content) == brotli_size  # the size recorded is what devices download
+    assert len(patch) < PATCH_LIMIT_OF_BROTLI * brotli_size
+    recorded = {p["baseUpdateId"]: p for p in pair.delta["patches"]}[old_id]
+    assert recorded["size"] == len(patch) and recorded["useful"] is True
+
+
+def test_patch_savings_are_counted_per_update(pair: Pair) -> None:
+    old_id, new_id = pair.old["android"]["id"], pair.new["android"]["id"]
+    resp = get_launch_asset(pair.server, pair.new["android"], current=old_id)
+    assert resp.status_code == 226
+    deadline = time.monotonic() + 30
+    with pair.server.client() as client:
+        while True:
+            savings = client.get(f"/api/v1/updates/{new_id}/delta").json()["savings"]
+            if savings["patchDownloads"] >= 1 and savings["compressionBytesSaved"] > 0:
+                break
+            assert time.monotonic() < deadline, savings
+            time.sleep(0.2)
+    brotli_size = pair.delta["launchAsset"]["sizes"]["br"]
+    assert savings["patchBytesSaved"] >= brotli_size - len(resp.content)
+
+
+def test_client_without_a_im_gets_the_full_bundle(pair: Pair) -> None:
+    resp = get_launch_asset(
+        pair.server, pair.new["android"], a_im=None, current=pair.old["android"]["id"]
+    )
+    assert_full_bundle(resp)
+    assert resp.headers["content-encoding"] == "br"
+
+
+def test_other_instance_manipulations_get_the_full_bundle(pair: Pair) -> None:
+    resp = get_launch_asset(
+        pair.server, pair.new["android"], a_im="vcdiff", current=pair.old["android"]["id"]
+    )
+    assert_full_bundle(resp)
+
+
+def test_unknown_base_gets_the_full_bundle(pair: Pair) -> None:
+    resp = get_launch_asset(pair.server, pair.new["android"], current=str(uuid.uuid4()))
+    assert_full_bundle(resp)
+
+
+def test_base_without_a_stored_patch_gets_the_full_bundle(pair: Pair) -> None:
+    # The old ios update is a real update, but nothing was diffed from it toward android.
+    resp = get_launch_asset(pair.server, pair.new["android"], current=pair.old["ios"]["id"])
+    assert_full_bundle(resp)
+    identity = get_launch_asset(
+        pair.server, pair.new["android"], current=pair.old["ios"]["id"], accept_encoding="identity"
+    )
+    assert identity.status_code == 200 and sha256_hex(identity.content) == sha256_hex(
+        pair.new_android
+    )
+
+
+def test_range_and_head_requests_get_the_full_bundle(pair: Pair) -> None:
+    headers = {
+        "a-im": "bsdiff",
+        "expo-current-update-id": pair.old["android"]["id"],
+        "expo-requested-update-id": pair.new["android"]["id"],
+    }
+    url = pair.new["android"]["launchAsset"]["url"]
+    with pair.server.anon() as client:
+        ranged = client.get(
+            url, headers={**headers, "range": "bytes=0-99", "accept-encoding": "identity"}
+        )
+        head = client.head(url, headers=headers)
+    assert ranged.status_code == 206 and ranged.content == pair.new_android[:100]
+    assert head.status_code == 200 and "im" not in head.headers
+
+
+def test_embedded_bundle_is_a_patch_base(pair: Pair, tmp_path: Path) -> None:
+    embedded_id = str(uuid.uuid4())
+    body = {
+        "platform": "android",
+        "runtimeVersion": "1",
+        "embeddedUpdateId": embedded_id,
+        "sha256": pair.old["android"]["launchAsset"]["sha256"],
+    }
+    url = f"/api/v1/projects/{pair.slug}/embedded"
+    with pair.server.client() as client:
+        created = client.post(url, json=body)
+        assert created.status_code == 201, created.text
+        assert created.json()["embeddedUpdateId"] == embedded_id
+        assert client.post(url, json=body).status_code == 200  # idempotent
+        other = {**body, "sha256": pair.new["android"]["launchAsset"]["sha256"]}
+        assert client.post(url, json=other).status_code == 409
+        listed = client.get(url).json()["items"]
+        assert [item["embeddedUpdateId"] for item in listed] == [embedded_id]
+        wait_for_patch(client, pair.new["android"]["id"], embedded_id)
+    resp = get_launch_asset(
+        pair.server, pair.new["android"], current=embedded_id, embedded=embedded_id
+    )
+    assert resp.status_code == 226, resp.content[:200]
+    assert resp.headers["expo-base-update-id"] == embedded_id
+    assert bspatch(pair.old_android, resp.content, tmp_path) == pair.new_android
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"platform": "android", "runtimeVersion": "1", "embeddedUpdateId": "e1",
+          "sha256": "0" * 64}, 409),  # never uploaded
+        ({"platform": "symbian", "runtimeVersion": "1", "embeddedUpdateId": "e1",
+          "sha256": "0" * 64}, 422),
+        ({"platform": "android", "runtimeVersion": "1", "embeddedUpdateId": "../x",
+          "sha256": "0" * 64}, 422),
+        ({"platform": "android", "runtimeVersion": "1", "embeddedUpdateId": "e1",
+          "sha256": "0" * 64, "extra": 1}, 422),
+    ],
+)  # fmt: skip
+def test_embedded_registration_rejects_bad_input(
+    pair: Pair, body: dict[str, Any], status: int
+) -> None:
+    with pair.server.client() as client:
+        resp = client.post(f"/api/v1/projects/{pair.slug}/embedded", json=body)
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/problem+json")
+
+
+def test_embedded_registration_needs_the_publish_role(pair: Pair) -> None:
+    with pair.server.client() as client:
+        made = client.post(
+            "/api/v1/keys", json={"name": f"reader-{uuid.uuid4().hex[:6]}", "role": "read"}
+        )
+        assert made.status_code == 201, made.text
+        reader = made.json()["key"]
+    body = {
+        "platform": "android",
+        "runtimeVersion": "1",
+        "embeddedUpdateId": "e-read",
+        "sha256": pair.old["android"]["launchAsset"]["sha256"],
+    }
+    with pair.server.client(reader) as client:
+        resp = client.post(f"/api/v1/projects/{pair.slug}/embedded", json=body)
+        assert resp.status_code == 403
+        assert client.get(f"/api/v1/projects/{pair.slug}/embedded").status_code == 200
+    with pair.server.anon() as client:
+        assert client.post(f"/api/v1/projects/{pair.slug}/embedded", json=body).status_code == 401
+
+
+def test_stale_patch_after_rollback_gets_the_full_bundle(pair: Pair) -> None:
+    """Last in the module: rolls the new update back."""
+    new, old_id = pair.new["android"], pair.old["android"]["id"]
+    assert get_launch_asset(pair.server, new, current=old_id).status_code == 226
+    with pair.server.client() as client:
+        rolled = client.post(f"/api/v1/updates/{new['id']}/rollback", json={})
+        assert rolled.status_code == 200, rolled.text
+    assert_full_bundle(get_launch_asset(pair.server, new, current=old_id))

@@ -1,0 +1,176 @@
+"""Delta updates, pure parts: A-IM parsing, base selection, usefulness and negotiation."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import bsdiff4
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lumora_ota.client._internal.delta import (
+    PatchBase,
+    PatchError,
+    apply_patch,
+    is_patch_response,
+)
+from lumora_ota.client._internal.manifest import ManifestAsset
+from lumora_ota.domain.delta import (
+    BaseCandidate,
+    Outcome,
+    PatchEntry,
+    PatchRequest,
+    accepts_bsdiff,
+    decide,
+    is_useful,
+    patch_object_name,
+    select_bases,
+)
+from lumora_ota.store.blobs import check_blob_name
+
+T_SHA = "b" * 64
+B_SHA = "a" * 64
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, False),
+        ("", False),
+        ("bsdiff", True),
+        ("BSDIFF", True),
+        ("gzip, bsdiff", True),
+        ("bsdiff;q=0.5", True),
+        ("vcdiff", False),
+        ("bsdiff4", False),
+        (" , ", False),
+    ],
+)
+def test_a_im_header(header: str | None, expected: bool) -> None:
+    assert accepts_bsdiff(header) is expected
+
+
+def test_patch_object_names_are_valid_blob_names() -> None:
+    name = patch_object_name(T_SHA, B_SHA)
+    assert name == f"{T_SHA}.from-{B_SHA}.bsdiff"
+    assert check_blob_name(name) == name
+
+
+@pytest.mark.parametrize(
+    ("patch", "full", "ratio", "useful"),
+    [(27_000, 156_000, 0.5, True), (78_000, 156_000, 0.5, False), (10, 0, 0.5, False),
+     (49, 100, 0.5, True), (50, 100, 0.5, False), (90, 100, 1.0, True)],
+)  # fmt: skip
+def test_usefulness(patch: int, full: int, ratio: float, useful: bool) -> None:
+    assert is_useful(patch, full, ratio) is useful
+
+
+def test_select_bases_skips_same_bundle_and_counts_distinct_bundles() -> None:
+    history = [
+        BaseCandidate("u5", "t"),  # same launch asset as the target: no patch needed
+        BaseCandidate("u4", "x"),
+        BaseCandidate("u3", "x"),  # a copy (promotion/rollback): its own row, same patch
+        BaseCandidate("u2", "y"),
+        BaseCandidate("u1", "z"),
+    ]
+    chosen = select_bases(history, "t", limit=2)
+    assert [c.update_id for c in chosen] == ["u4", "u3", "u2"]
+    assert select_bases(history, "t", limit=0) == []
+
+
+@given(
+    st.lists(st.tuples(st.text(min_size=1, max_size=4), st.sampled_from("abcdt")), max_size=30),
+    st.integers(min_value=0, max_value=5),
+)
+def test_select_bases_properties(raw: list[tuple[str, str]], limit: int) -> None:
+    history = [BaseCandidate(u, sha) for u, sha in raw]
+    chosen = select_bases(history, "t", limit)
+    assert all(c.launch_sha256 != "t" for c in chosen)
+    assert len({c.launch_sha256 for c in chosen}) <= limit
+    # chosen is a prefix (in order) of the eligible history
+    eligible = [c for c in history if c.launch_sha256 != "t"]
+    assert chosen == eligible[: len(chosen)]
+
+
+ENTRY = PatchEntry(target_sha256=T_SHA, base_sha256=B_SHA, size=100, useful=True)
+SERVED = {"new": {"old": ENTRY, "bad": PatchEntry(T_SHA, "c" * 64, 900, False)}, "solo": {}}
+
+
+def request(**overrides: str | None) -> PatchRequest:
+    fields: dict[str, str | None] = {
+        "asset_sha256": T_SHA,
+        "a_im": "bsdiff",
+        "current_update_id": "old",
+        "requested_update_id": "new",
+    }
+    fields.update(overrides)
+    return PatchRequest(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "outcome"),
+    [
+        ({}, Outcome.PATCH),
+        ({"a_im": None}, Outcome.NOT_REQUESTED),
+        ({"a_im": "vcdiff"}, Outcome.NOT_REQUESTED),
+        ({"current_update_id": None}, Outcome.MISSING_IDS),
+        ({"requested_update_id": None}, Outcome.MISSING_IDS),
+        ({"current_update_id": "new"}, Outcome.SAME_UPDATE),
+        ({"requested_update_id": "rolled-back-or-unknown"}, Outcome.NOT_SERVED),
+        ({"current_update_id": "unknown-base"}, Outcome.NO_PATCH),
+        ({"requested_update_id": "solo"}, Outcome.NO_PATCH),
+        ({"asset_sha256": "d" * 64}, Outcome.WRONG_ASSET),
+        ({"current_update_id": "bad"}, Outcome.NOT_USEFUL),
+    ],
+)
+def test_decide(overrides: dict[str, str | None], outcome: Outcome) -> None:
+    decision = decide(request(**overrides), SERVED)
+    assert decision.outcome is outcome
+    assert (decision.patch is not None) is (outcome is Outcome.PATCH)
+    if outcome is Outcome.PATCH:
+        assert decision.patch == ENTRY and decision.base_update_id == "old"
+
+
+# ---------------------------------------------------------------- SDK side
+
+
+def _asset(data: bytes) -> ManifestAsset:
+    return ManifestAsset(
+        path="index.js",
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        url="http://127.0.0.1/x",
+        key="index.js",
+        content_type="application/javascript",
+        file_extension=".js",
+    )
+
+
+def test_sdk_applies_and_verifies_patches(tmp_path: Path) -> None:
+    old, new = b"console.log('one');\n" * 200, b"console.log('two');\n" * 200 + b"// more\n"
+    (tmp_path / "base.js").write_bytes(old)
+    base = PatchBase("u1", tmp_path / "base.js", "u2", "emb")
+    assert base.request_headers() == {
+        "a-im": "bsdiff",
+        "expo-current-update-id": "u1",
+        "expo-requested-update-id": "u2",
+        "expo-embedded-update-id": "emb",
+    }
+    assert apply_patch(base, bsdiff4.diff(old, new), _asset(new)) == new
+    with pytest.raises(PatchError):
+        apply_patch(base, bsdiff4.diff(old, new + b"!"), _asset(new))  # wrong result
+    with pytest.raises(PatchError):
+        apply_patch(base, b"BSDIFF40 garbage", _asset(new))
+
+
+def test_sdk_recognises_patch_answers(tmp_path: Path) -> None:
+    base = PatchBase("u1", tmp_path / "base.js", "u2")
+    patch_headers = {"im": "bsdiff", "expo-base-update-id": "u1"}
+    assert is_patch_response(226, patch_headers, base)
+    assert is_patch_response(200, patch_headers, base)
+    assert not is_patch_response(200, {}, base)
+    assert not is_patch_response(404, patch_headers, base)
+    with pytest.raises(PatchError):
+        is_patch_response(226, {"im": "bsdiff", "expo-base-update-id": "other"}, base)
