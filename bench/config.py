@@ -35,6 +35,10 @@ class BenchConfig:
     # Above this many seconds of projected HTTP publishing, the history channel is loaded
     # in-process through the repository instead (reported as such).
     history_http_budget: float = 120.0
+    # Measure only once the delivery revision has been still this long (background work done),
+    # waiting at most ``settle_timeout``.
+    quiet_seconds: float = 5.0
+    settle_timeout: float = 600.0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready view."""
@@ -52,4 +56,6 @@ QUICK = replace(
     publish_bytes=1024 * 1024,
     duration=1.0,
     connections=20,
+    quiet_seconds=2.0,
+    settle_timeout=60.0,
 )

@@ -186,10 +186,39 @@ def print_table(results: dict[str, Any], checks: list[TargetCheck], console: Con
 
 
 def markdown(results: dict[str, Any], checks: list[TargetCheck]) -> str:
-    """The same summary as a Markdown table."""
-    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    """The run as Markdown: when, where, how, the table, misses, data set, delta sizes."""
+    cfg = results["config"]
+    lines = [
+        f"Measured {results['date']} on {results['cores']} cores "
+        f"(load average {results.get('loadAverageAtStart')} at start, "
+        f"{results.get('loadAverageAtEnd')} at end), command `{results['command']}`.",
+        f"wrk: {cfg['connections']} connections, {cfg['threads']} thread(s), "
+        f"{cfg['duration']:.0f} s per scenario; 1 server worker, 1 nginx worker. "
+        f"Server commands: " + "; ".join(f"`{c}`" for c in results.get("commands", {}).values()),
+        "",
+        "| " + " | ".join(HEADERS) + " |",
+        "|" + "---|" * len(HEADERS),
+    ]
     lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |"
               for row in table_rows(results, checks)]  # fmt: skip
+    missed = [c for c in checks if not c.passed]
+    if missed:
+        lines += ["", "Targets missed:", ""]
+        lines += [f"- {c.server} {c.scenario}: {c.target}, measured {c.measured}" for c in missed]
+    if results.get("dataset"):
+        lines += ["", f"Data set loading: `{results['dataset']}`"]
+    delta = results.get("delta")
+    if delta:
+        lines += [
+            "",
+            f"Device download of {delta['bundle']} bundle: raw {delta['rawBytes']:,} B, "
+            f"gzip {delta['gzipBytes']:,} B, brotli {delta['brotliBytes']:,} B, "
+            f"patch {delta['patchBytes']:,} B ({delta['patchNote']}).",
+        ]
+    if results.get("fasterServer"):
+        lines += ["", f"Faster server implementation in this run: {results['fasterServer']}."]
+    for error in results.get("errors", []):
+        lines.append(f"- error: {error[:300]}")
     return "\n".join(lines)
 
 

@@ -45,9 +45,12 @@ from bench.processes import LumoraServer, NginxReference, nginx_executable  # no
 from bench.publishing import run_publishing  # noqa: E402
 from bench.report import faster_server, judge, markdown, print_table  # noqa: E402
 from bench.scenarios import (  # noqa: E402
+    ALTERNATED,
     KEYID,
     ProbeFailed,
+    Scenario,
     ScenarioResult,
+    combine,
     device_scenarios,
     manifest_headers,
     measure,
@@ -148,6 +151,33 @@ def wait_until_served(base_url: str, data: LoadedData, timeout: float = 120.0) -
                 time.sleep(0.2)
 
 
+def wait_until_quiet(database_url: str, quiet: float, timeout: float) -> dict[str, Any]:
+    """Wait until the delivery revision has not moved for ``quiet`` seconds: background work
+    after publishing (compressed variants, delta patches) bumps it, and each bump drops every
+    server's delivery cache, so figures taken before then are not the steady state."""
+    from lumora_ota.store.db import create_db_engine, read_delivery_revision
+
+    engine = create_db_engine(database_url, pool_size=1)
+    started = time.monotonic()
+    bumps = 0
+    try:
+        last = read_delivery_revision(engine)
+        last_change = started
+        while True:
+            now = time.monotonic()
+            if now - last_change >= quiet:
+                return {"settled": True, "seconds": round(now - started, 1), "bumps": bumps}
+            if now - started >= timeout:
+                return {"settled": False, "seconds": round(now - started, 1), "bumps": bumps}
+            time.sleep(0.5)
+            revision = read_delivery_revision(engine)
+            if revision != last:
+                bumps += revision - last
+                last, last_change = revision, time.monotonic()
+    finally:
+        engine.dispose()
+
+
 def start_nginx(root: Path, base_url: str, data: LoadedData) -> NginxReference:
     """nginx serving the exact signed manifest answer and the asset's brotli bytes."""
     url = f"{base_url}/api/v1/expo/{data.project_slug}/manifest"
@@ -203,6 +233,15 @@ def run_server(
                 )
             console.print(f"loaded: {json.dumps(ctx['data'].timings)}")
         data: LoadedData = ctx["data"]
+        console.print("waiting for background work (variants, patches) to settle ...")
+        settle = wait_until_quiet(ctx["database_url"], cfg.quiet_seconds, cfg.settle_timeout)
+        results["settle"][impl] = settle
+        if not settle["settled"]:
+            results["errors"].append(
+                f"{impl}: the delivery revision still moved after {settle['seconds']} s "
+                f"({settle['bumps']} bumps); measured during background work"
+            )
+        console.print(f"settle: {settle}")
         wait_until_served(server.url, data)
         if ctx.get("nginx") is None:
             ctx["nginx"] = start_nginx(workdir / "nginx", server.url, data)
@@ -213,19 +252,11 @@ def run_server(
             references[scenario.name] = ref
             results["scenarios"].append(_row(ref, paired_with=impl))
             console.print(f"  {scenario.name}: {ref.requests_per_second:,.0f} req/s")
-        for scenario in device_scenarios(server.url, data):
-            try:
-                result = measure(
-                    scenario,
-                    server=impl,
-                    pid=server.pid,
-                    cfg=cfg,
-                    workdir=workdir,
-                    profile=ctx["profile"],
-                )
-            except (ProbeFailed, RuntimeError, httpx.HTTPError) as exc:
-                results["errors"].append(f"{impl} {scenario.name}: {exc}")
-                console.print(f"  [red]{scenario.name} failed[/red]: {exc}")
+        scenarios = device_scenarios(server.url, data)
+        measured = measure_device_scenarios(scenarios, impl, server.pid, cfg, ctx, results)
+        for scenario in scenarios:
+            result = measured.get(scenario.name)
+            if result is None:
                 continue
             row = _row(result)
             ref_row = references.get(scenario.reference or "")
@@ -249,6 +280,42 @@ def run_server(
             results["errors"].append(f"{impl} publishing: {exc}")
     finally:
         server.stop()
+
+
+def measure_device_scenarios(
+    scenarios: list[Scenario],
+    impl: str,
+    pid: int,
+    cfg: BenchConfig,
+    ctx: dict[str, Any],
+    results: dict[str, Any],
+) -> dict[str, ScenarioResult]:
+    """Measure each scenario; the ``ALTERNATED`` pair in turns, half the duration each."""
+    parts: dict[str, list[ScenarioResult]] = {}
+    half = replace(cfg, duration=max(1.0, cfg.duration / 2))
+    plan = [(s, cfg, "") for s in scenarios if s.name not in ALTERNATED]
+    pair = [s for s in scenarios if s.name in ALTERNATED]
+    plan += [(s, half, f"-{turn}") for turn in (1, 2) for s in pair]
+    failed: set[str] = set()
+    for scenario, run_cfg, suffix in plan:
+        if scenario.name in failed:
+            continue
+        try:
+            result = measure(
+                scenario,
+                server=impl,
+                pid=pid,
+                cfg=run_cfg,
+                workdir=ctx["workdir"],
+                profile=ctx["profile"],
+                tag=suffix,
+            )
+        except (ProbeFailed, RuntimeError, httpx.HTTPError) as exc:
+            failed.add(scenario.name)
+            results["errors"].append(f"{impl} {scenario.name}: {exc}")
+            continue
+        parts.setdefault(scenario.name, []).append(result)
+    return {name: combine(runs) for name, runs in parts.items() if name not in failed}
 
 
 def publish_twice(
@@ -303,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": {},
         "scenarios": [],
         "publishing": {},
+        "settle": {},
         "errors": [],
     }
     try:

@@ -222,6 +222,7 @@ def device_scenarios(base: str, data: LoadedData) -> list[Scenario]:
             _asset_probe(large.sha256),
             "nginx_asset_br",
         ),
+        # These two are measured alternately (see ``ALTERNATED``).
         Scenario(
             "check_history_1",
             LoadSpec(
@@ -256,6 +257,11 @@ def _manifest_probe(served_id: str, *, signed: bool) -> Callable[[httpx.Response
             raise ProbeFailed(f"manifest id is {served}, not the channel head {served_id}")
 
     return probe
+
+
+# Compared with each other, so run in turns (A B A B, half the duration each) rather than one
+# after the other: drift on a shared machine then falls on both alike.
+ALTERNATED = ("check_history_1", "check_history_10k")
 
 
 def nginx_scenarios(base: str, *, signed: bool) -> list[Scenario]:
@@ -299,11 +305,12 @@ def measure(
     cfg: BenchConfig,
     workdir: Path,
     profile: bool = False,
+    tag: str = "",
 ) -> ScenarioResult:
     """Probe, then load with wrk while sampling the server's memory and CPU (and its stacks
     with py-spy when ``profile``)."""
     probe(scenario)
-    profile_path = workdir / f"{server}-{scenario.name}.pyspy.txt"
+    profile_path = workdir / f"{server}-{scenario.name}{tag}.pyspy.txt"
     profiler = start_profile(pid, profile_path, cfg.duration) if profile else None
     with ResourceSampler(pid) as sampler:
         load = run_wrk(
@@ -312,7 +319,7 @@ def measure(
             connections=cfg.connections,
             threads=cfg.threads,
             workdir=workdir,
-            name=f"{server}-{scenario.name}",
+            name=f"{server}-{scenario.name}{tag}",
         )
     if profiler is not None:
         profiler.wait(timeout=cfg.duration + 60)
@@ -336,3 +343,33 @@ def measure(
     if profiler is not None and profile_path.exists():
         result.profile = summarize(profile_path)
     return result
+
+
+def combine(parts: list[ScenarioResult]) -> ScenarioResult:
+    """One result from several runs of the same scenario: rates over the summed time, the
+    mean p50, the worst p99 and max, the peak RSS, the summed CPU."""
+    first = parts[0]
+    seconds = [p.requests / p.requests_per_second if p.requests_per_second else 0.0 for p in parts]
+    requests = sum(p.requests for p in parts)
+    total = sum(seconds) or 1.0
+    return ScenarioResult(
+        server=first.server,
+        scenario=first.scenario,
+        requests_per_second=requests / total,
+        p50_ms=sum(p.p50_ms for p in parts) / len(parts),
+        p99_ms=max(p.p99_ms for p in parts),
+        max_ms=max(p.max_ms for p in parts),
+        megabytes_per_second=sum(
+            p.megabytes_per_second * s for p, s in zip(parts, seconds, strict=True)
+        )
+        / total,
+        rss_mb=max(p.rss_mb for p in parts),
+        main_rss_mb=max(p.main_rss_mb for p in parts),
+        workers_rss_mb=max(p.workers_rss_mb for p in parts),
+        cpu_seconds=sum(p.cpu_seconds for p in parts),
+        requests=requests,
+        errors=sum(p.errors for p in parts),
+        status_errors=sum(p.status_errors for p in parts),
+        reference=first.reference,
+        profile=first.profile,
+    )

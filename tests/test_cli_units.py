@@ -274,3 +274,27 @@ def test_every_command_has_help_with_an_example() -> None:
     assert len(commands) >= 20
     for path, command in commands:
         assert "Example" in (command.help or ""), f"{path} --help has no example"
+
+
+def test_upload_streams_the_file_with_its_length(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 4000  # a bit over 1 MB: several chunks
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    seen: dict[str, Any] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen["url"] = str(request.url)
+        seen["length"] = request.headers.get("content-length")
+        seen["chunked"] = request.headers.get("transfer-encoding")
+        seen["body"] = request.read()
+        return httpx.Response(201, json={"sha256": "ab", "size": len(data), "created": True})
+
+    progress: list[int] = []
+    answer = _api(httpx.MockTransport(handler)).upload_blob(
+        "my-app", "ab" * 32, path, len(data), on_progress=progress.append
+    )
+    assert answer["created"] is True
+    assert seen["url"] == f"http://lumora.test/api/v1/assets/{'ab' * 32}?project=my-app"
+    assert seen["length"] == str(len(data)) and seen["chunked"] is None
+    assert seen["body"] == data
+    assert sum(progress) == len(data) and len(progress) > 1

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from conftest import ServerFactory
 from delta_helpers import (
     NEW_EXPORT,
     OLD_EXPORT,
@@ -245,6 +246,36 @@ def test_embedded_registration_needs_the_publish_role(pair: Pair) -> None:
         assert client.get(f"/api/v1/projects/{pair.slug}/embedded").status_code == 200
     with pair.server.anon() as client:
         assert client.post(f"/api/v1/projects/{pair.slug}/embedded", json=body).status_code == 401
+
+
+def test_another_process_serves_new_patches(
+    pair: Pair, server_factory: ServerFactory, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """A second server on the same database and blobs learns of patches computed by the
+    first through the delivery revision (it queries nothing per request)."""
+    backend = "sqlite" if pair.server.database_url.startswith("sqlite") else "postgres"
+    other = server_factory(
+        backend,
+        database_url=pair.server.database_url,
+        storage_url=pair.server.storage_url or f"file://{pair.server.data_dir / 'blobs'}",
+        extra_env=pair.server.extra_env,
+    )
+    slug = f"delta-mp-{uuid.uuid4().hex[:8]}"
+    with pair.server.client() as client:
+        create_project(client, slug)
+        old, _ = publish_export(client, slug, fixtures_dir / OLD_EXPORT, runtime_version="1")
+        old_id = updates_by_platform(old)["android"]["id"]
+        assert get_launch_asset(other, pair.old["android"], current=old_id).status_code == 200
+        new, _ = publish_export(client, slug, fixtures_dir / NEW_EXPORT, runtime_version="1")
+        new_update = updates_by_platform(new)["android"]
+        wait_for_patch(client, new_update["id"], old_id)
+    deadline = time.monotonic() + 10  # the poll interval is 0.2 s in tests
+    while (resp := get_launch_asset(other, new_update, current=old_id)).status_code != 226:
+        assert_full_bundle(resp)
+        assert time.monotonic() < deadline, "the other process never served the patch"
+        time.sleep(0.1)
+    assert bspatch(pair.old_android, resp.content, tmp_path) == pair.new_android
+    other.stop()
 
 
 def test_stale_patch_after_rollback_gets_the_full_bundle(pair: Pair) -> None:

@@ -29,6 +29,7 @@ from lumora_ota.domain.delta import (
     select_bases,
 )
 from lumora_ota.store.blobs import check_blob_name
+from lumora_ota.store.variants import is_compressible
 
 T_SHA = "b" * 64
 B_SHA = "a" * 64
@@ -174,3 +175,28 @@ def test_sdk_recognises_patch_answers(tmp_path: Path) -> None:
     assert not is_patch_response(404, patch_headers, base)
     with pytest.raises(PatchError):
         is_patch_response(226, {"im": "bsdiff", "expo-base-update-id": "other"}, base)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "extension", "compressible"),
+    [
+        ("application/javascript", ".js", True),
+        ("application/javascript", ".hbc", True),  # Hermes bytecode
+        ("application/octet-stream", ".hbc", True),
+        ("application/vnd.facebook.hermes-bytecode", "", True),
+        ("application/json", ".json", True),
+        ("image/svg+xml", ".svg", True),
+        ("font/ttf", ".ttf", True),
+        ("font/otf", ".otf", True),
+        ("font/collection", ".ttc", True),
+        ("image/png", ".png", False),  # already compressed: served as is
+        ("image/jpeg", ".jpg", False),
+        ("image/webp", ".webp", False),
+        ("image/gif", ".gif", False),
+        ("font/woff2", ".woff2", False),
+        ("application/octet-stream", ".png", False),
+        ("video/mp4", ".mp4", False),
+    ],
+)
+def test_compressible_asset_types(content_type: str, extension: str, compressible: bool) -> None:
+    assert is_compressible(content_type, extension) is compressible

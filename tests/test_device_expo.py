@@ -190,6 +190,9 @@ def test_device_on_the_served_update(server: ServerProcess, golden: dict[str, An
     assert set(parts) == {"directive"}
     assert parts["directive"].headers["content-type"] == "application/json"
     assert json.loads(parts["directive"].body) == {"type": "noUpdateAvailable"}
+    # Ids are compared case-insensitively (iOS spells UUIDs in upper case).
+    resp = expo_get(server, golden["slug"], expo_current_update_id=current.upper())
+    assert set(parse_multipart(resp)) == {"directive"}
     # Protocol 0 has no directives: the manifest again.
     resp = expo_get(server, golden["slug"], protocol=None, expo_current_update_id=current)
     assert resp.status_code == 200
@@ -320,3 +323,21 @@ def test_signed_manifests_and_directives(
     # Unsigned requests stay unsigned.
     resp = expo_get(server, slug)
     assert "expo-signature" not in parse_multipart(resp)["directive"].headers
+
+
+def test_cors_preflight_for_web_clients(server: ServerProcess, golden: dict[str, Any]) -> None:
+    with server.anon() as client:
+        resp = client.options(
+            f"/api/v1/expo/{golden['slug']}/manifest",
+            headers={
+                "origin": "https://web.example",
+                "access-control-request-method": "GET",
+                "access-control-request-headers": "expo-platform, expo-runtime-version",
+            },
+        )
+    assert resp.status_code == 200
+    assert resp.headers["access-control-allow-origin"] in ("*", "https://web.example")
+    allowed = resp.headers["access-control-allow-headers"].lower()
+    assert "expo-platform" in allowed and "expo-runtime-version" in allowed
+    resp = expo_get(server, golden["slug"], origin="https://web.example")
+    assert "expo-signature" in resp.headers["access-control-expose-headers"]

@@ -99,6 +99,10 @@ def test_private_key_file_must_be_owner_only(
     with server.client() as client:
         got = client.get(f"/api/v1/projects/{slug}/signing").json()
     assert got["privateKeySource"] == "file"
+    # The key is read from the file when manifests are signed.
+    publish_small(server, slug, tmp_path)
+    signed = expo_get(server, slug, expo_expect_signature="sig")
+    assert 'keyid="main"' in parse_multipart(signed)["manifest"].headers["expo-signature"]
 
 
 def test_roles_and_scopes(server: ServerProcess, unique: str, pair: tuple[bytes, bytes]) -> None:

@@ -149,7 +149,7 @@ def test_two_processes_add_up_exactly(
         "dev5",
         [
             {"type": "launch_failure", "updateId": android, "message": "boom"},
-            {"type": "rollback", "updateId": android},
+            {"type": "rollback", "updateId": android.upper()},  # case-insensitive
         ],
     )
 

@@ -39,6 +39,8 @@ class Settings:
     bootstrap_admin_key: str | None = None
     max_upload_bytes: int = 512 * 1024 * 1024
     max_json_bytes: int = 4 * 1024 * 1024
+    # Seconds an upload may go without receiving a byte before it is answered 408.
+    upload_idle_timeout: float = 30.0
     cors_origins: tuple[str, ...] = ("*",)
     cache_poll_interval: float = 0.5
     stats_flush_interval: float = 1.0
@@ -109,6 +111,7 @@ class Settings:
             bootstrap_admin_key=env("LUMORA_BOOTSTRAP_ADMIN_KEY") or None,
             max_upload_bytes=_env_int("LUMORA_MAX_UPLOAD_BYTES", 512 * 1024 * 1024),
             max_json_bytes=_env_int("LUMORA_MAX_JSON_BYTES", 4 * 1024 * 1024),
+            upload_idle_timeout=_env_float("LUMORA_UPLOAD_IDLE_TIMEOUT", 30.0),
             cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
             cache_poll_interval=_env_float("LUMORA_CACHE_POLL_INTERVAL", 0.5),
             stats_flush_interval=_env_float("LUMORA_STATS_FLUSH_INTERVAL", 1.0),

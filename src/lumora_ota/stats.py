@@ -175,7 +175,8 @@ class StatsRecorder:
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._engine = engine
-        self._flush_interval = flush_interval
+        # A floor keeps a zero or negative setting from spinning the flush loop.
+        self._flush_interval = max(flush_interval, 0.05)
         self._clock = clock
         self._lock = threading.Lock()
         self._batch = StatsBatch.empty()

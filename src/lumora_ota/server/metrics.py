@@ -150,8 +150,8 @@ class ProcessCollector(Collector):
 
 
 def delivery_metrics(delivery: Any) -> Iterator[Metric]:
-    """Cache counters of the delivery component, when it exposes ``hits``/``misses`` or a
-    ``metrics()`` mapping of name to number."""
+    """Cache counters of the delivery component, when it exposes ``hits``/``misses``,
+    ``invalidations`` or a ``metrics()`` mapping of name to number."""
     if delivery is None:
         return
     hits = getattr(delivery, "hits", None)
@@ -165,6 +165,13 @@ def delivery_metrics(delivery: Any) -> Iterator[Metric]:
             "lumora_delivery_cache_hit_ratio",
             "Share of delivery lookups answered from memory.",
             value=hits / (hits + misses) if hits + misses else 0.0,
+        )
+    invalidations = getattr(delivery, "invalidations", None)
+    if isinstance(invalidations, int):
+        yield CounterMetricFamily(
+            "lumora_delivery_cache_invalidations",
+            "Times the delivery cache was dropped (a delivery-relevant change).",
+            value=invalidations,
         )
     metrics_fn = getattr(delivery, "metrics", None)
     if callable(metrics_fn):

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -121,6 +122,11 @@ def install_problem_handlers(app: FastAPI) -> None:
             400, "JSON nested too deeply", title="Invalid JSON", instance=request.url.path
         )
 
+    async def on_disconnect(request: Request, exc: Exception) -> Response:
+        # The client went away mid-body: nobody reads this answer, and it is no server error.
+        log.info("client disconnected during %s %s", request.method, request.url.path)
+        return problem_response(400, "the request body was cut off", instance=request.url.path)
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(500, "internal server error", instance=request.url.path)
@@ -129,4 +135,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(RecursionError, on_recursion)
+    app.add_exception_handler(ClientDisconnect, on_disconnect)
     app.add_exception_handler(Exception, on_unexpected)

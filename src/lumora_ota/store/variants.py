@@ -44,16 +44,23 @@ _COMPRESSIBLE_TYPES = frozenset(
         "application/x-font-ttf",
         "application/x-font-otf",
         "application/vnd.ms-fontobject",
+        # font collections/sfnt and icons (uncompressed bitmaps) also shrink well (#10)
+        "font/collection",
+        "font/sfnt",
+        "application/font-sfnt",
+        "image/x-icon",
+        "image/vnd.microsoft.icon",
     }
 )
 _COMPRESSIBLE_EXTENSIONS = frozenset(
     {".js", ".mjs", ".hbc", ".bundle", ".json", ".map", ".svg", ".txt", ".html", ".css",
-     ".xml", ".wasm", ".ttf", ".otf", ".eot", ".bmp", ".csv"}
+     ".xml", ".wasm", ".ttf", ".otf", ".eot", ".bmp", ".csv", ".ttc", ".ico", ".jsbundle"}
 )  # fmt: skip
 # Formats that are already compressed; compressing them again wastes time for nothing.
 _INCOMPRESSIBLE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".webp", ".gif", ".avif", ".heic", ".woff", ".woff2", ".mp3",
-     ".mp4", ".m4a", ".aac", ".ogg", ".zip", ".gz", ".br", ".zst"}
+     ".mp4", ".m4a", ".aac", ".ogg", ".zip", ".gz", ".br", ".zst", ".heif", ".webm", ".mov",
+     ".lottie", ".jxl"}
 )  # fmt: skip
 
 

@@ -28,6 +28,7 @@ from lumora_ota.server.dashboard.sessions import (
     CookieAuthenticator,
     SessionSigner,
     load_or_create_secret,
+    origin_of,
     same_origin,
 )
 from lumora_ota.server.lifecycle import Lifecycle
@@ -132,7 +133,7 @@ def build_router(files: dict[str, tuple[bytes, str, str]]) -> APIRouter:
     @router.post("/dashboard/session")
     async def sign_in(body: SignIn, request: Request) -> Response:
         auth = _authenticator(request)
-        if not same_origin(request):
+        if not same_origin(request, auth.public_origins):
             raise ProblemError(403, "sign-in from another origin")
         ctx = app_context(request)
 
@@ -156,7 +157,9 @@ def build_router(files: dict[str, tuple[bytes, str, str]]) -> APIRouter:
             path="/",
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            # Behind a TLS-terminating proxy the request looks like http; the public URL knows.
+            secure=request.url.scheme == "https"
+            or ctx.settings.resolved_public_url.startswith("https://"),
         )
         return response
 
@@ -200,7 +203,8 @@ def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
 
     async def start() -> None:
         secret = await asyncio.to_thread(load_or_create_secret, ctx.sessions)
-        ctx.components["cookie_auth"] = CookieAuthenticator(SessionSigner(secret))
+        public = (origin_of(ctx.settings.resolved_public_url),)
+        ctx.components["cookie_auth"] = CookieAuthenticator(SessionSigner(secret), public)
 
     lifecycle.on_start(start)
     app.include_router(build_router(load_static(STATIC_DIR)))

@@ -21,6 +21,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from fastapi import Request
 from sqlalchemy import select
@@ -110,21 +111,29 @@ class SessionSigner:
         return hmac.compare_digest(token.encode(), self.csrf_token(session).encode())
 
 
-def same_origin(request: Request) -> bool:
-    """Whether the request's ``Origin`` (when sent) is this server's own origin."""
+def same_origin(request: Request, public_origins: tuple[str, ...] = ()) -> bool:
+    """Whether the request's ``Origin`` (when sent) is this server's own origin: the one the
+    ``Host`` header names, or one of ``public_origins`` (the configured public URL)."""
     origin = request.headers.get("origin")
     if origin is None:
         return True
     host = request.headers.get("host", "")
-    return origin in (f"http://{host}", f"https://{host}")
+    return origin in (f"http://{host}", f"https://{host}", *public_origins)
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 class CookieAuthenticator:
     """Finds the API key id behind a request's dashboard session cookie (the hook the
     management API's auth dependency calls when no ``Authorization`` header is sent)."""
 
-    def __init__(self, signer: SessionSigner) -> None:
+    def __init__(self, signer: SessionSigner, public_origins: tuple[str, ...] = ()) -> None:
         self.signer = signer
+        self.public_origins = public_origins
 
     def session_of(self, request: Request) -> DashboardSession | None:
         """The verified session of ``request``, or None."""
@@ -139,6 +148,10 @@ class CookieAuthenticator:
             return None
         if request.method not in SAFE_METHODS:
             token = request.headers.get(CSRF_HEADER, "")
-            if not token or not self.signer.csrf_ok(session, token) or not same_origin(request):
+            if (
+                not token
+                or not self.signer.csrf_ok(session, token)
+                or not same_origin(request, self.public_origins)
+            ):
                 raise ProblemError(403, "missing or invalid CSRF token for this dashboard session")
         return session.key_id

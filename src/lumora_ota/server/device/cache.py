@@ -10,8 +10,8 @@ A generation is dropped when the delivery revision (``store.db``) changes:
 
 * a background poller reads the revision every ``cache_poll_interval`` seconds, so changes
   made by other server processes sharing the database are served within about that long;
-* changes committed by this process are seen at once: an engine event notices a commit whose
-  transaction bumped the revision and drops the generation right after the commit.
+* changes committed by this process are seen at once: engine events notice a commit whose
+  transaction bumped the revision and drop the generation around that commit.
 
 Loads run in a worker thread and write into the generation they started from, so a load that
 races with an invalidation only fills a generation nobody reads any more.
@@ -50,6 +50,7 @@ V = TypeVar("V")
 MAX_RUNTIME_LISTS = 4096
 MAX_BODIES = 8192
 _BUMP_FLAG = "lumora_delivery_bumped"
+_COMMITTED_FLAG = "lumora_delivery_bump_committed"
 
 
 class BoundedCache(Generic[K, V]):
@@ -183,22 +184,33 @@ class DeliveryCache:
         self.invalidations += 1
 
     def watch_local_commits(self) -> None:
-        """Invalidate right after any commit of this process that bumped the revision."""
+        """Invalidate around any commit of this process that bumped the revision.
+
+        The engine's ``commit`` event fires just before the database commits, so a request
+        racing with it could reload the old state into the fresh generation; invalidating once
+        more when the connection goes back to the pool (after the commit) closes that window.
+        """
 
         def after_cursor_execute(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
             if statement.lstrip()[:21].upper() == "UPDATE DELIVERY_STATE":
                 conn.info[_BUMP_FLAG] = True
 
-        def after_commit(conn: Any) -> None:
+        def on_commit(conn: Any) -> None:
             if conn.info.pop(_BUMP_FLAG, False):
+                conn.info[_COMMITTED_FLAG] = True
                 self.invalidate()
 
-        def after_rollback(conn: Any) -> None:
+        def on_rollback(conn: Any) -> None:
             conn.info.pop(_BUMP_FLAG, None)
 
+        def on_checkin(_dbapi_conn: Any, record: Any) -> None:
+            if record is not None and record.info.pop(_COMMITTED_FLAG, False):
+                self.invalidate()
+
         event.listen(self._engine, "after_cursor_execute", after_cursor_execute)
-        event.listen(self._engine, "commit", after_commit)
-        event.listen(self._engine, "rollback", after_rollback)
+        event.listen(self._engine, "commit", on_commit)
+        event.listen(self._engine, "rollback", on_rollback)
+        event.listen(self._engine.pool, "checkin", on_checkin)
 
     async def check_revision(self) -> bool:
         """Read the delivery revision once; invalidate when it moved. True if it did."""

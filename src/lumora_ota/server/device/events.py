@@ -117,6 +117,12 @@ async def post_events(body: EventsIn, request: Request) -> JSONResponse:
     recorder.record_events(
         project_id,
         body.device_id,
-        [ClientEvent(type=e.type, update_id=e.update_id, at=e.at) for e in body.events],
+        # Update ids are lowercase UUIDs; some clients send them upper-cased.
+        [
+            ClientEvent(
+                type=e.type, update_id=e.update_id.lower() if e.update_id else None, at=e.at
+            )
+            for e in body.events
+        ],
     )
     return JSONResponse({"accepted": len(body.events)}, status_code=202)

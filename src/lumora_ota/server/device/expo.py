@@ -86,13 +86,18 @@ def selection_request(request: Request) -> SelectionRequest:
         channel=channel or DEFAULT_CHANNEL,
         platform=platform,
         runtime_version=runtime_version,
-        current_update_id=bounded(headers.get("expo-current-update-id"), "expo-current-update-id"),
-        embedded_update_id=bounded(
-            headers.get("expo-embedded-update-id"), "expo-embedded-update-id"
-        ),
+        current_update_id=update_id_header(request, "expo-current-update-id"),
+        embedded_update_id=update_id_header(request, "expo-embedded-update-id"),
         device_id=bounded(headers.get("eas-client-id"), "eas-client-id"),
-        failed_update_ids=frozenset(failed),
+        failed_update_ids=frozenset(update_id.lower() for update_id in failed),
     )
+
+
+def update_id_header(request: Request, name: str) -> str | None:
+    """An update-id header, lowercased: update ids are lowercase UUIDs, and a client may send
+    them in upper case (Apple's ``UUIDString`` does)."""
+    value = bounded(request.headers.get(name), name)
+    return value.lower() if value else None
 
 
 def common_headers(protocol: int) -> dict[str, str]:

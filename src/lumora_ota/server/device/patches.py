@@ -76,11 +76,14 @@ class IndexSnapshot:
 
 
 def load_snapshot(session: Session) -> IndexSnapshot:
-    """Every served (active) update's launch asset with its sizes, and its patches."""
+    """Every served (active) update's launch asset with its sizes, and its patches; the
+    launch assets of rolled-back updates count for ``vary`` (a URL's answers must agree)."""
     snapshot = IndexSnapshot()
+    launch_shas: set[str] = set()
     launch_rows = session.execute(
         select(
             Update.id,
+            Update.status,
             Update.project_id,
             Channel.name,
             UpdateAsset.sha256,
@@ -91,9 +94,12 @@ def load_snapshot(session: Session) -> IndexSnapshot:
         .join(Channel, Channel.id == Update.channel_id)
         .join(UpdateAsset, and_(UpdateAsset.update_id == Update.id, UpdateAsset.is_launch_asset))
         .join(Blob, Blob.sha256 == UpdateAsset.sha256)
-        .where(Update.status == STATUS_ACTIVE, Update.kind == KIND_UPDATE)
+        .where(Update.kind == KIND_UPDATE)
     )
-    for update_id, project_id, channel, sha, raw, br, gz in launch_rows:
+    for update_id, status, project_id, channel, sha, raw, br, gz in launch_rows:
+        launch_shas.add(sha)
+        if status != STATUS_ACTIVE:
+            continue
         sizes = {"identity": raw}
         if br is not None:
             sizes["br"] = br
@@ -115,7 +121,7 @@ def load_snapshot(session: Session) -> IndexSnapshot:
         per_target = snapshot.patches.get(target_id)
         if per_target is not None:  # rolled-back targets stay out: their patches are stale
             per_target[base_id] = PatchEntry(target_sha, base_sha, size, useful)
-    snapshot.launch_shas = frozenset(launch.sha256 for launch in snapshot.launches.values())
+    snapshot.launch_shas = frozenset(launch_shas)
     return snapshot
 
 
@@ -267,13 +273,15 @@ async def negotiate_patch(ctx: AppContext, request: Request, sha256: str) -> Res
 
     Only plain GETs negotiate (a HEAD or a Range request gets the full asset's answer).
     """
+    index = patch_index(ctx)
+    # Loaded for every asset request (once per delivery generation), so ``full_asset_vary``
+    # answers the same for a URL whichever request came first.
+    snapshot = await index.snapshot()
     if request.method != "GET" or "range" in request.headers:
         return None
     req = patch_request(request, sha256)
     if req.requested_update_id is None:
         return None  # not a launch-asset request of an expo-updates client: nothing to do
-    index = patch_index(ctx)
-    snapshot = await index.snapshot()
     decision: Decision = decide(req, snapshot.patches)
     if decision.outcome is not Outcome.PATCH or decision.patch is None:
         _record_full(ctx, request, snapshot, req)

@@ -4,11 +4,14 @@
 size-checked, then moved to its final name) and only then records the ``Blob`` and
 ``ProjectBlob`` rows, so ``POST /assets/missing`` reports a file as present only once it is
 complete. Rows are inserted with insert-or-ignore, so concurrent uploads of one file by two
-publishers both succeed.
+publishers both succeed. An upload that stalls (no byte for ``settings.upload_idle_timeout``
+seconds) is answered 408 and its temporary object removed, so a slow-drip client cannot hold
+a worker and a temporary file forever.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -85,14 +88,34 @@ def _record_upload(
         session.commit()
 
 
+class UploadStalled(Exception):
+    """No byte of the upload arrived within the idle timeout."""
+
+
 async def _drain(body: AsyncIterator[bytes], cap: int) -> None:
     """Read and drop what is left of a body we answer without storing (up to ``cap``
     bytes), so a client that is still sending reads our answer instead of a reset."""
     drained = 0
-    async for chunk in body:
-        drained += len(chunk)
-        if drained > cap:
-            break
+    try:
+        async for chunk in body:
+            drained += len(chunk)
+            if drained > cap:
+                break
+    except UploadStalled:
+        return  # the answer is sent anyway; a stalled client just does not read it
+
+
+async def _with_idle_timeout(body: AsyncIterator[bytes], seconds: float) -> AsyncIterator[bytes]:
+    """The chunks of ``body``; ``UploadStalled`` when the next one takes over ``seconds``."""
+    chunks = aiter(body)
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(chunks), timeout=seconds)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise UploadStalled from None
+        yield chunk
 
 
 async def upload_asset(
@@ -106,8 +129,9 @@ async def upload_asset(
     project_id, present = await run_in_threadpool(
         _upload_target, request, principal, project, sha256
     )
-    limit = app_context(request).settings.max_upload_bytes
-    body = request.stream()
+    settings = app_context(request).settings
+    limit = settings.max_upload_bytes
+    body = _with_idle_timeout(request.stream(), settings.upload_idle_timeout)
     if present:
         await _drain(body, limit)
         return JSONResponse({"sha256": sha256, "created": False}, status_code=200)
@@ -117,6 +141,11 @@ async def upload_asset(
         raise ProblemError(413, f"the upload exceeds the {limit}-byte limit")
     try:
         stored = await app_context(request).blobs.put_stream(sha256, body, max_bytes=limit)
+    except UploadStalled:
+        idle = settings.upload_idle_timeout
+        raise ProblemError(
+            408, f"no upload data arrived for {idle:g} s", headers={"connection": "close"}
+        ) from None
     except SizeExceeded:
         await _drain(body, DRAIN_LIMIT)
         raise ProblemError(413, f"the upload exceeds the {limit}-byte limit") from None

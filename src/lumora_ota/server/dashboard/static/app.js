@@ -439,7 +439,7 @@
 
   const CHART_SERIES = [
     ["checks", "Checks"], ["downloads", "Downloads"], ["installs", "Installs"],
-    ["launchFailures", "Launch failures"], ["uniqueDevices", "Devices"],
+    ["launchFailures", "Launch failures"], ["uniqueDevices", "Active devices"],
   ];
 
   function renderChart(container, daily, title) {

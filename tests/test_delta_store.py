@@ -1,0 +1,161 @@
+"""The patch job (store/patches.py) in process: which bases, idempotence, crash repair and
+usefulness, on a real SQLite database and file blob store."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import bsdiff4
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from lumora_ota.domain.delta import patch_object_name
+from lumora_ota.store import repository
+from lumora_ota.store.blobs import FileBlobStore
+from lumora_ota.store.db import create_db_engine, make_session_factory, migrate
+from lumora_ota.store.models import DeltaPatch, EmbeddedBundle, utcnow
+from lumora_ota.store.patches import (
+    PatchPolicy,
+    compute_patches,
+    stream_heads,
+    updates_without_patches,
+)
+from lumora_ota.store.variants import ensure_variants
+
+
+@dataclass
+class Store:
+    sessions: sessionmaker[Session]
+    blobs: FileBlobStore
+    project_id: str
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'lumora.db'}")
+    migrate(engine)
+    sessions = make_session_factory(engine)
+    with sessions() as session:
+        project = repository.create_project(session, name="p", slug="p")
+        session.commit()
+        project_id = project.id
+    yield Store(sessions, FileBlobStore(tmp_path / "blobs"), project_id)
+    engine.dispose()
+
+
+def js_bundle(version: int) -> bytes:
+    """A bundle-like text whose versions differ a little."""
+    rng = random.Random(1)
+    lines = [f"function f{i}(a){{return a*{rng.randint(0, 999)}+{i};}}" for i in range(3000)]
+    for i in range(0, 3000, 500):
+        lines[i + version % 7] = f"function changed{version}_{i}(){{return {version};}}"
+    return "\n".join(lines).encode()
+
+
+def publish(store: Store, data: bytes, *, ext: str = ".js", channel: str = "production") -> str:
+    sha = hashlib.sha256(data).hexdigest()
+    store.blobs.put_bytes(sha, data)
+    content_type = "application/javascript" if ext == ".js" else "image/png"
+    with store.sessions() as session:
+        repository.record_blob(session, store.project_id, sha, len(data))
+        spec = repository.PublishSpec(
+            project_id=store.project_id,
+            channel=channel,
+            runtime_version="1",
+            platforms={
+                "android": repository.PlatformSpec(
+                    repository.AssetSpec(f"bundle{ext}", sha, content_type, ext)
+                )
+            },
+        )
+        update_id = repository.publish(session, spec)[0].id
+        session.commit()
+    if ext == ".js":
+        ensure_variants(store.blobs, store.sessions, sha)  # what the variant worker does
+    return update_id
+
+
+def rows(store: Store, target: str) -> dict[str, DeltaPatch]:
+    with store.sessions() as session:
+        found = session.scalars(select(DeltaPatch).where(DeltaPatch.target_update_id == target))
+        return {row.base_update_id: row for row in found}
+
+
+POLICY = PatchPolicy(bases=2, max_ratio=0.5)
+
+
+def test_patches_from_the_last_bases_are_idempotent(store: Store) -> None:
+    ids = [publish(store, js_bundle(v)) for v in range(4)]
+    same_as_last = publish(store, js_bundle(3))  # e.g. a re-publish: nothing to diff
+    target = publish(store, js_bundle(9))
+    publish(store, js_bundle(1), channel="staging")  # another stream: never a base
+
+    assert compute_patches(store.blobs, store.sessions, POLICY, target) == 3
+    recorded = rows(store, target)
+    # the two newest distinct bundles (ids[3] and its re-publish share one), not ids[0..1]
+    assert set(recorded) == {same_as_last, ids[3], ids[2]}
+    new = js_bundle(9)
+    for base_id, base_version in ((ids[3], 3), (ids[2], 2)):
+        row = recorded[base_id]
+        patch = store.blobs.read_bytes(patch_object_name(row.target_sha256, row.base_sha256))
+        assert len(patch) == row.size and row.useful
+        assert bsdiff4.patch(js_bundle(base_version), patch) == new
+    assert compute_patches(store.blobs, store.sessions, POLICY, target) == 0  # idempotent
+    assert compute_patches(store.blobs, store.sessions, POLICY, ids[0]) == 0  # no earlier base
+
+
+def test_a_crash_between_object_and_row_is_repaired_without_recomputing(store: Store) -> None:
+    base = publish(store, js_bundle(1))
+    target = publish(store, js_bundle(2))
+    base_sha = hashlib.sha256(js_bundle(1)).hexdigest()
+    target_sha = hashlib.sha256(js_bundle(2)).hexdigest()
+    name = patch_object_name(target_sha, base_sha)
+    # the object was stored, then the process died before recording the row
+    store.blobs.put_bytes(name, bsdiff4.diff(js_bundle(1), js_bundle(2)))
+    os.utime(store.blobs.path_for(name), (1_000_000, 1_000_000))
+    with store.sessions() as session:
+        assert target in updates_without_patches(session)
+    assert compute_patches(store.blobs, store.sessions, POLICY, target) == 1
+    assert store.blobs.path_for(name).stat().st_mtime == 1_000_000  # reused, not recomputed
+    assert set(rows(store, target)) == {base}
+    with store.sessions() as session:
+        assert target not in updates_without_patches(session)
+
+
+def test_patches_that_do_not_beat_the_full_bundle_are_marked_not_useful(store: Store) -> None:
+    rng = random.Random(7)
+    publish(store, rng.randbytes(40_000), ext=".png")
+    target = publish(store, rng.randbytes(40_000), ext=".png")  # unrelated random bytes
+    assert compute_patches(store.blobs, store.sessions, POLICY, target) == 1
+    (row,) = rows(store, target).values()
+    assert row.useful is False
+
+
+def test_embedded_bundles_are_bases_too(store: Store) -> None:
+    embedded = js_bundle(0)
+    sha = hashlib.sha256(embedded).hexdigest()
+    store.blobs.put_bytes(sha, embedded)
+    with store.sessions() as session:
+        repository.record_blob(session, store.project_id, sha, len(embedded))
+        session.add(
+            EmbeddedBundle(
+                project_id=store.project_id,
+                embedded_update_id="emb-1",
+                platform="android",
+                runtime_version="1",
+                sha256=sha,
+                created_at=utcnow(),
+            )
+        )
+        session.commit()
+    target = publish(store, js_bundle(5))
+    with store.sessions() as session:
+        assert stream_heads(session, store.project_id, "android", "1") == [target]
+    assert compute_patches(store.blobs, store.sessions, POLICY, target) == 1
+    assert set(rows(store, target)) == {"emb-1"}
