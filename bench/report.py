@@ -207,6 +207,8 @@ def markdown(results: dict[str, Any], checks: list[TargetCheck]) -> str:
         lines += [f"- {c.server} {c.scenario}: {c.target}, measured {c.measured}" for c in missed]
     if results.get("dataset"):
         lines += ["", f"Data set loading: `{results['dataset']}`"]
+    if results.get("settle"):
+        lines += ["", f"Background work settling before measuring: `{results['settle']}`"]
     delta = results.get("delta")
     if delta:
         lines += [

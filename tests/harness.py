@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -33,11 +34,30 @@ PG_HOST_URL = PG_ADMIN_URL.rsplit("/", 1)[0]
 
 
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A TCP port nobody listens on right now.
+
+    Drawn below the kernel's ephemeral range so outgoing connections never hold it, and
+    checked both by binding and by connecting: granian binds with SO_REUSEPORT, so a bind
+    alone would not notice another test server already listening there.
+    """
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as probe:
+            probe.settimeout(0.2)
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
         return port
+    raise RuntimeError("no free port found")
+
+
+class PortClash(RuntimeError):
+    """Another server answered on the port this one was started on."""
 
 
 def lumora_bin() -> str:
@@ -95,7 +115,26 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> ServerProcess:
+    instance: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def start(self, timeout: float = 60.0) -> ServerProcess:
+        """Start the server and wait until it, and only it, answers on its port."""
+        for _attempt in range(3):
+            try:
+                return self._start_once(timeout)
+            except PortClash:
+                self.kill()
+                self.port = free_port()
+        raise RuntimeError("could not get a port of its own for the test server")
+
+    def _owns_port(self) -> bool:
+        for _ in range(5):
+            body = httpx.get(f"{self.url}/health", timeout=5).json()
+            if body.get("instance") != self.instance:
+                return False
+        return True
+
+    def _start_once(self, timeout: float) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("LUMORA_")}
         env.update(
@@ -103,6 +142,7 @@ class ServerProcess:
                 "LUMORA_BOOTSTRAP_ADMIN_KEY": self.admin_key,
                 "LUMORA_CACHE_POLL_INTERVAL": "0.2",
                 "LUMORA_STATS_FLUSH_INTERVAL": "0.2",
+                "LUMORA_INSTANCE_NAME": self.instance,
             }
         )
         env.update(self.extra_env)
@@ -128,9 +168,12 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                resp = httpx.get(f"{self.url}/health", timeout=1)
+                if resp.status_code == 200:
+                    if resp.json().get("instance") == self.instance and self._owns_port():
+                        return self
+                    raise PortClash(self.url)
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"server did not become healthy:\n{self.log()}")

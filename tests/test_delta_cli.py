@@ -30,6 +30,7 @@ def cli_env(server: ServerProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("LUMORA_SERVER", server.url)
     monkeypatch.setenv("LUMORA_API_KEY", server.admin_key)
     monkeypatch.setenv("LUMORA_PROJECT", slug)
+    monkeypatch.setenv("COLUMNS", "200")  # rich: keep ids on one line
     return slug
 
 

@@ -19,8 +19,10 @@ from lumora_ota.client._internal.delta import (
 from lumora_ota.client._internal.manifest import ManifestAsset
 from lumora_ota.domain.delta import (
     BaseCandidate,
+    LaunchRef,
     Outcome,
     PatchEntry,
+    PatchIndexView,
     PatchRequest,
     accepts_bsdiff,
     decide,
@@ -96,7 +98,22 @@ def test_select_bases_properties(raw: list[tuple[str, str]], limit: int) -> None
 
 
 ENTRY = PatchEntry(target_sha256=T_SHA, base_sha256=B_SHA, size=100, useful=True)
-SERVED = {"new": {"old": ENTRY, "bad": PatchEntry(T_SHA, "c" * 64, 900, False)}, "solo": {}}
+C_SHA, D_SHA = "c" * 64, "d" * 64
+VIEW = PatchIndexView(
+    served={
+        "new": LaunchRef("p1", T_SHA),
+        "promoted-copy": LaunchRef("p1", T_SHA),  # same bundle, another update id
+        "solo": LaunchRef("p1", D_SHA),
+    },
+    bases={
+        ("p1", "old"): LaunchRef("p1", B_SHA),
+        ("p1", "old-copy"): LaunchRef("p1", B_SHA),
+        ("p1", "bad"): LaunchRef("p1", C_SHA),
+        ("p1", "emb"): LaunchRef("p1", B_SHA),  # a registered embedded build
+        ("p2", "foreign"): LaunchRef("p2", B_SHA),
+    },
+    patches={(B_SHA, T_SHA): ENTRY, (C_SHA, T_SHA): PatchEntry(T_SHA, C_SHA, 900, False)},
+)
 
 
 def request(**overrides: str | None) -> PatchRequest:
@@ -114,24 +131,29 @@ def request(**overrides: str | None) -> PatchRequest:
     ("overrides", "outcome"),
     [
         ({}, Outcome.PATCH),
+        ({"requested_update_id": "promoted-copy"}, Outcome.PATCH),
+        ({"current_update_id": "old-copy"}, Outcome.PATCH),
+        ({"current_update_id": "emb"}, Outcome.PATCH),
         ({"a_im": None}, Outcome.NOT_REQUESTED),
         ({"a_im": "vcdiff"}, Outcome.NOT_REQUESTED),
         ({"current_update_id": None}, Outcome.MISSING_IDS),
         ({"requested_update_id": None}, Outcome.MISSING_IDS),
         ({"current_update_id": "new"}, Outcome.SAME_UPDATE),
         ({"requested_update_id": "rolled-back-or-unknown"}, Outcome.NOT_SERVED),
-        ({"current_update_id": "unknown-base"}, Outcome.NO_PATCH),
-        ({"requested_update_id": "solo"}, Outcome.NO_PATCH),
-        ({"asset_sha256": "d" * 64}, Outcome.WRONG_ASSET),
+        ({"asset_sha256": D_SHA}, Outcome.WRONG_ASSET),
+        ({"current_update_id": "unknown-base"}, Outcome.UNKNOWN_BASE),
+        ({"current_update_id": "foreign"}, Outcome.UNKNOWN_BASE),  # another project's
+        ({"requested_update_id": "solo", "asset_sha256": D_SHA}, Outcome.NO_PATCH),
         ({"current_update_id": "bad"}, Outcome.NOT_USEFUL),
     ],
 )
 def test_decide(overrides: dict[str, str | None], outcome: Outcome) -> None:
-    decision = decide(request(**overrides), SERVED)
+    decision = decide(request(**overrides), VIEW)
     assert decision.outcome is outcome
     assert (decision.patch is not None) is (outcome is Outcome.PATCH)
     if outcome is Outcome.PATCH:
-        assert decision.patch == ENTRY and decision.base_update_id == "old"
+        assert decision.patch == ENTRY
+        assert decision.base_update_id == request(**overrides).current_update_id
 
 
 # ---------------------------------------------------------------- SDK side

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -51,6 +52,8 @@ class Settings:
     workers: int = 1
     server: str = "granian"
     log_level: str = "info"
+    # Names this process in /health, so operators (and tests) can tell who answered.
+    instance_name: str = field(default_factory=socket.gethostname)
     # Test hook only: "publish-before-commit" makes a publish exit the process right before
     # its commit, so tests can prove a crash there leaves no visible update.
     test_crash_point: str | None = None
@@ -120,6 +123,7 @@ class Settings:
             workers=_env_int("LUMORA_WORKERS", 1),
             server=env("LUMORA_SERVER_IMPL") or "granian",
             log_level=env("LUMORA_LOG_LEVEL") or "info",
+            instance_name=env("LUMORA_INSTANCE_NAME") or socket.gethostname(),
             test_crash_point=env("LUMORA_TEST_CRASH_POINT") or None,
             rate_limit_per_ip=env("LUMORA_RATE_LIMIT_PER_IP") or "",
             rate_limit_per_client=env("LUMORA_RATE_LIMIT_PER_CLIENT") or "",

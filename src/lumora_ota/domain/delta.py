@@ -76,12 +76,36 @@ def select_bases(
 
 @dataclass(frozen=True, slots=True)
 class PatchEntry:
-    """What the delivery side knows of one stored patch (target update, base update)."""
+    """What the delivery side knows of one stored patch (a base and target content pair)."""
 
     target_sha256: str
     base_sha256: str
     size: int
     useful: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchRef:
+    """An update's (or an embedded build's) launch asset, and the project it belongs to."""
+
+    project_id: str
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class PatchIndexView:
+    """What negotiation looks things up in.
+
+    ``served``: updates still served (rolled-back ones are left out, so their patches go
+    stale), by id. ``bases``: every update and registered embedded bundle a device may run,
+    by (project id, update id). ``patches``: stored patches by (base sha256, target sha256):
+    patches are about content, so a promoted or re-published copy of an update is patched
+    like the original.
+    """
+
+    served: Mapping[str, LaunchRef]
+    bases: Mapping[tuple[str, str], LaunchRef]
+    patches: Mapping[tuple[str, str], PatchEntry]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +127,9 @@ class Outcome(StrEnum):
     MISSING_IDS = "missing-ids"  # no current or requested update id
     SAME_UPDATE = "same-update"  # the base is the requested update
     NOT_SERVED = "not-served"  # requested update unknown or no longer served (rolled back)
-    NO_PATCH = "no-patch"  # unknown base, or no patch stored from it
     WRONG_ASSET = "wrong-asset"  # the URL is not the requested update's launch asset
+    UNKNOWN_BASE = "unknown-base"  # not an update (or embedded build) of the project
+    NO_PATCH = "no-patch"  # nothing stored from the base's launch asset to this one
     NOT_USEFUL = "not-useful"
 
 
@@ -117,15 +142,8 @@ class Decision:
     base_update_id: str | None = None
 
 
-def decide(
-    request: PatchRequest,
-    served_targets: Mapping[str, Mapping[str, PatchEntry]],
-) -> Decision:
-    """Patch or full bundle for one launch-asset request.
-
-    ``served_targets`` maps each update that is still served (rolled-back updates are left
-    out, so their patches go stale) to its patches by base update id.
-    """
+def decide(request: PatchRequest, index: PatchIndexView) -> Decision:
+    """Patch or full bundle for one launch-asset request."""
     if not accepts_bsdiff(request.a_im):
         return Decision(Outcome.NOT_REQUESTED)
     base_id, target_id = request.current_update_id, request.requested_update_id
@@ -133,14 +151,17 @@ def decide(
         return Decision(Outcome.MISSING_IDS)
     if base_id == target_id:
         return Decision(Outcome.SAME_UPDATE)
-    patches = served_targets.get(target_id)
-    if patches is None:
+    target = index.served.get(target_id)
+    if target is None:
         return Decision(Outcome.NOT_SERVED)
-    entry = patches.get(base_id)
+    if target.sha256 != request.asset_sha256:
+        return Decision(Outcome.WRONG_ASSET)
+    base = index.bases.get((target.project_id, base_id))
+    if base is None:
+        return Decision(Outcome.UNKNOWN_BASE)
+    entry = index.patches.get((base.sha256, target.sha256))
     if entry is None:
         return Decision(Outcome.NO_PATCH)
-    if entry.target_sha256 != request.asset_sha256:
-        return Decision(Outcome.WRONG_ASSET)
     if not entry.useful:
         return Decision(Outcome.NOT_USEFUL)
     return Decision(Outcome.PATCH, entry, base_id)

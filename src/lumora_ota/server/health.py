@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -50,7 +51,13 @@ def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
         checks = await run_in_threadpool(check_dependencies, ctx)
         ok = all(c["status"] == "ok" for c in checks)
         return JSONResponse(
-            {"status": "ok" if ok else "degraded", "version": __version__, "checks": checks},
+            {
+                "status": "ok" if ok else "degraded",
+                "version": __version__,
+                "instance": ctx.settings.instance_name,
+                "pid": os.getpid(),
+                "checks": checks,
+            },
             status_code=200 if ok else 503,
             headers={"cache-control": "no-store"},
         )

@@ -35,8 +35,10 @@ from lumora_ota.domain.delta import (
     LAUNCH_ASSET_VARY,
     PATCH_VARY,
     Decision,
+    LaunchRef,
     Outcome,
     PatchEntry,
+    PatchIndexView,
     PatchRequest,
     decide,
     patch_object_name,
@@ -44,7 +46,7 @@ from lumora_ota.domain.delta import (
 from lumora_ota.server.context import AppContext
 from lumora_ota.server.device.negotiation import acceptable_encodings
 from lumora_ota.store.blobs import VARIANTS, BlobStore
-from lumora_ota.store.models import Blob, Channel, DeltaPatch, Update, UpdateAsset
+from lumora_ota.store.models import Blob, Channel, DeltaPatch, EmbeddedBundle, Update, UpdateAsset
 from lumora_ota.store.repository import KIND_UPDATE, STATUS_ACTIVE
 
 log = logging.getLogger("lumora_ota.delta")
@@ -71,15 +73,17 @@ class IndexSnapshot:
     """Everything negotiation needs, loaded in one go."""
 
     launches: dict[str, ServedLaunch] = field(default_factory=dict)
-    patches: dict[str, dict[str, PatchEntry]] = field(default_factory=dict)
+    view: PatchIndexView = field(default_factory=lambda: PatchIndexView({}, {}, {}))
     launch_shas: frozenset[str] = frozenset()
 
 
 def load_snapshot(session: Session) -> IndexSnapshot:
-    """Every served (active) update's launch asset with its sizes, and its patches; the
-    launch assets of rolled-back updates count for ``vary`` (a URL's answers must agree)."""
-    snapshot = IndexSnapshot()
-    launch_shas: set[str] = set()
+    """Served (active) updates' launch assets with their sizes, every update's and embedded
+    build's launch asset (patch bases), and the stored patches by content pair. Launch assets
+    of rolled-back updates count for ``vary`` too (a URL's answers must agree)."""
+    launches: dict[str, ServedLaunch] = {}
+    served: dict[str, LaunchRef] = {}
+    bases: dict[tuple[str, str], LaunchRef] = {}
     launch_rows = session.execute(
         select(
             Update.id,
@@ -97,32 +101,32 @@ def load_snapshot(session: Session) -> IndexSnapshot:
         .where(Update.kind == KIND_UPDATE)
     )
     for update_id, status, project_id, channel, sha, raw, br, gz in launch_rows:
-        launch_shas.add(sha)
+        ref = LaunchRef(project_id, sha)
+        bases[(project_id, update_id)] = ref
         if status != STATUS_ACTIVE:
             continue
+        served[update_id] = ref
         sizes = {"identity": raw}
         if br is not None:
             sizes["br"] = br
         if gz is not None:
             sizes["gzip"] = gz
-        snapshot.launches[update_id] = ServedLaunch(project_id, channel, sha, sizes)
-        snapshot.patches[update_id] = {}
-    patch_rows = session.execute(
+        launches[update_id] = ServedLaunch(project_id, channel, sha, sizes)
+    launch_shas = frozenset(ref.sha256 for ref in bases.values())
+    for project_id, embedded_id, sha in session.execute(
+        select(EmbeddedBundle.project_id, EmbeddedBundle.embedded_update_id, EmbeddedBundle.sha256)
+    ):
+        bases.setdefault((project_id, embedded_id), LaunchRef(project_id, sha))
+    patches: dict[tuple[str, str], PatchEntry] = {}
+    for target_sha, base_sha, size, useful in session.execute(
         select(
-            DeltaPatch.target_update_id,
-            DeltaPatch.base_update_id,
-            DeltaPatch.target_sha256,
-            DeltaPatch.base_sha256,
-            DeltaPatch.size,
-            DeltaPatch.useful,
-        )
-    )
-    for target_id, base_id, target_sha, base_sha, size, useful in patch_rows:
-        per_target = snapshot.patches.get(target_id)
-        if per_target is not None:  # rolled-back targets stay out: their patches are stale
-            per_target[base_id] = PatchEntry(target_sha, base_sha, size, useful)
-    snapshot.launch_shas = frozenset(launch_shas)
-    return snapshot
+            DeltaPatch.target_sha256, DeltaPatch.base_sha256, DeltaPatch.size, DeltaPatch.useful
+        ).distinct()
+    ):
+        known = patches.get((base_sha, target_sha))
+        if known is None or (useful and not known.useful):
+            patches[(base_sha, target_sha)] = PatchEntry(target_sha, base_sha, size, useful)
+    return IndexSnapshot(launches, PatchIndexView(served, bases, patches), launch_shas)
 
 
 class PatchBodies:
@@ -282,7 +286,7 @@ async def negotiate_patch(ctx: AppContext, request: Request, sha256: str) -> Res
     req = patch_request(request, sha256)
     if req.requested_update_id is None:
         return None  # not a launch-asset request of an expo-updates client: nothing to do
-    decision: Decision = decide(req, snapshot.patches)
+    decision: Decision = decide(req, snapshot.view)
     if decision.outcome is not Outcome.PATCH or decision.patch is None:
         _record_full(ctx, request, snapshot, req)
         return None
