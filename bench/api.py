@@ -50,8 +50,8 @@ class ManagementApi:
     ) -> None:
         self.concurrency = concurrency
         self.upload_concurrency = upload_concurrency
-        # 5xx answers to uploads that succeeded on a retry: a server bug worth reporting.
-        self.upload_retries: list[str] = []
+        # 5xx answers that a retry got past: server bugs worth reporting, not hiding.
+        self.server_errors: list[str] = []
         self.http = httpx.AsyncClient(
             base_url=base_url,
             headers={"authorization": f"Bearer {key}"},
@@ -104,15 +104,21 @@ class ManagementApi:
                 )
                 if resp.status_code < 500:
                     break
-                self.upload_retries.append(f"PUT {sha[:12]}: {resp.status_code}")
+                self.server_errors.append(f"PUT {sha[:12]}: {resp.status_code}")
             _check(resp, 200, 201)
             return unique[sha].size
 
         return sum(await gather_limited(sorted(missing), put, self.upload_concurrency))
 
     async def publish(self, body: dict[str, Any]) -> dict[str, Any]:
-        """POST /updates/publish."""
-        resp = await self.http.post("/api/v1/updates/publish", json=body)
+        """POST /updates/publish. A 5xx is retried (and recorded): a publish that failed
+        with a server error committed nothing, and at worst the history gets one more
+        release."""
+        for _attempt in range(UPLOAD_ATTEMPTS):
+            resp = await self.http.post("/api/v1/updates/publish", json=body)
+            if resp.status_code < 500:
+                break
+            self.server_errors.append(f"publish: {resp.status_code}")
         result: dict[str, Any] = _check(resp, 201)
         return result
 

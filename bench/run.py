@@ -19,6 +19,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -130,8 +131,8 @@ async def load_data(base_url: str, key: str, cfg: BenchConfig, database_url: str
             data.signed = True
         except ApiError as exc:  # measured unsigned, and reported as an error
             data.timings["signingError"] = str(exc)[:300]
-        if api.upload_retries:
-            data.timings["uploadServerErrors"] = api.upload_retries
+        if api.server_errors:
+            data.timings["serverErrorsRetried"] = api.server_errors
         return data
     finally:
         await api.aclose()
@@ -221,10 +222,10 @@ def run_server(
                 load_data(server.url, ctx["admin_key"], cfg, ctx["database_url"])
             )
             results["dataset"] = ctx["data"].timings
-            if ctx["data"].timings.get("uploadServerErrors"):
+            if ctx["data"].timings.get("serverErrorsRetried"):
                 results["errors"].append(
-                    "uploads answered 5xx and succeeded on retry: "
-                    + ", ".join(ctx["data"].timings["uploadServerErrors"][:5])
+                    "the server answered 5xx while loading (retried): "
+                    + ", ".join(ctx["data"].timings["serverErrorsRetried"][:5])
                 )
             if not ctx["data"].signed:
                 results["errors"].append(
@@ -337,10 +338,17 @@ def publish_twice(
     )
 
 
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status (1 when any scenario failed)."""
     args = parse_args(argv)
     cfg = config_from(args)
+    # A SIGTERM (timeout, CI cancel) unwinds like Ctrl-C, so the servers and nginx we
+    # started are stopped by the ``finally`` blocks instead of being left running.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     console = Console()
     if not console.is_terminal:
         console = Console(width=180)

@@ -248,6 +248,22 @@ def test_embedded_registration_needs_the_publish_role(pair: Pair) -> None:
         assert client.post(f"/api/v1/projects/{pair.slug}/embedded", json=body).status_code == 401
 
 
+def test_promoted_copies_are_patched_like_the_originals(pair: Pair, tmp_path: Path) -> None:
+    """Patches are about content: promoting old then new to another channel makes a device
+    there get the same patch, although no job ran for the copies."""
+    with pair.server.client() as client:
+        copies = []
+        for update in (pair.old["android"], pair.new["android"]):
+            resp = client.post(f"/api/v1/updates/{update['id']}/promote", json={"channel": "beta"})
+            assert resp.status_code == 201, resp.text
+            copies.append(resp.json())
+    old_copy, new_copy = copies
+    resp = get_launch_asset(pair.server, new_copy, current=old_copy["id"])
+    assert resp.status_code == 226
+    assert resp.headers["expo-base-update-id"] == old_copy["id"]
+    assert bspatch(pair.old_android, resp.content, tmp_path) == pair.new_android
+
+
 def test_another_process_serves_new_patches(
     pair: Pair, server_factory: ServerFactory, fixtures_dir: Path, tmp_path: Path
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import bsdiff4
@@ -16,7 +17,11 @@ from lumora_ota.client._internal.delta import (
     apply_patch,
     is_patch_response,
 )
+from lumora_ota.client._internal.download import BlobCache, RetryPolicy
+from lumora_ota.client._internal.fs import FileSystem
 from lumora_ota.client._internal.manifest import ManifestAsset
+from lumora_ota.client.errors import NetworkError
+from lumora_ota.client.fetcher import FetcherInterface, FetchResponse
 from lumora_ota.domain.delta import (
     BaseCandidate,
     LaunchRef,
@@ -222,3 +227,40 @@ def test_sdk_recognises_patch_answers(tmp_path: Path) -> None:
 )
 def test_compressible_asset_types(content_type: str, extension: str, compressible: bool) -> None:
     assert is_compressible(content_type, extension) is compressible
+
+
+class PatchingFetcher(FetcherInterface):
+    """Answers ``A-IM: bsdiff`` requests with a patch (optionally broken mid-body)."""
+
+    def __init__(self, patch: bytes, full: bytes, *, break_patch: bool = False) -> None:
+        self.patch, self.full, self.break_patch = patch, full, break_patch
+        self.requests: list[dict[str, str]] = []
+
+    def _fetch(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
+    ) -> FetchResponse:
+        self.requests.append(dict(headers))
+        if headers.get("a-im") == "bsdiff":
+            answer = {"im": "bsdiff", "expo-base-update-id": "u1"}
+            return FetchResponse(226, answer, self._patch_chunks())
+        return FetchResponse(200, {}, iter([self.full]))
+
+    def _patch_chunks(self) -> Iterator[bytes]:
+        yield self.patch[:10]
+        if self.break_patch:
+            raise NetworkError("connection dropped (test)")
+        yield self.patch[10:]
+
+
+@pytest.mark.parametrize("break_patch", [False, True])
+def test_sdk_download_uses_the_patch_or_falls_back(tmp_path: Path, break_patch: bool) -> None:
+    old, new = b"console.log('one');\n" * 300, b"console.log('two');\n" * 300
+    (tmp_path / "base.js").write_bytes(old)
+    fetcher = PatchingFetcher(bsdiff4.diff(old, new), new, break_patch=break_patch)
+    cache = BlobCache(tmp_path / "data", FileSystem(), sleep=lambda _s: None)
+    base = PatchBase("u1", tmp_path / "base.js", "u2")
+    path = cache.download(fetcher, _asset(new), RetryPolicy(), lambda _n: None, base)
+    assert path.read_bytes() == new
+    assert [r.get("a-im") for r in fetcher.requests] == (
+        ["bsdiff", None] if break_patch else ["bsdiff"]
+    )

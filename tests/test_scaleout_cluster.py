@@ -36,9 +36,12 @@ from harness import (
 )
 from s3_harness import SeaweedServer
 
-pytestmark = pytest.mark.skipif(
-    "postgres" not in BACKENDS, reason="the cluster runs on PostgreSQL (LUMORA_TEST_BACKENDS)"
-)
+pytestmark = [
+    pytest.mark.s3,
+    pytest.mark.skipif(
+        "postgres" not in BACKENDS, reason="the cluster runs on PostgreSQL (LUMORA_TEST_BACKENDS)"
+    ),
+]
 
 PROPAGATION_BOUND = 1.0  # seconds: what the issue promises for a change made elsewhere
 
@@ -294,25 +297,25 @@ def test_killing_one_of_two_under_load_leaves_the_other_serving(
 
 
 def test_three_processes_start_at_once_on_a_fresh_database(
-    server_factory: ServerFactory, seaweed: SeaweedServer, tmp_path: Path, unique: str
+    seaweed: SeaweedServer, tmp_path: Path, unique: str
 ) -> None:
     database = create_pg_database()
     storage = seaweed.storage_url(f"lumora-fresh-{unique}")  # created by the first to need it
     cdn = "https://cdn.example.test/ota/assets"
+    servers = [
+        ServerProcess(
+            data_dir=tmp_path / f"srv{i}",
+            database_url=database,
+            storage_url=storage,
+            extra_env=seaweed.aws_env,
+            extra_args=extra,
+        )
+        for i, extra in enumerate([[], [], ["--asset-base-url", cdn]])
+    ]
     try:
+        # Three interpreters importing at once on a busy machine start slowly: be patient.
         with ThreadPoolExecutor(max_workers=3) as pool:
-            servers = list(
-                pool.map(
-                    lambda extra: server_factory(
-                        "postgres",
-                        database_url=database,
-                        storage_url=storage,
-                        extra_env=seaweed.aws_env,
-                        extra_args=extra,
-                    ),
-                    [[], [], ["--asset-base-url", cdn]],
-                )
-            )
+            list(pool.map(lambda srv: srv.start(timeout=120), servers))
         for srv in servers:
             body = srv.anon().get("/health").json()
             checks = {c["name"]: c for c in body["checks"]}
@@ -335,7 +338,7 @@ def test_three_processes_start_at_once_on_a_fresh_database(
         assert manifest["launchAsset"]["url"].startswith(cdn + "/")
         assert all(a["url"].startswith(cdn + "/") for a in manifest["assets"])
     finally:
-        for srv in locals().get("servers", []):
+        for srv in servers:
             srv.stop()
         drop_pg_database(database)
 

@@ -31,6 +31,7 @@ from lumora_ota.store.blobs import (
     open_blob_store,
     variant_name,
 )
+from lumora_ota.store.known_sizes import KnownSizes
 from lumora_ota.store.s3 import (
     DEFAULT_PART_SIZE,
     IMMUTABLE,
@@ -96,7 +97,7 @@ def make_s3_store(seaweed: SeaweedServer, **params: str) -> S3BlobStore:
     return store
 
 
-@pytest.fixture(params=["file", "s3"])
+@pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.s3)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
     """A fresh, empty store of each backend."""
     if request.param == "file":
@@ -220,6 +221,7 @@ def test_file_store_locates_a_path(tmp_path: Path) -> None:
     assert location.path is not None and location.path.read_bytes() == data
 
 
+@pytest.mark.s3
 def test_presigned_url_fetches_the_bytes_with_the_asked_headers(
     seaweed: SeaweedServer, s3_env: None
 ) -> None:
@@ -241,6 +243,7 @@ def test_presigned_url_fetches_the_bytes_with_the_asked_headers(
     assert partial.status_code == 206 and partial.content == data[10:20]
 
 
+@pytest.mark.s3
 def test_presigned_variant_url_carries_its_content_encoding(
     seaweed: SeaweedServer, s3_env: None
 ) -> None:
@@ -258,6 +261,7 @@ def test_presigned_variant_url_carries_its_content_encoding(
     assert sha(resp.content) == sha(data)  # httpx decoded it: the bytes the manifest hashes
 
 
+@pytest.mark.s3
 def test_presigned_url_is_reused_briefly_and_is_local(seaweed: SeaweedServer, s3_env: None) -> None:
     store = make_s3_store(seaweed, presign_ttl="600")
     name = sha(b"never uploaded")
@@ -271,6 +275,7 @@ def test_presigned_url_is_reused_briefly_and_is_local(seaweed: SeaweedServer, s3
     assert first.cache_control == "private, max-age=200"
 
 
+@pytest.mark.s3
 def test_public_base_locates_a_stable_url(seaweed: SeaweedServer, s3_env: None) -> None:
     store = make_s3_store(seaweed, prefix="lumora", public_base="https://cdn.example.com/")
     name = sha(b"a")
@@ -282,6 +287,7 @@ def test_public_base_locates_a_stable_url(seaweed: SeaweedServer, s3_env: None) 
 # ---------------------------------------------------------------- S3 specifics
 
 
+@pytest.mark.s3
 def test_large_upload_goes_multipart_and_stays_invisible_until_complete(
     seaweed: SeaweedServer, s3_env: None
 ) -> None:
@@ -297,6 +303,7 @@ def test_large_upload_goes_multipart_and_stays_invisible_until_complete(
     assert s3_leftovers(store) == ([store.key_for(sha(data))], [])
 
 
+@pytest.mark.s3
 def test_large_upload_with_a_wrong_hash_is_aborted(seaweed: SeaweedServer, s3_env: None) -> None:
     store = make_s3_store(seaweed, part_size=str(MIN_PART_SIZE))
     data = os.urandom(2 * MIN_PART_SIZE + 1)
@@ -305,6 +312,7 @@ def test_large_upload_with_a_wrong_hash_is_aborted(seaweed: SeaweedServer, s3_en
     assert s3_leftovers(store) == ([], [])
 
 
+@pytest.mark.s3
 def test_variants_are_stored_with_their_content_encoding(
     seaweed: SeaweedServer, s3_env: None
 ) -> None:
@@ -316,6 +324,7 @@ def test_variants_are_stored_with_their_content_encoding(
     assert head["CacheControl"] == IMMUTABLE
 
 
+@pytest.mark.s3
 def test_check_creates_a_missing_bucket(seaweed: SeaweedServer, s3_env: None) -> None:
     bucket = f"lumora-new-{uuid.uuid4().hex[:10]}"
     store = S3BlobStore.from_url(seaweed.storage_url(bucket))
@@ -324,6 +333,7 @@ def test_check_creates_a_missing_bucket(seaweed: SeaweedServer, s3_env: None) ->
     store.check()  # and is fine once it exists
 
 
+@pytest.mark.s3
 def test_check_fails_with_bad_credentials(seaweed: SeaweedServer, s3_env: None) -> None:
     store = make_s3_store(seaweed)
     store.check()
@@ -379,3 +389,23 @@ def test_prefix_normalisation(raw: str) -> None:
     prefix = normalize_prefix(raw)
     assert not prefix.startswith("/")
     assert prefix == "" or (prefix.endswith("/") and not prefix.endswith("//"))
+
+
+# ---------------------------------------------------------------- the asset route's size memo
+
+
+def test_known_sizes_remember_present_objects_and_recheck_absent_ones(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path)
+    now = [0.0]
+    sizes = KnownSizes(store, absent_ttl=10, clock=lambda: now[0])
+    data = b"variant bytes"
+    name = sha(data)
+    assert anyio.run(sizes.size, name) is None
+    put(store, data)
+    assert anyio.run(sizes.size, name) is None  # absence is remembered for a while...
+    now[0] = 11
+    assert anyio.run(sizes.size, name) == len(data)  # ...then asked again
+    store.delete(name)
+    assert anyio.run(sizes.size, name) == len(data)  # presence is remembered for good
+    assert sizes.cached(name) == (True, len(data))
+    assert sizes.cached(sha(b"never asked")) == (False, None)

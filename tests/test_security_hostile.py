@@ -161,7 +161,7 @@ def test_asset_keys_with_traversal_are_rejected_at_publish(
                 # Not a traversal on any file system: a harmless name, stored as given.
                 assert resp.status_code in (201, 422), resp.text
                 continue
-            assert_problem(resp, 422)
+            assert_problem(resp, 400, 422)
         listed = c.get(
             "/api/v1/updates", params={"project": base["project"], "channel": "traversal"}
         )
@@ -355,7 +355,9 @@ def test_huge_and_many_channel_names(server: ServerProcess, project: dict[str, A
         huge = c.post("/api/v1/deployments", json={"project": slug, "name": "c" * 100_000})
         assert_problem(huge, 422)
         for name in ["", " ", "a/b", "../x", "a\x00b", "\u202ertl"]:
-            assert_problem(c.post("/api/v1/deployments", json={"project": slug, "name": name}), 422)
+            assert_problem(
+                c.post("/api/v1/deployments", json={"project": slug, "name": name}), 400, 422
+            )
         before = len(c.get("/api/v1/deployments", params={"project": slug}).json()["items"])
     with server.anon() as anon:
         for i in range(300):  # devices naming channels that do not exist create nothing
@@ -451,3 +453,15 @@ def _wait_for(predicate: Any, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.05)
+
+
+def test_nul_in_json_strings_and_query_values_is_400(server: ServerProcess, unique: str) -> None:
+    """PostgreSQL text cannot hold NUL: such input is refused up front, on both backends."""
+    with server.client() as c:
+        for body in ({"name": "a\x00b", "slug": f"nul-{unique}"}, {"name": "ok", "slug": "n\x00l"}):
+            assert_problem(c.post("/api/v1/projects", json=body), 400)
+        assert_problem(c.get("/api/v1/updates", params={"project": "a\x00b"}), 400)
+        assert c.get(f"/api/v1/projects/nul-{unique}").status_code == 404
+    with server.anon() as anon:
+        check = {"projectId": "x\x00", "platform": "ios", "runtimeVersion": "1"}
+        assert_problem(anon.post("/api/v1/updates/check", json=check), 400)

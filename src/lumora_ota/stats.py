@@ -22,11 +22,11 @@ What is counted, and why it can be trusted:
   has downloaded, installed and successfully launched X; an id in
   ``expo-recent-failed-update-ids`` is a launch failure; SDK events say the rest, and each
   later stage implies the earlier ones (an install implies a download, a failed launch an
-  install). So downloads >= installs >= launches always hold and no retry or repeated header
-  inflates a figure. Reports without a device id count as checks only.
+  install). So downloads >= installs >= launch successes (and failures) always hold, and no
+  retry or repeated header inflates a figure. Reports without a device id count as checks.
 * Each (project, UTC day, channel, device) that checks in is stored once: unique devices.
 * The device's latest observation (channel, platform, current update, last seen) feeds the
-  unique- and active-device figures; the newest observation wins across processes.
+  active-device figures; the newest observation wins across processes.
 
 A background task flushes every ``settings.stats_flush_interval`` seconds (in a worker thread)
 with additive upserts (``INSERT .. ON CONFLICT DO UPDATE SET value = value + excluded.value``)
@@ -52,6 +52,7 @@ from lumora_ota.store.models import DeviceDay, DeviceState, DeviceUpdateFact, St
 
 log = logging.getLogger("lumora_ota.stats")
 
+# The client event types ``POST /api/v1/events`` accepts.
 EventType = Literal[
     "download_completed",
     "download_failed",
@@ -60,14 +61,7 @@ EventType = Literal[
     "launch_failure",
     "rollback",
 ]
-EVENT_TYPES: tuple[str, ...] = (
-    "download_completed",
-    "download_failed",
-    "install",
-    "launch_success",
-    "launch_failure",
-    "rollback",
-)
+# Every fact a device can be credited with, once per update.
 FACTS: tuple[str, ...] = (
     "download",
     "install",
@@ -85,6 +79,7 @@ EVENT_FACTS: dict[str, tuple[str, ...]] = {
     "launch_failure": ("download", "install", "launch_failure"),
     "rollback": ("rollback",),
 }
+# What a device that reports running an update has done with it.
 RUNNING_FACTS: tuple[str, ...] = ("download", "install", "launch_success")
 # How far a client-supplied event time may be trusted; outside it the server's clock is used.
 EVENT_TIME_PAST = timedelta(days=30)

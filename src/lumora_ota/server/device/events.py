@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from lumora_ota.server.context import AppContext, app_context
 from lumora_ota.server.management.guards import GuardedJSONRoute
 from lumora_ota.server.problems import ProblemError
-from lumora_ota.stats import ClientEvent, StatsRecorder
+from lumora_ota.stats import ClientEvent, EventType, StatsRecorder
 from lumora_ota.store.models import Project
 
 MAX_EVENTS_PER_REQUEST = 100
@@ -34,14 +34,7 @@ class EventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal[
-        "download_completed",
-        "download_failed",
-        "install",
-        "launch_success",
-        "launch_failure",
-        "rollback",
-    ] = Field(description="What happened.")
+    type: EventType = Field(description="What happened.")
     update_id: str | None = Field(
         default=None,
         alias="updateId",

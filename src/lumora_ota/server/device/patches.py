@@ -1,10 +1,12 @@
 """Delta-update negotiation on the launch-asset request (expo-updates 55 to 57 wire protocol).
 
 ``negotiate_patch`` is called first by the asset route. A request with ``A-IM: bsdiff``,
-``Expo-Current-Update-ID`` (the base) and ``Expo-Requested-Update-ID`` whose (requested,
-base) pair has a useful stored patch, while the requested update is still served, gets
+``Expo-Current-Update-ID`` (the base: an update or registered embedded build of the same
+project) and ``Expo-Requested-Update-ID`` (still served, with this launch asset) gets
 ``226 IM Used`` with ``im: bsdiff``, ``expo-base-update-id``, ``cache-control: private,
-no-store``, ``vary: A-IM, Expo-Current-Update-ID`` and the BSDIFF40 body. Everything else
+no-store``, ``vary: A-IM, Expo-Current-Update-ID`` and the BSDIFF40 body, when a useful
+patch between the two launch assets is stored (looked up by content, so promoted and
+re-published copies of an update are patched too). Everything else
 returns None: the route serves the full asset as usual (``full_asset_vary`` gives its
 ``vary``). The rules themselves are pure (``domain.delta.decide``).
 

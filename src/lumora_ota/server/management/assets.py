@@ -12,6 +12,7 @@ a worker and a temporary file forever.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -30,7 +31,12 @@ from lumora_ota.server.management.auth import (
     ReadSession,
     visible_project,
 )
-from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel
+from lumora_ota.server.management.guards import (
+    DRAIN_LIMIT,
+    GuardedJSONRoute,
+    RequestModel,
+    drain_body,
+)
 from lumora_ota.server.management.publish import SHA256_PATTERN
 from lumora_ota.server.problems import ProblemError
 from lumora_ota.store import repository
@@ -39,7 +45,6 @@ from lumora_ota.store.blobs import HashMismatch, SizeExceeded
 router = APIRouter(tags=["assets"], route_class=GuardedJSONRoute)
 
 MAX_HASHES = 10_000
-DRAIN_LIMIT = 8 * 1024 * 1024
 Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN)]
 
 
@@ -93,16 +98,9 @@ class UploadStalled(Exception):
 
 
 async def _drain(body: AsyncIterator[bytes], cap: int) -> None:
-    """Read and drop what is left of a body we answer without storing (up to ``cap``
-    bytes), so a client that is still sending reads our answer instead of a reset."""
-    drained = 0
-    try:
-        async for chunk in body:
-            drained += len(chunk)
-            if drained > cap:
-                break
-    except UploadStalled:
-        return  # the answer is sent anyway; a stalled client just does not read it
+    """``drain_body``, giving up quietly on a stalled client (it gets the answer anyway)."""
+    with contextlib.suppress(UploadStalled):
+        await drain_body(body, cap)
 
 
 async def _with_idle_timeout(body: AsyncIterator[bytes], seconds: float) -> AsyncIterator[bytes]:

@@ -67,12 +67,13 @@ def list_audit(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     """Audit rows visible to the key: a project-scoped key sees its project's rows only."""
-    principal.require("admin")
     query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
     if project is not None:
+        # Another project's key learns nothing: 404 before the role check's 403.
         query = query.where(
             AuditEntry.project_id == visible_project(session, principal, project).id
         )
     elif principal.project_id is not None:
         query = query.where(AuditEntry.project_id == principal.project_id)
+    principal.require("admin")
     return {"items": [audit_json(e) for e in session.scalars(query)]}

@@ -4,7 +4,9 @@
 ``settings.max_json_bytes`` while reading (413), rejects malformed JSON and JSON nested deeper
 than ``MAX_JSON_DEPTH`` with a 400 problem, and hands the parsed value on so FastAPI does not
 parse twice. Without it a body nested 10,000 deep reaches Python's recursive JSON decoder and
-deeply nested values could overflow the encoder when echoed back.
+deeply nested values could overflow the encoder when echoed back. Strings holding NUL are
+refused too (400): PostgreSQL text cannot store them. A body refused as too large is still
+drained (up to ``DRAIN_LIMIT``) so the client reads the 413 instead of a reset.
 
 ``store_errors`` turns the store's ``StoreError`` into problem documents, and
 ``RequestModel`` is the base of every request body (camelCase, unknown fields rejected).
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 from fastapi import Request, Response
@@ -27,7 +29,26 @@ from lumora_ota.server.problems import ProblemError
 from lumora_ota.store.repository import StoreError
 
 MAX_JSON_DEPTH = 32
+# How much of an unwanted body is still read before answering (see ``drain_body``).
+DRAIN_LIMIT = 8 * 1024 * 1024
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def json_has_nul(value: Any) -> bool:
+    """Whether any string (key or value) of a parsed JSON value contains a NUL character,
+    which no database text column can store (iterative, no recursion)."""
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def json_depth_exceeds(value: Any, limit: int) -> bool:
@@ -47,15 +68,29 @@ def json_depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
+async def drain_body(body: AsyncIterator[bytes], cap: int) -> None:
+    """Read and drop what is left of a body we answer without using (up to ``cap`` bytes),
+    so a client that is still sending reads our answer instead of a connection reset."""
+    drained = 0
+    async for chunk in body:
+        drained += len(chunk)
+        if drained > cap:
+            break
+
+
 async def _read_limited(request: Request, limit: int) -> bytes:
+    too_large = ProblemError(413, f"the JSON body exceeds the {limit}-byte limit")
+    stream = request.stream()
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ProblemError(413, f"the JSON body exceeds the {limit}-byte limit")
+        await drain_body(stream, DRAIN_LIMIT)
+        raise too_large
     body = bytearray()
-    async for chunk in request.stream():
+    async for chunk in stream:
         body.extend(chunk)
         if len(body) > limit:
-            raise ProblemError(413, f"the JSON body exceeds the {limit}-byte limit")
+            await drain_body(stream, DRAIN_LIMIT)
+            raise too_large
     return bytes(body)
 
 
@@ -70,6 +105,10 @@ def parse_json_body(body: bytes) -> Any:
     if json_depth_exceeds(value, MAX_JSON_DEPTH):
         raise ProblemError(
             400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels", title="Invalid JSON"
+        )
+    if json_has_nul(value):
+        raise ProblemError(
+            400, "JSON strings must not contain NUL characters", title="Invalid JSON"
         )
     return value
 

@@ -67,10 +67,11 @@ def create_key(
     body: KeyCreate, principal: CurrentPrincipal, session: WriteSession
 ) -> dict[str, Any]:
     """Create a key. A project-scoped admin may only create keys for its own project."""
-    principal.require("admin")
     project_id = principal.project_id
     if body.project is not None:
+        # Another project's key learns nothing: 404 before the role check's 403.
         project_id = visible_project(session, principal, body.project).id
+    principal.require("admin")
     expires_at = body.expires_at
     if expires_at is not None:
         expires_at = expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=UTC)
@@ -102,8 +103,8 @@ def list_keys(principal: CurrentPrincipal, session: ReadSession) -> dict[str, An
 @router.delete("/keys/{key_id}", summary="Revoke an API key (admin)")
 def revoke_key(key_id: str, principal: CurrentPrincipal, session: WriteSession) -> dict[str, Any]:
     """Revoke a key at once; it gets 401 from then on."""
-    principal.require("admin")
     key = _visible_key(session, principal, key_id)
+    principal.require("admin")
     apikeys.revoke_key(session, key.id)
     record_audit(session, principal, "key.revoke", project_id=key.project_id, target=key.id)
     session.commit()

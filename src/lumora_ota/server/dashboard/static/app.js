@@ -75,6 +75,14 @@
   }
 
   const HEALTH_LABELS = { ok: "healthy", failing: "failing", insufficientData: "not enough launches" };
+  // A newer load of the same view supersedes an older one still in flight (its answer would
+  // otherwise overwrite fresher data, e.g. after switching projects quickly).
+  const loadTokens = {};
+  function latest(view) {
+    const token = (loadTokens[view] = (loadTokens[view] || 0) + 1);
+    return () => loadTokens[view] === token;
+  }
+
   function fmtTime(iso) { return iso ? iso.replace("T", " ").slice(0, 16) + " UTC" : ""; }
   function fmtRate(r) { return r === null || r === undefined ? "n/a" : (r * 100).toFixed(1) + "%"; }
   function fmtBytes(n) {
@@ -213,7 +221,9 @@
       project: state.project, channel: $("f-channel").value, platform: $("f-platform").value,
       runtimeVersion: $("f-runtime").value.trim(), limit: PAGE_SIZE, cursor: state.cursors[state.page],
     };
+    const current = latest("updates");
     const data = await api("/api/v1/updates?" + qs(params));
+    if (!current()) return;
     state.nextCursor = data.nextCursor;
     const body = $("updates-table").tBodies[0];
     body.textContent = "";
@@ -262,7 +272,9 @@
   let shownUpdate = null;
 
   async function loadUpdate(id) {
+    const current = latest("update");
     const u = await api("/api/v1/updates/" + encodeURIComponent(id));
+    if (!current()) return;
     shownUpdate = u;
     $("update-title").textContent = u.message || `Update ${u.id.slice(0, 8)}`;
     const facts = $("update-facts");
@@ -296,11 +308,13 @@
     }
     if (u.kind === "update") {
       const manifest = await api("/api/v1/manifests/" + encodeURIComponent(u.id)).catch((e) => ({ error: e.message }));
+      if (!current()) return;
       $("manifest-json").textContent = JSON.stringify(manifest, null, 2);
     } else {
       $("manifest-json").textContent = "(a roll-back-to-embedded marker has no manifest)";
     }
     const stats = await api("/api/v1/stats?" + qs({ project: u.projectId, update: u.id }));
+    if (!current()) return;
     renderTotals($("update-totals"), stats.totals, stats.updates.find((x) => x.updateId === u.id));
     renderChart($("update-chart"), stats.daily, "Statistics of this update per day");
   }
@@ -348,7 +362,9 @@
   // ------------------------------------------------------------------ deployments
 
   async function loadDeployments() {
+    const current = latest("deployments");
     const data = await api("/api/v1/deployments?" + qs({ project: state.project }));
+    if (!current()) return;
     const body = $("deployments-table").tBodies[0];
     body.textContent = "";
     let count = 0;
@@ -480,10 +496,12 @@
     const days = Number($("s-range").value);
     const until = new Date();
     const since = new Date(until.getTime() - (days - 1) * 86400000);
+    const current = latest("stats");
     const data = await api("/api/v1/stats?" + qs({
       project: state.project, channel: $("s-channel").value, update: $("s-update").value.trim(),
       since: since.toISOString().slice(0, 10), until: until.toISOString().slice(0, 10),
     }));
+    if (!current()) return;
     renderTotals($("stats-totals"), data.totals, null);
     renderChart($("stats-chart"), data.daily, "Checks, downloads, installs, failures and devices per day");
     $("stats-thresholds").textContent =
