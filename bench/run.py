@@ -138,15 +138,17 @@ async def load_data(base_url: str, key: str, cfg: BenchConfig, database_url: str
         await api.aclose()
 
 
-def wait_until_served(base_url: str, data: LoadedData, timeout: float = 120.0) -> None:
+def wait_until_served(base_url: str, data: LoadedData, timeout: float = 300.0) -> None:
     """Poll until every scenario gets its answer: the delivery cache has the new heads and
-    the background compression has made the large asset's brotli variant. Scenarios still
-    failing at the deadline are reported when measured."""
+    the background compression has made the large asset's brotli variant. A probe may wait
+    as long as the deadline allows, so a slow first load (the 10,000-update channel) is not
+    started again by a retry. Scenarios still failing at the deadline are reported when
+    measured."""
     deadline = time.monotonic() + timeout
     for scenario in device_scenarios(base_url, data):
-        while time.monotonic() < deadline:
+        while (left := deadline - time.monotonic()) > 0:
             try:
-                probe(scenario)
+                probe(scenario, timeout=left)
                 break
             except (ProbeFailed, httpx.HTTPError, ValueError, KeyError):
                 time.sleep(0.2)
@@ -254,7 +256,7 @@ def run_server(
             results["scenarios"].append(_row(ref, paired_with=impl))
             console.print(f"  {scenario.name}: {ref.requests_per_second:,.0f} req/s")
         scenarios = device_scenarios(server.url, data)
-        measured = measure_device_scenarios(scenarios, impl, server.pid, cfg, ctx, results)
+        measured = measure_device_scenarios(scenarios, impl, server.pid, cfg, ctx, results, console)
         for scenario in scenarios:
             result = measured.get(scenario.name)
             if result is None:
@@ -290,6 +292,7 @@ def measure_device_scenarios(
     cfg: BenchConfig,
     ctx: dict[str, Any],
     results: dict[str, Any],
+    console: Console,
 ) -> dict[str, ScenarioResult]:
     """Measure each scenario; the ``ALTERNATED`` pair in turns, half the duration each."""
     parts: dict[str, list[ScenarioResult]] = {}
@@ -313,7 +316,8 @@ def measure_device_scenarios(
             )
         except (ProbeFailed, RuntimeError, httpx.HTTPError) as exc:
             failed.add(scenario.name)
-            results["errors"].append(f"{impl} {scenario.name}: {exc}")
+            results["errors"].append(f"{impl} {scenario.name}: {type(exc).__name__}: {exc}")
+            console.print(f"  [red]{scenario.name} failed[/red]: {type(exc).__name__}: {exc}")
             continue
         parts.setdefault(scenario.name, []).append(result)
     return {name: combine(runs) for name, runs in parts.items() if name not in failed}

@@ -282,7 +282,7 @@ def nginx_scenarios(base: str, *, signed: bool) -> list[Scenario]:
     ]
 
 
-def probe(scenario: Scenario) -> None:
+def probe(scenario: Scenario, timeout: float = 30.0) -> None:
     """Send the scenario's request once and check the answer."""
     body = scenario.spec.body
     if body is not None and scenario.spec.random_device:
@@ -292,7 +292,7 @@ def probe(scenario: Scenario) -> None:
         scenario.spec.url,
         headers=scenario.spec.headers,
         content=body,
-        timeout=30,
+        timeout=timeout,
     )
     scenario.probe(resp)
 

@@ -15,7 +15,14 @@ from fastapi import FastAPI
 
 from lumora_ota import __version__
 from lumora_ota.domain.ratelimit import RateLimit
-from lumora_ota.server import dashboard, device, health, management, observability
+from lumora_ota.server import (
+    dashboard,
+    device,
+    health,
+    management,
+    observability,
+    openapi_problems,
+)
 from lumora_ota.server.context import AppContext
 from lumora_ota.server.lifecycle import Lifecycle
 from lumora_ota.server.middleware import DeviceRateLimitMiddleware, SecurityHeadersMiddleware
@@ -75,6 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
     device.install(app, ctx, lifecycle)
     management.install(app, ctx, lifecycle)
     dashboard.install(app, ctx, lifecycle)
+    openapi_problems.install(app)  # error answers documented as problem+json
     per_ip = RateLimit.parse(settings.rate_limit_per_ip)
     per_client = RateLimit.parse(settings.rate_limit_per_client)
     if per_ip or per_client:

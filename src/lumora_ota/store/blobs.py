@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # Object names are hashes or hash-derived (``<sha256>.br``), never user-supplied paths.
@@ -146,16 +146,24 @@ class FileBlobStore:
         return self.root / name[:2] / name[2:4] / name
 
     @contextlib.contextmanager
-    def _temp_file(self) -> Iterator[tuple[int, Path]]:
+    def _temp_file(self) -> Iterator[tuple[BinaryIO, Path]]:
+        # A file object, not a raw fd: it is closed exactly once. Closing a raw fd a second
+        # time would close whatever another thread opened under the same number meanwhile
+        # (a client socket, the server runtime's own descriptors).
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="up-")
         tmp_path = Path(tmp_name)
         try:
-            yield fd, tmp_path
+            with os.fdopen(fd, "wb") as fh:
+                yield fh, tmp_path
         finally:
-            with contextlib.suppress(OSError):
-                os.close(fd)
             with contextlib.suppress(FileNotFoundError):
                 tmp_path.unlink()
+
+    @staticmethod
+    def _sync_and_close(fh: BinaryIO) -> None:
+        fh.flush()
+        os.fsync(fh.fileno())
+        fh.close()
 
     def _publish(self, tmp_path: Path, final: Path) -> None:
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -168,29 +176,27 @@ class FileBlobStore:
         final = self.path_for(sha256)
         digest = hashlib.sha256()
         size = 0
-        with self._temp_file() as (fd, tmp_path):
+        with self._temp_file() as (fh, tmp_path):
             async for chunk in chunks:
                 size += len(chunk)
                 if size > max_bytes:
                     raise SizeExceeded(f"upload exceeds the {max_bytes}-byte limit")
                 digest.update(chunk)
-                os.write(fd, chunk)
+                fh.write(chunk)
             if digest.hexdigest() != sha256:
                 raise HashMismatch(
                     f"uploaded bytes hash to {digest.hexdigest()}, not the declared {sha256}"
                 )
-            os.fsync(fd)
-            os.close(fd)
+            self._sync_and_close(fh)
             self._publish(tmp_path, final)
         return StoredBlob(sha256=sha256, size=size)
 
     def put_bytes(self, name: str, data: bytes) -> None:
         """See ``BlobStore.put_bytes``."""
         final = self.path_for(name)
-        with self._temp_file() as (fd, tmp_path):
-            os.write(fd, data)
-            os.fsync(fd)
-            os.close(fd)
+        with self._temp_file() as (fh, tmp_path):
+            fh.write(data)
+            self._sync_and_close(fh)
             self._publish(tmp_path, final)
 
     def exists(self, name: str) -> bool:
@@ -227,8 +233,8 @@ class FileBlobStore:
 
     def check(self) -> None:
         """See ``BlobStore.check``."""
-        with self._temp_file() as (fd, _):
-            os.write(fd, b"ok")
+        with self._temp_file() as (fh, _):
+            fh.write(b"ok")
 
 
 def open_blob_store(url: str) -> BlobStore:

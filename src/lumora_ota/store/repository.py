@@ -162,6 +162,9 @@ def create_project(session: Session, *, name: str, slug: str) -> Project:
     for channel_name in DEFAULT_CHANNELS:
         session.add(Channel(project_id=project.id, name=channel_name, created_at=now))
     session.flush()
+    # Devices may ask for the new project at once: make every delivery cache re-read its
+    # project map rather than answer 404 until its rate-limited re-read comes round.
+    bump_delivery_revision(session)
     return project
 
 

@@ -13,6 +13,10 @@ serves with the right ``content-encoding``).
 No database is involved: the name is validated, the file (or variant) looked up by hash. For
 a URL store, ``store.known_sizes.KnownSizes`` remembers which objects exist, so steady-state
 requests make no call to the store either.
+
+Delta updates (issue #10): an expo-updates launch-asset request with ``A-IM: bsdiff`` may be
+answered with a ``226`` bsdiff patch instead (``server/device/patches.negotiate_patch``, from
+an in-memory index); launch assets then ``vary`` on ``A-IM`` and ``Expo-Current-Update-ID``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 
 from lumora_ota.server.context import AppContext
 from lumora_ota.server.device.negotiation import acceptable_encodings
+from lumora_ota.server.device.patches import full_asset_vary, negotiate_patch
 from lumora_ota.server.problems import ProblemError
 from lumora_ota.store.blobs import VARIANTS, BlobLocation, BlobStore, variant_name
 from lumora_ota.store.known_sizes import KnownSizes
@@ -133,7 +138,10 @@ async def _redirect_to_store(
     stats = ctx.components.get("stats")
     if stats is not None:
         stats.record_asset(nbytes=size, variant=encoding)
-    headers = {"cache-control": location.cache_control or IMMUTABLE, "vary": "accept-encoding"}
+    headers = {
+        "cache-control": location.cache_control or IMMUTABLE,
+        "vary": full_asset_vary(ctx, sha256),  # launch assets also vary on A-IM (#10)
+    }
     return RedirectResponse(str(location.url), status_code=302, headers=headers)
 
 
@@ -159,6 +167,9 @@ def build_router(ctx: AppContext) -> APIRouter:
     )
     async def get_asset(name: str, request: Request) -> Response:
         sha256, extension = parse_asset_name(name)
+        patched = await negotiate_patch(ctx, request, sha256)  # delta updates (#10)
+        if patched is not None:
+            return patched
         content_type = content_type_for(extension)
         blobs = ctx.blobs
         identity = blobs.locate(sha256, content_type=content_type)
@@ -175,7 +186,7 @@ def build_router(ctx: AppContext) -> APIRouter:
         headers = {
             "cache-control": IMMUTABLE,
             "etag": etag,
-            "vary": "accept-encoding",
+            "vary": full_asset_vary(ctx, sha256),  # launch assets also vary on A-IM (#10)
             "x-content-type-options": "nosniff",
         }
         if encoding != "identity":

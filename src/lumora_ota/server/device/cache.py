@@ -256,8 +256,9 @@ class DeliveryCache:
         """The id of the project whose id or slug is ``ref``, None when there is none."""
         generation = self._generation
         projects = generation.projects
-        # Creating a project does not change what any device is served, so it does not bump
-        # the revision: an unknown ref re-reads the map, at most once per poll interval.
+        # Creating a project bumps the revision, so an unknown ref is normally unknown for
+        # good: re-read the map for it at most once per poll interval, so devices naming
+        # random projects cannot turn the hot path into a database load.
         stale = time.monotonic() - generation.projects_loaded_at > self._poll_interval
         if projects is None or (ref not in projects.ids and stale):
             generation.projects_loaded_at = time.monotonic()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,7 +175,9 @@ class PatchIndex:
         self.loads = 0
 
     def _current_token(self) -> int:
-        return int(getattr(self._delivery, "invalidations", 0))
+        if self._delivery is None:  # no delivery cache (not in the app): reload every second
+            return int(time.monotonic())
+        return int(self._delivery.invalidations)
 
     def _load(self) -> IndexSnapshot:
         with self._sessions() as session:
