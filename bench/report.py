@@ -201,10 +201,18 @@ def markdown(results: dict[str, Any], checks: list[TargetCheck]) -> str:
     ]
     lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |"
               for row in table_rows(results, checks)]  # fmt: skip
-    missed = [c for c in checks if not c.passed]
-    if missed:
+    missed = [c for c in checks if not c.passed and "RSS" not in c.target]
+    rss_missed = [c for c in checks if not c.passed and "RSS" in c.target]
+    if missed or rss_missed:
         lines += ["", "Targets missed:", ""]
         lines += [f"- {c.server} {c.scenario}: {c.target}, measured {c.measured}" for c in missed]
+        for server in dict.fromkeys(c.server for c in rss_missed):
+            mine = [c for c in rss_missed if c.server == server]
+            peak = max(mine, key=lambda c: float(c.measured.split()[0]))
+            lines.append(
+                f"- {server}: server RSS < 200 MB missed in {len(mine)} scenario(s), "
+                f"peak {peak.measured} ({peak.scenario})"
+            )
     if results.get("dataset"):
         lines += ["", f"Data set loading: `{results['dataset']}`"]
     if results.get("settle"):

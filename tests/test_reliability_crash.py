@@ -24,6 +24,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,9 @@ from lumora_ota.store.models import Base
 LONG = os.environ.get("LUMORA_LONG_TESTS") == "1"
 ROUNDS = int(os.environ.get("LUMORA_CRASH_ROUNDS", "200" if LONG else "50"))
 WORKERS = 3
+# Independent servers killed in parallel: a restart is mostly interpreter start-up, so two
+# lanes halve the wall time on a 2-core machine.
+LANES = 2
 PLATFORMS = {"ios", "android"}
 ASSETS_PER_UPDATE = 3  # make_export(n_assets=2) + the launch asset
 
@@ -74,20 +78,28 @@ class Crashable:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def crashable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Crashable]:
+def crashables(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[Crashable]]:
+    """``LANES`` independent data folders + databases of one backend, killed in parallel."""
     backend: str = request.param
     if backend not in os.environ.get("LUMORA_TEST_BACKENDS", "sqlite,postgres").split(","):
         pytest.skip(f"{backend} is not among LUMORA_TEST_BACKENDS")
-    data_dir = tmp_path / "data"
-    url = f"sqlite:///{data_dir / 'lumora.db'}" if backend == "sqlite" else create_pg_database()
-    target = Crashable(data_dir=data_dir, database_url=url, admin_key="lum_crash_" + "k" * 24)
+    targets: list[Crashable] = []
     try:
-        yield target
+        for lane in range(LANES):
+            data_dir = tmp_path / f"data{lane}"
+            url = (
+                f"sqlite:///{data_dir / 'lumora.db'}"
+                if backend == "sqlite"
+                else create_pg_database()
+            )
+            targets.append(Crashable(data_dir, url, admin_key="lum_crash_" + "k" * 24))
+        yield targets
     finally:
-        if target.current is not None:
-            target.current.kill()
-        if backend == "postgres":
-            drop_pg_database(url)
+        for target in targets:
+            if target.current is not None:
+                target.current.kill()
+            if backend == "postgres":
+                drop_pg_database(target.database_url)
 
 
 @dataclass
@@ -236,43 +248,69 @@ def _retried_publish_is_served(server: ServerProcess, project: str, export: Path
         assert check.json()["manifest"]["id"] == served["ios"]
 
 
-@pytest.mark.slow
-def test_sigkill_during_concurrent_writes_leaves_a_consistent_store(
-    crashable: Crashable, tmp_path: Path
-) -> None:
-    rng = random.Random(int(os.environ.get("LUMORA_CRASH_SEED", "20261126")))
-    exports = [make_export(tmp_path / f"e{i}", seed=f"crash-{i}") for i in range(12)]
-    server = crashable.start()
+@dataclass
+class LaneResult:
+    """What one lane of kill rounds saw."""
+
+    updates: int
+    answered: int
+    server_errors: list[str]
+
+
+def _crash_rounds(target: Crashable, rounds: int, seed: int, root: Path) -> LaneResult:
+    """``rounds`` times: load, SIGKILL at a random moment, restart, verify everything."""
+    rng = random.Random(seed)
+    exports = [make_export(root / f"e{i}", seed=f"crash-{seed}-{i}") for i in range(12)]
+    server = target.start()
     with server.client() as c:
         project = create_project(c, "crash-app")["slug"]
     update_ids: list[str] = []
-    engine = create_db_engine(crashable.database_url, pool_size=1)
-    store = FileBlobStore(crashable.data_dir / "blobs")
+    engine = create_db_engine(target.database_url, pool_size=1)
+    store = FileBlobStore(target.data_dir / "blobs")
     server_errors: list[str] = []
+    answered = 0
     try:
-        for round_no in range(ROUNDS):
+        for round_no in range(rounds):
             workload = Workload(server, project, exports, rng, update_ids)
             stop = threading.Event()
             threads = [threading.Thread(target=workload.run, args=(stop,)) for _ in range(WORKERS)]
             for t in threads:
                 t.start()
-            time.sleep(rng.uniform(0.02, 0.4))
+            time.sleep(rng.uniform(0.05, 0.5))
             server.kill()
             stop.set()
             for t in threads:
                 t.join(timeout=30)
             server_errors += workload.server_errors
-            server = crashable.start()
+            answered += workload.answered
+            server = target.start()
             with engine.connect() as conn:
                 blob_rows = {r[0] for r in conn.execute(text("SELECT sha256 FROM blobs"))}
             _check_database(engine)
             _check_updates_and_blobs(engine, store)
             _check_blob_files(store, blob_rows)
-            if round_no % 10 == 9 or round_no == ROUNDS - 1:
+            if round_no % 10 == 9 or round_no == rounds - 1:
                 _retried_publish_is_served(server, project, rng.choice(exports))
-        total = _check_updates_and_blobs(engine, store)
+        return LaneResult(_check_updates_and_blobs(engine, store), answered, server_errors)
     finally:
         engine.dispose()
-    assert server_errors == []
-    # The rounds did real work: publishes landed between the kills.
-    assert total >= ROUNDS // 2
+
+
+@pytest.mark.slow
+def test_sigkill_during_concurrent_writes_leaves_a_consistent_store(
+    crashables: list[Crashable], tmp_path: Path
+) -> None:
+    seed = int(os.environ.get("LUMORA_CRASH_SEED", "20261126"))
+    per_lane = -(-ROUNDS // LANES)  # ceil: at least ROUNDS kills in all
+    with ThreadPoolExecutor(LANES) as pool:
+        futures = [
+            pool.submit(_crash_rounds, target, per_lane, seed + lane, tmp_path / f"lane{lane}")
+            for lane, target in enumerate(crashables)
+        ]
+        results = [f.result() for f in futures]
+    assert sum(t.restarts - 1 for t in crashables) >= ROUNDS
+    assert [e for r in results for e in r.server_errors] == []
+    for result in results:
+        # The rounds did real work: requests were answered and publishes landed between kills.
+        assert result.answered >= per_lane
+        assert result.updates >= per_lane // 2

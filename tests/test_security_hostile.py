@@ -455,13 +455,15 @@ def _wait_for(predicate: Any, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def test_nul_in_json_strings_and_query_values_is_400(server: ServerProcess, unique: str) -> None:
+def test_nul_in_json_strings_is_422_and_in_query_values_400(
+    server: ServerProcess, unique: str
+) -> None:
     """PostgreSQL text cannot hold NUL: such input is refused up front, on both backends."""
     with server.client() as c:
         for body in ({"name": "a\x00b", "slug": f"nul-{unique}"}, {"name": "ok", "slug": "n\x00l"}):
-            assert_problem(c.post("/api/v1/projects", json=body), 400)
+            assert_problem(c.post("/api/v1/projects", json=body), 422)
         assert_problem(c.get("/api/v1/updates", params={"project": "a\x00b"}), 400)
         assert c.get(f"/api/v1/projects/nul-{unique}").status_code == 404
     with server.anon() as anon:
         check = {"projectId": "x\x00", "platform": "ios", "runtimeVersion": "1"}
-        assert_problem(anon.post("/api/v1/updates/check", json=check), 400)
+        assert_problem(anon.post("/api/v1/updates/check", json=check), 422)

@@ -27,7 +27,7 @@ from lumora_ota.server.context import AppContext
 from lumora_ota.server.lifecycle import Lifecycle
 from lumora_ota.server.middleware import DeviceRateLimitMiddleware, SecurityHeadersMiddleware
 from lumora_ota.server.problems import install_problem_handlers
-from lumora_ota.server.request_guard import RejectNulMiddleware
+from lumora_ota.server.request_guard import RequestGuardMiddleware
 from lumora_ota.settings import Settings
 from lumora_ota.store.blobs import open_blob_store
 from lumora_ota.store.db import create_db_engine, make_session_factory, migrate
@@ -87,7 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
     per_client = RateLimit.parse(settings.rate_limit_per_client)
     if per_ip or per_client:
         app.add_middleware(DeviceRateLimitMiddleware, per_ip=per_ip, per_client=per_client)
-    app.add_middleware(RejectNulMiddleware)
+    app.add_middleware(RequestGuardMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
     return app
 

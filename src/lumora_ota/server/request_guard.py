@@ -1,8 +1,10 @@
-"""Refuse request targets no route can mean: a NUL character in the path or query.
+"""Refuse requests no route can mean, before any route sees them.
 
-Path and query values reach database lookups (project slugs, update ids); PostgreSQL text
-cannot hold NUL and would fail the query, and on a file system NUL truncates names. A 400
-problem here keeps every route from having to check.
+* A NUL character in the path or query (400): path and query values reach database lookups
+  (project slugs, update ids); PostgreSQL text cannot hold NUL and would fail the query, and
+  on a file system NUL truncates names.
+* Request headers over ``MAX_HEADER_BYTES`` in total (431): no client of this API needs more,
+  and the HTTP server in front may accept several hundred KiB.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import json
 from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+MAX_HEADER_BYTES = 32 * 1024
 
 
 def target_has_nul(scope: Scope) -> bool:
@@ -22,32 +26,43 @@ def target_has_nul(scope: Scope) -> bool:
     return b"\x00" in query or (b"%" in query and b"\x00" in unquote_to_bytes(query))
 
 
-class RejectNulMiddleware:
-    """Answers 400 problem+json to any request whose target contains NUL."""
+def header_bytes(scope: Scope) -> int:
+    """The size of the request's header names and values."""
+    return sum(len(name) + len(value) for name, value in scope.get("headers", ()))
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class RequestGuardMiddleware:
+    """Answers 400 (NUL in the target) or 431 (headers too large) as problem+json."""
+
+    def __init__(self, app: ASGIApp, *, max_header_bytes: int = MAX_HEADER_BYTES) -> None:
         self.app = app
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not target_has_nul(scope):
-            await self.app(scope, receive, send)
-            return
-        body = json.dumps(
-            {
-                "type": "about:blank",
-                "title": "Bad Request",
-                "status": 400,
-                "detail": "the request path or query contains a NUL character",
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 400,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        if scope["type"] == "http":
+            if target_has_nul(scope):
+                await _refuse(send, 400, "the request path or query contains a NUL character")
+                return
+            if header_bytes(scope) > self.max_header_bytes:
+                detail = f"the request headers exceed {self.max_header_bytes} bytes"
+                await _refuse(send, 431, detail)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send: Send, status: int, detail: str) -> None:
+    titles = {400: "Bad Request", 431: "Request Header Fields Too Large"}
+    body = json.dumps(
+        {"type": "about:blank", "title": titles[status], "status": status, "detail": detail}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

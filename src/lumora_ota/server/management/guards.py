@@ -5,7 +5,7 @@
 than ``MAX_JSON_DEPTH`` with a 400 problem, and hands the parsed value on so FastAPI does not
 parse twice. Without it a body nested 10,000 deep reaches Python's recursive JSON decoder and
 deeply nested values could overflow the encoder when echoed back. Strings holding NUL are
-refused too (400): PostgreSQL text cannot store them. A body refused as too large is still
+refused as bad values (422): PostgreSQL text cannot store them. A body refused as too large is still
 drained (up to ``DRAIN_LIMIT``) so the client reads the 413 instead of a reset.
 
 ``store_errors`` turns the store's ``StoreError`` into problem documents, and
@@ -108,7 +108,7 @@ def parse_json_body(body: bytes) -> Any:
         )
     if json_has_nul(value):
         raise ProblemError(
-            400, "JSON strings must not contain NUL characters", title="Invalid JSON"
+            422, "JSON strings must not contain NUL characters", title="Invalid request"
         )
     return value
 

@@ -271,6 +271,23 @@
 
   let shownUpdate = null;
 
+  // Delta updates (#10): what a device downloads for the bundle, its patches, and the bytes
+  // that patches and compression saved (GET /api/v1/updates/{id}/delta).
+  async function deltaFacts(u) {
+    if (u.kind !== "update") return [];
+    const d = await api(`/api/v1/updates/${encodeURIComponent(u.id)}/delta`).catch(() => null);
+    if (!d || !d.launchAsset) return [];
+    const sizes = Object.entries(d.launchAsset.sizes).filter(([, n]) => n != null);
+    const useful = d.patches.filter((p) => p.useful);
+    const saved = d.savings;
+    return [
+      ["Bundle download", sizes.map(([k, n]) => `${k} ${fmtBytes(n)}`).join(", ")],
+      ["Patches", useful.length ? useful.map((p) => fmtBytes(p.size)).join(", ") : "none"],
+      ["Saved by patches", `${fmtBytes(saved.patchBytesSaved)} (${saved.patchDownloads} patch downloads)`],
+      ["Saved by compression", fmtBytes(saved.compressionBytesSaved)],
+    ];
+  }
+
   async function loadUpdate(id) {
     const current = latest("update");
     const u = await api("/api/v1/updates/" + encodeURIComponent(id));
@@ -285,7 +302,7 @@
       ["Rollout", u.kind === "rollbackToEmbedded" ? "roll back to embedded" : u.rollout + "%"],
       ["Mandatory", u.mandatory ? "yes" : "no"], ["Status", u.status],
     ];
-    for (const [k, v] of rows) {
+    for (const [k, v] of [...rows, ...(await deltaFacts(u))]) {
       const dt = document.createElement("dt"); dt.textContent = k;
       const dd = document.createElement("dd"); dd.textContent = v; dd.dataset.fact = k;
       facts.append(dt, dd);
