@@ -3,6 +3,7 @@ verifies it, and falls back to the full bundle when the patch does not produce i
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from delta_helpers import NEW_EXPORT, OLD_EXPORT, updates_by_platform, wait_for_patch
-from harness import ServerProcess, create_project, publish_export
+from harness import ServerProcess, create_project, publish_export, sha256_hex
 from lumora_ota.client import FetcherInterface, FetchResponse, HttpxFetcher, UpdateManager
 
 
@@ -137,3 +138,48 @@ def test_sdk_falls_back_to_the_full_bundle_when_the_patch_fails(devices: Devices
     assert [status for _, status, _ in answers] == [226, 200]
     retry_request, _, retry_response = answers[1]
     assert "a-im" not in retry_request and "im" not in retry_response
+
+
+def test_sdk_patches_from_its_embedded_bundle(
+    devices: Devices, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """A fresh install running its embedded files gets the first update as a patch from
+    the embedded bundle, once the build's bundle is registered."""
+    embedded_id = str(uuid.uuid4())
+    old_bundle = next((fixtures_dir / OLD_EXPORT / "bundles").glob("android-*.js"))
+    with devices.server.client() as client:
+        resp = client.post(
+            f"/api/v1/projects/{devices.slug}/embedded",
+            json={
+                "platform": "android",
+                "runtimeVersion": "1",
+                "embeddedUpdateId": embedded_id,
+                "sha256": sha256_hex(old_bundle.read_bytes()),
+            },
+        )
+        assert resp.status_code == 201, resp.text
+        wait_for_patch(client, devices.new_id, embedded_id)
+    (tmp_path / "embedded").mkdir()
+    shutil.copy(old_bundle, tmp_path / "embedded" / "index.js")
+    fetcher = RecordingFetcher()
+    with UpdateManager(
+        devices.server.url,
+        devices.slug,
+        "production",
+        "1",
+        "android",
+        tmp_path / "data",
+        embedded_dir=tmp_path / "embedded",
+        embedded_update_id=embedded_id,
+        embedded_launch_asset="index.js",
+        fetcher=fetcher,
+        report_events=False,
+    ) as device:
+        result = device.check_for_update()
+        assert result.update_id == devices.new_id
+        installed = device.download_and_install_update(result)
+    assert installed.launch_asset.read_bytes() == devices.new_bundle
+    ((request, status, response),) = launch_answers(fetcher)
+    assert request["expo-current-update-id"] == embedded_id
+    assert request["expo-embedded-update-id"] == embedded_id
+    assert status == 226 and response["expo-base-update-id"] == embedded_id

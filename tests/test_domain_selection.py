@@ -5,12 +5,18 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lumora_ota.domain.model import AssetRecord, UpdateRecord
 from lumora_ota.domain.rollout import in_rollout
-from lumora_ota.domain.selection import SelectionRequest, select_update
+from lumora_ota.domain.selection import (
+    IndexedCandidates,
+    Selection,
+    SelectionRequest,
+    is_eligible,
+    select_update,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 BUNDLE = AssetRecord("bundles/ios.js", "ab" * 32, 10, "application/javascript", ".js")
@@ -170,3 +176,99 @@ def test_mandatory_is_any_mandatory_between_current_and_served(
     else:  # u0 does not exist either; u1.. are known
         expected = any(flags[current:]) if current >= 1 else any(flags)
         assert sel.kind == "update" and sel.is_mandatory == expected
+
+
+def reference_select(candidates: list[UpdateRecord], request: SelectionRequest) -> Selection:
+    """The rules of the module doc, written as plainly as possible: walks all of history."""
+    eligible = [u for u in candidates if is_eligible(u, request)]
+    if not eligible:
+        return Selection(kind="no_update")
+    newest = eligible[0]
+    if newest.kind == "rollback_to_embedded":
+        on_embedded = (
+            request.embedded_update_id is not None
+            and request.current_update_id == request.embedded_update_id
+        )
+        if on_embedded:
+            return Selection(kind="no_update")
+        return Selection(kind="rollback_to_embedded", update=newest)
+    if newest.id == request.current_update_id:
+        return Selection(kind="no_update", update=newest)
+    current = next((u for u in candidates if u.id == request.current_update_id), None)
+    mandatory = False
+    for update in candidates[candidates.index(newest) :]:
+        if current is not None and update.created_at <= current.created_at:
+            break
+        if is_eligible(update, request):
+            if update.kind == "rollback_to_embedded":
+                break
+            if update.mandatory:
+                mandatory = True
+                break
+    return Selection(kind="update", update=newest, is_mandatory=mandatory)
+
+
+candidate_updates = st.lists(
+    st.builds(
+        lambda minute, mandatory, marker, rolled_back, rollout, runtime: upd(
+            minute,
+            mandatory=mandatory,
+            kind="rollback_to_embedded" if marker else "update",
+            status="rolled_back" if rolled_back else "active",
+            rollout=rollout,
+            runtime_version=runtime,
+        ),
+        minute=st.integers(min_value=0, max_value=12),  # repeats: equal timestamps
+        mandatory=st.booleans(),
+        marker=st.sampled_from([False, False, True]),
+        rolled_back=st.booleans(),
+        rollout=st.sampled_from([0, 30, 100, 100]),
+        runtime=st.sampled_from(["1", "1", "2"]),
+    ),
+    max_size=12,
+    unique_by=lambda u: u.id,
+)
+
+
+@settings(max_examples=400)
+@given(
+    updates=candidate_updates,
+    ordered=st.booleans(),
+    current=st.integers(min_value=0, max_value=13),
+    embedded=st.sampled_from([None, "u5", "emb"]),
+    device=st.sampled_from([None, "dev-a", "dev-b"]),
+    failed=st.frozensets(st.sampled_from([f"u{n}" for n in range(13)]), max_size=3),
+)
+def test_indexed_selection_agrees_with_the_plain_rules(
+    updates: list[UpdateRecord],
+    ordered: bool,
+    current: int,
+    embedded: str | None,
+    device: str | None,
+    failed: frozenset[str],
+) -> None:
+    candidates = newest_first(*updates) if ordered else updates
+    request = req(
+        current_update_id=f"u{current}" if current < 13 else embedded,
+        embedded_update_id=embedded,
+        device_id=device,
+        failed_update_ids=failed,
+    )
+    expected = reference_select(candidates, request)
+    assert select_update(candidates, request) == expected
+    assert select_update(IndexedCandidates(candidates), request) == expected
+
+
+def test_unordered_candidates_are_walked_in_full() -> None:
+    # Not newest first: the walk may not jump to the mandatory updates.
+    cands = [upd(5), upd(1), upd(3, mandatory=True), upd(2)]
+    assert not select_update(cands, req(current_update_id="u2")).is_mandatory
+
+
+def test_indexed_candidates_behave_as_their_tuple() -> None:
+    updates = newest_first(upd(1), upd(2, mandatory=True), upd(3))
+    indexed = IndexedCandidates(updates)
+    assert list(indexed) == updates and len(indexed) == 3
+    assert indexed[0] == updates[0] and indexed[1:] == tuple(updates[1:])
+    assert indexed.position("u2") == 1 and indexed.position("nope") is None
+    assert indexed.position(None) is None

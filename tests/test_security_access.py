@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -223,9 +223,10 @@ class World:
         ]  # fmt: skip
 
 
-@pytest.fixture
-def world(server: ServerProcess, tmp_path: Path, unique: str) -> World:
-    w = World(server, tmp_path, unique)
+@pytest.fixture(scope="module")
+def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """Projects, updates and keys of the matrix, made once per backend."""
+    w = World(server, tmp_path_factory.mktemp("acl"), uuid.uuid4().hex[:8])
     yield w
     w.admin.close()
 

@@ -30,8 +30,10 @@ What is counted, and why it can be trusted:
 
 A background task flushes every ``settings.stats_flush_interval`` seconds (in a worker thread)
 with additive upserts (``INSERT .. ON CONFLICT DO UPDATE SET value = value + excluded.value``)
-and insert-or-ignore for facts, so any number of server processes add up exactly. A failed
-flush keeps its batch for the next attempt; ``stop()`` flushes everything that is left.
+and insert-or-ignore for facts, so any number of server processes add up exactly. Device rows
+go in short chunked transactions (SQLite's write lock is held briefly), the counters last in
+one transaction (``write_batch``). A failed flush keeps its batch for the next attempt;
+``stop()`` flushes everything that is left.
 """
 
 from __future__ import annotations
@@ -348,88 +350,103 @@ def _insert(engine: Engine, table: Any) -> Any:
     return sqlite.insert(table)
 
 
-def write_batch(engine: Engine, batch: StatsBatch) -> None:
-    """Write one batch in one transaction, additively and idempotently where it must be."""
-    with engine.begin() as conn:
-        if batch.counters:
-            stmt = _insert(engine, StatCounter.__table__)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["project_id", "channel", "update_id", "day", "metric"],
-                set_={"value": StatCounter.__table__.c.value + stmt.excluded.value},
-            )
-            conn.execute(
-                stmt,
-                [
-                    {
-                        "project_id": p,
-                        "channel": c,
-                        "update_id": u,
-                        "day": d,
-                        "metric": m,
-                        "value": n,
-                    }
-                    for (p, c, u, d, m), n in sorted(batch.counters.items())
-                ],
-            )
-        if batch.facts:
-            fstmt: Insert = _insert(engine, DeviceUpdateFact.__table__)
-            fstmt = fstmt.on_conflict_do_nothing(  # type: ignore[attr-defined]
-                index_elements=["project_id", "device_id", "update_id", "fact"]
-            )
-            conn.execute(
-                fstmt,
-                [
-                    {
-                        "project_id": p,
-                        "device_id": dev,
-                        "update_id": u,
-                        "fact": f,
-                        "day": at.date(),
-                        "at": at,
-                    }
-                    for (p, dev, u, f), at in sorted(batch.facts.items())
-                ],
-            )
-        if batch.device_days:
-            ddstmt: Insert = _insert(engine, DeviceDay.__table__)
-            ddstmt = ddstmt.on_conflict_do_nothing(  # type: ignore[attr-defined]
-                index_elements=["project_id", "day", "channel", "device_id"]
-            )
-            conn.execute(
-                ddstmt,
-                [
-                    {"project_id": p, "day": d, "channel": c, "device_id": dev}
-                    for p, d, c, dev in sorted(batch.device_days)
-                ],
-            )
-        if batch.devices:
-            table = DeviceState.__table__
-            dstmt = _insert(engine, table)
-            dstmt = dstmt.on_conflict_do_update(
-                index_elements=["project_id", "device_id"],
-                set_={
-                    "channel": dstmt.excluded.channel,
-                    "platform": dstmt.excluded.platform,
-                    "current_update_id": dstmt.excluded.current_update_id,
-                    "embedded_update_id": dstmt.excluded.embedded_update_id,
-                    "last_seen": dstmt.excluded.last_seen,
-                },
-                # Another process may have flushed a newer observation already.
-                where=table.c.last_seen <= dstmt.excluded.last_seen,
-            )
-            conn.execute(
-                dstmt,
-                [
-                    {
-                        "project_id": p,
-                        "device_id": dev,
-                        "channel": o.channel,
-                        "platform": o.platform,
-                        "current_update_id": o.current_update_id,
-                        "embedded_update_id": o.embedded_update_id,
-                        "first_seen": o.seen_at,
-                        "last_seen": o.seen_at,
-                    }
-                    for (p, dev), o in sorted(batch.devices.items())
-                ],
-            )
+# Rows per transaction when writing device rows: SQLite has one writer at a time, so a flush
+# of thousands of random devices must not hold the write lock for all of them at once
+# (management writes waiting behind it ran into the busy timeout).
+WRITE_CHUNK_ROWS = 500
+
+
+def _chunks(rows: list[dict[str, Any]], size: int) -> Iterable[list[dict[str, Any]]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def write_batch(engine: Engine, batch: StatsBatch, *, chunk_rows: int | None = None) -> None:
+    """Write one batch: set-based upserts in short transactions, counted exactly once.
+
+    Every row is prepared before any transaction starts, so the write lock is held only while
+    the database works. Facts, device days and device states are idempotent (insert-or-ignore,
+    newest-observation-wins), so they go in chunks of ``chunk_rows``, one short transaction
+    each (default ``WRITE_CHUNK_ROWS``): a failure half-way leaves nothing a retry would
+    double. The additive counters go last, all in one transaction: when it fails, the retry
+    writes them once; when it commits, the batch is done.
+    """
+    size = chunk_rows or WRITE_CHUNK_ROWS
+    for statement, rows in _idempotent_writes(engine, batch):
+        for chunk in _chunks(rows, size):
+            with engine.begin() as conn:
+                conn.execute(statement, chunk)
+    if batch.counters:
+        stmt = _insert(engine, StatCounter.__table__)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["project_id", "channel", "update_id", "day", "metric"],
+            set_={"value": StatCounter.__table__.c.value + stmt.excluded.value},
+        )
+        rows = [
+            {"project_id": p, "channel": c, "update_id": u, "day": d, "metric": m, "value": n}
+            for (p, c, u, d, m), n in sorted(batch.counters.items())
+        ]
+        with engine.begin() as conn:
+            conn.execute(stmt, rows)
+
+
+def _idempotent_writes(engine: Engine, batch: StatsBatch) -> list[tuple[Any, list[dict[str, Any]]]]:
+    """(statement, rows) of the batch's facts, device days and device states."""
+    writes: list[tuple[Any, list[dict[str, Any]]]] = []
+    if batch.facts:
+        fstmt: Insert = _insert(engine, DeviceUpdateFact.__table__)
+        fstmt = fstmt.on_conflict_do_nothing(  # type: ignore[attr-defined]
+            index_elements=["project_id", "device_id", "update_id", "fact"]
+        )
+        rows = [
+            {
+                "project_id": p,
+                "device_id": dev,
+                "update_id": u,
+                "fact": f,
+                "day": at.date(),
+                "at": at,
+            }
+            for (p, dev, u, f), at in sorted(batch.facts.items())
+        ]
+        writes.append((fstmt, rows))
+    if batch.device_days:
+        ddstmt: Insert = _insert(engine, DeviceDay.__table__)
+        ddstmt = ddstmt.on_conflict_do_nothing(  # type: ignore[attr-defined]
+            index_elements=["project_id", "day", "channel", "device_id"]
+        )
+        rows = [
+            {"project_id": p, "day": d, "channel": c, "device_id": dev}
+            for p, d, c, dev in sorted(batch.device_days)
+        ]
+        writes.append((ddstmt, rows))
+    if batch.devices:
+        table = DeviceState.__table__
+        dstmt = _insert(engine, table)
+        dstmt = dstmt.on_conflict_do_update(
+            index_elements=["project_id", "device_id"],
+            set_={
+                "channel": dstmt.excluded.channel,
+                "platform": dstmt.excluded.platform,
+                "current_update_id": dstmt.excluded.current_update_id,
+                "embedded_update_id": dstmt.excluded.embedded_update_id,
+                "last_seen": dstmt.excluded.last_seen,
+            },
+            # Another process may have flushed a newer observation already.
+            where=table.c.last_seen <= dstmt.excluded.last_seen,
+        )
+        rows = [
+            {
+                "project_id": p,
+                "device_id": dev,
+                "channel": o.channel,
+                "platform": o.platform,
+                "current_update_id": o.current_update_id,
+                "embedded_update_id": o.embedded_update_id,
+                "first_seen": o.seen_at,
+                "last_seen": o.seen_at,
+            }
+            for (p, dev), o in sorted(batch.devices.items())
+        ]
+        writes.append((dstmt, rows))
+    return writes

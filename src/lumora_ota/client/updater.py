@@ -120,6 +120,7 @@ class UpdateManager:
         max_failed_launches: int = 1,
         retry: RetryPolicy | None = None,
         embedded_update_id: str | None = None,
+        embedded_launch_asset: str | None = None,
         report_events: bool = True,
         _filesystem: FileSystem | None = None,
         _sleep: Callable[[float], None] = time.sleep,
@@ -134,6 +135,9 @@ class UpdateManager:
         self.data_dir = Path(data_dir).expanduser()
         self.embedded_dir = Path(embedded_dir).expanduser() if embedded_dir is not None else None
         self.embedded_update_id = embedded_update_id
+        # The launch asset inside ``embedded_dir``: with ``embedded_update_id`` it is the base
+        # of a delta download while the device still runs its embedded files.
+        self.embedded_launch_asset = embedded_launch_asset
         self.keep_updates = keep_updates
         self.max_failed_launches = max_failed_launches
         self._certificate: x509.Certificate | None = (
@@ -427,13 +431,23 @@ class UpdateManager:
             self._event("download_completed", manifest.id)
 
     def _patch_base(self, manifest: Manifest) -> PatchBase | None:
-        """The running update's launch asset, when held: the base of a delta download."""
+        """The running update's launch asset, when held: the base of a delta download (the
+        embedded one while no update runs, when ``embedded_launch_asset`` names it)."""
         with self._lock:
             current = self._state.current
             info = self._state.installed.get(current) if current is not None else None
-        if current is None or info is None:
+        if info is not None and current is not None:
+            path = self._updates_dir / current / info.launch_asset
+        elif (
+            current is None
+            and self.embedded_update_id
+            and self.embedded_dir is not None
+            and self.embedded_launch_asset
+        ):
+            current = self.embedded_update_id
+            path = self.embedded_dir / self.embedded_launch_asset
+        else:
             return None
-        path = self._updates_dir / current / info.launch_asset
         if not path.is_file():
             return None
         return PatchBase(

@@ -26,9 +26,11 @@ Rules, in order:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from itertools import pairwise
+from typing import Literal, overload
 
 from lumora_ota.domain.model import UpdateRecord
 from lumora_ota.domain.rollout import in_rollout
@@ -84,14 +86,74 @@ def is_eligible(update: UpdateRecord, request: SelectionRequest) -> bool:
     )
 
 
+class IndexedCandidates(Sequence[UpdateRecord]):
+    """Candidates (newest first) with what a request looks up precomputed, built once per list.
+
+    Selection must cost the same whether a channel holds one update or ten thousand, so the
+    per-request work may not walk the history: the device's current update is found by id, and
+    the mandatory check visits only the positions that can change its answer (mandatory
+    updates and roll-back-to-embedded markers). That shortcut relies on the order newest
+    first; for a list that is not ordered by ``created_at`` every position is visited.
+    """
+
+    __slots__ = ("_flagged", "_ordered", "_positions", "updates")
+
+    def __init__(self, updates: Iterable[UpdateRecord]) -> None:
+        self.updates: tuple[UpdateRecord, ...] = tuple(updates)
+        positions: dict[str, int] = {}
+        for position, update in enumerate(self.updates):
+            positions.setdefault(update.id, position)
+        self._positions = positions
+        self._flagged = tuple(
+            position
+            for position, update in enumerate(self.updates)
+            if update.mandatory or update.kind == "rollback_to_embedded"
+        )
+        self._ordered = all(
+            newer.created_at >= older.created_at for newer, older in pairwise(self.updates)
+        )
+
+    @overload
+    def __getitem__(self, index: int) -> UpdateRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[UpdateRecord, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> UpdateRecord | tuple[UpdateRecord, ...]:
+        return self.updates[index]
+
+    def __len__(self) -> int:
+        return len(self.updates)
+
+    def __iter__(self) -> Iterator[UpdateRecord]:
+        return iter(self.updates)
+
+    def position(self, update_id: str | None) -> int | None:
+        """Where the update with id ``update_id`` is, None when it is not a candidate."""
+        return None if update_id is None else self._positions.get(update_id)
+
+    def mandatory_check_positions(self, start: int) -> Iterator[int]:
+        """The positions from ``start`` on (older) that the mandatory check must look at."""
+        if not self._ordered:
+            yield from range(start, len(self.updates))
+            return
+        flagged = self._flagged
+        for k in range(bisect_left(flagged, start), len(flagged)):
+            yield flagged[k]
+
+
 def _skips_mandatory(
-    candidates: Sequence[UpdateRecord], served_at: int, request: SelectionRequest
+    candidates: IndexedCandidates, served_at: int, request: SelectionRequest
 ) -> bool:
     """Whether an eligible mandatory update lies in (device's current, served]."""
     # The device's current update need not be eligible any more (rolled back since, say);
     # only its place in time matters.
-    current = next((u for u in candidates if u.id == request.current_update_id), None)
-    for update in candidates[served_at:]:
+    current_at = candidates.position(request.current_update_id)
+    current = candidates[current_at] if current_at is not None else None
+    # Only mandatory updates and markers can decide; in a list ordered newest first, once one
+    # of them is not newer than the current update, no later position is either.
+    for position in candidates.mandatory_check_positions(served_at):
+        update = candidates[position]
         if current is not None and update.created_at <= current.created_at:
             return False
         if update.kind == "rollback_to_embedded":
@@ -107,9 +169,13 @@ def _skips_mandatory(
 def select_update(candidates: Sequence[UpdateRecord], request: SelectionRequest) -> Selection:
     """Choose what the device gets from ``candidates`` (newest first). See the module doc.
 
-    Lazy: it stops at the newest eligible candidate, and the mandatory check walks back only
-    to the device's current update.
+    Pass an ``IndexedCandidates`` (the delivery cache keeps one per candidate list) and the
+    cost does not grow with history: the scan stops at the newest eligible candidate, and the
+    mandatory check visits only mandatory updates and markers. Any other sequence is indexed
+    on the spot (O(n)), with the same answers.
     """
+    if not isinstance(candidates, IndexedCandidates):
+        candidates = IndexedCandidates(candidates)
     found = next(((i, u) for i, u in enumerate(candidates) if is_eligible(u, request)), None)
     if found is None:
         return NO_UPDATE

@@ -19,7 +19,13 @@ def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
     ctx.components["delivery"] = cache
     lifecycle.on_start(cache.start)
     lifecycle.on_stop(cache.stop)
+    routes_before = len(app.router.routes)
     app.include_router(expo.build_router(ctx, cache))
     app.include_router(check.build_router(ctx, cache))
     app.include_router(assets.build_router(ctx))
+    # The router tries routes in order and devices make nearly all requests: match theirs
+    # first. No other route's path overlaps a device path, so the answers are the same.
+    device_routes = app.router.routes[routes_before:]
+    del app.router.routes[routes_before:]
+    app.router.routes[0:0] = device_routes
     app.add_middleware(DeviceCORSMiddleware, allow_origins=ctx.settings.cors_origins)

@@ -14,27 +14,37 @@ A generation is dropped when the delivery revision (``store.db``) changes:
   transaction bumped the revision and drop the generation around that commit.
 
 Loads run in a worker thread and write into the generation they started from, so a load that
-races with an invalidation only fills a generation nobody reads any more.
+races with an invalidation only fills a generation nobody reads any more. Each load runs once
+per key and generation: concurrent requests missing the same key wait for the one load in
+flight instead of starting their own (a cold channel of 10,000 updates would otherwise be
+loaded once per waiting request).
+
+Candidate lists hold only what selection reads (no assets, no metadata), so a channel's whole
+history stays small; the full record (assets, metadata) of an update actually served is
+loaded on first use and kept, bounded, per generation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
+from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import Engine, event, select
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, joinedload, selectinload, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from lumora_ota.domain.model import UpdateRecord
+from lumora_ota.domain.model import UpdateKind, UpdateRecord, UpdateStatus
 from lumora_ota.domain.runtime import runtime_matches
+from lumora_ota.domain.selection import IndexedCandidates
 from lumora_ota.signing import SigningError, SigningIdentity, load_signing_identity
 from lumora_ota.store.db import read_delivery_revision
 from lumora_ota.store.models import Channel, Project, SigningKey, Update
@@ -49,6 +59,8 @@ V = TypeVar("V")
 # (ranges accept many) gets a filtered candidate list and its own manifest bodies.
 MAX_RUNTIME_LISTS = 4096
 MAX_BODIES = 8192
+# Full records (with assets) of served updates: devices are served a channel's newest few.
+MAX_FULL_UPDATES = 512
 _BUMP_FLAG = "lumora_delivery_bumped"
 _COMMITTED_FLAG = "lumora_delivery_bump_committed"
 
@@ -80,6 +92,7 @@ class BoundedCache(Generic[K, V]):
 
 
 ChannelKey = tuple[str, str, str]  # project id, channel, platform
+_NO_CANDIDATES = IndexedCandidates(())
 
 
 @dataclass
@@ -89,11 +102,19 @@ class _Generation:
     projects: ProjectMap | None = None
     projects_loaded_at: float = 0.0
     candidates: dict[ChannelKey, tuple[UpdateRecord, ...]] = field(default_factory=dict)
-    by_runtime: BoundedCache[tuple[str, str, str, str], tuple[UpdateRecord, ...]] = field(
+    by_runtime: BoundedCache[tuple[str, str, str, str], IndexedCandidates] = field(
         default_factory=lambda: BoundedCache(MAX_RUNTIME_LISTS)
+    )
+    indexed_subsets: BoundedCache[tuple[ChannelKey, bytes], IndexedCandidates] = field(
+        default_factory=lambda: BoundedCache(MAX_RUNTIME_LISTS)
+    )
+    full_updates: BoundedCache[str, UpdateRecord] = field(
+        default_factory=lambda: BoundedCache(MAX_FULL_UPDATES)
     )
     signing: dict[str, SigningIdentity | None] = field(default_factory=dict)
     bodies: BoundedCache[Hashable, Any] = field(default_factory=lambda: BoundedCache(MAX_BODIES))
+    # Loads in flight, by key: concurrent misses share one (single flight).
+    loading: dict[Hashable, asyncio.Future[Any]] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- loaders (worker thread)
@@ -123,19 +144,61 @@ def load_project_map(session: Session) -> ProjectMap:
 def load_candidates(
     session: Session, project_id: str, channel: str, platform: str
 ) -> tuple[UpdateRecord, ...]:
-    """One channel's and platform's updates (rolled-back ones too), newest first."""
+    """One channel's and platform's updates (rolled-back ones too), newest first.
+
+    Selection records only: the columns selection reads, without assets or metadata (a Core
+    query, no ORM objects), so a long history stays cheap to load and to keep. The served
+    update's full record comes from ``load_full_update``.
+    """
     query = (
-        select(Update)
+        select(
+            Update.id,
+            Update.group_id,
+            Update.runtime_version,
+            Update.created_at,
+            Update.kind,
+            Update.message,
+            Update.rollout,
+            Update.mandatory,
+            Update.status,
+            Update.source_update_id,
+        )
         .join(Channel, Update.channel_id == Channel.id)
         .where(
             Update.project_id == project_id,
             Channel.name == channel,
             Update.platform == platform,
         )
-        .options(selectinload(Update.assets))
         .order_by(Update.created_at.desc(), Update.id.desc())
     )
-    return tuple(to_record(update) for update in session.scalars(query))
+    return tuple(
+        UpdateRecord(
+            id=row.id,
+            group_id=row.group_id,
+            project_id=project_id,
+            channel=channel,
+            platform=platform,
+            runtime_version=row.runtime_version,
+            created_at=row.created_at,
+            kind=cast(UpdateKind, row.kind),
+            message=row.message,
+            rollout=row.rollout,
+            mandatory=row.mandatory,
+            status=cast(UpdateStatus, row.status),
+            source_update_id=row.source_update_id,
+        )
+        for row in session.execute(query)
+    )
+
+
+def load_full_update(session: Session, update_id: str) -> UpdateRecord | None:
+    """The complete record (assets, metadata) of one update, None when it is gone."""
+    update = session.get(
+        Update,
+        update_id,
+        options=[selectinload(Update.assets), joinedload(Update.channel)],
+    )
+    return to_record(update) if update is not None else None
 
 
 def load_signing_key(session: Session, project_id: str) -> SigningIdentity | None:
@@ -252,6 +315,21 @@ class DeliveryCache:
         with self._sessions() as session:
             return fn(session, *args)
 
+    async def _load_once(
+        self, generation: _Generation, key: Hashable, load: Callable[[], Awaitable[V]]
+    ) -> V:
+        """``await load()``, shared by every concurrent caller with the same key (single flight).
+
+        The load runs as its own task, so a caller that goes away (client disconnect) does not
+        cancel it for the others; it stores its result in ``generation`` before finishing.
+        """
+        pending = generation.loading.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(load())
+            generation.loading[key] = pending
+            pending.add_done_callback(lambda _done: generation.loading.pop(key, None))
+        return cast(V, await asyncio.shield(pending))
+
     async def project_id(self, ref: str) -> str | None:
         """The id of the project whose id or slug is ``ref``, None when there is none."""
         generation = self._generation
@@ -262,14 +340,22 @@ class DeliveryCache:
         stale = time.monotonic() - generation.projects_loaded_at > self._poll_interval
         if projects is None or (ref not in projects.ids and stale):
             generation.projects_loaded_at = time.monotonic()
-            projects = await run_in_threadpool(self._run_in_session, load_project_map)
-            generation.projects = projects
+
+            async def load() -> ProjectMap:
+                loaded = await run_in_threadpool(self._run_in_session, load_project_map)
+                generation.projects = loaded
+                return loaded
+
+            projects = await self._load_once(generation, ("projects",), load)
         return projects.ids.get(ref)
 
     async def candidates(
         self, project_id: str, channel: str, platform: str, runtime_version: str
-    ) -> tuple[UpdateRecord, ...]:
-        """The channel's updates for ``platform`` whose runtime version matches, newest first."""
+    ) -> IndexedCandidates:
+        """The channel's updates for ``platform`` whose runtime version matches, newest first.
+
+        Selection records (no assets): pass the one served to ``full_update``.
+        """
         generation = self._generation
         runtime_key = (project_id, channel, platform, runtime_version)
         matching = generation.by_runtime.get(runtime_key)
@@ -281,27 +367,82 @@ class DeliveryCache:
         if projects is not None and channel not in projects.channels.get(project_id, ()):
             # Publishing creates the channel and bumps the revision, so a channel missing
             # from the map has no updates; devices naming random channels cost no query.
-            return ()
+            return _NO_CANDIDATES
         channel_key = (project_id, channel, platform)
         everything = generation.candidates.get(channel_key)
         if everything is None:
-            everything = await run_in_threadpool(
-                self._run_in_session, load_candidates, project_id, channel, platform
+
+            async def load() -> tuple[UpdateRecord, ...]:
+                loaded = await run_in_threadpool(
+                    self._run_in_session, load_candidates, project_id, channel, platform
+                )
+                generation.candidates[channel_key] = loaded
+                return loaded
+
+            everything = await self._load_once(generation, ("candidates", *channel_key), load)
+        matching = generation.by_runtime.get(runtime_key)
+        if matching is None:  # another request may have filtered it while we waited
+            matching = generation.by_runtime.put(
+                runtime_key, self._indexed(generation, channel_key, everything, runtime_version)
             )
-            generation.candidates[channel_key] = everything
-        matching = tuple(
-            u for u in everything if runtime_matches(u.runtime_version, runtime_version)
+        return matching
+
+    @staticmethod
+    def _indexed(
+        generation: _Generation,
+        channel_key: ChannelKey,
+        everything: tuple[UpdateRecord, ...],
+        runtime_version: str,
+    ) -> IndexedCandidates:
+        """The indexed candidates matching ``runtime_version``, shared by equal selections.
+
+        Devices send many runtime versions that match the same updates (a range, or versions
+        matching nothing); sharing one index per distinct subset keeps memory bounded by the
+        channel's history rather than by what devices send.
+        """
+        positions = array(
+            "I",
+            (
+                i
+                for i, u in enumerate(everything)
+                if runtime_matches(u.runtime_version, runtime_version)
+            ),
         )
-        return generation.by_runtime.put(runtime_key, matching)
+        subset_key = (channel_key, hashlib.blake2b(positions.tobytes(), digest_size=16).digest())
+        shared = generation.indexed_subsets.get(subset_key)
+        if shared is None:
+            shared = generation.indexed_subsets.put(
+                subset_key, IndexedCandidates(everything[i] for i in positions)
+            )
+        return shared
+
+    async def full_update(self, update: UpdateRecord) -> UpdateRecord | None:
+        """The complete record (assets, metadata) of a candidate; None when it is gone."""
+        generation = self._generation
+        full = generation.full_updates.get(update.id)
+        if full is not None:
+            return full
+
+        async def load() -> UpdateRecord | None:
+            loaded = await run_in_threadpool(self._run_in_session, load_full_update, update.id)
+            if loaded is not None:
+                generation.full_updates.put(update.id, loaded)
+            return loaded
+
+        return await self._load_once(generation, ("full-update", update.id), load)
 
     async def signing_identity(self, project_id: str) -> SigningIdentity | None:
         """The project's signing identity, None when the project does not sign."""
         generation = self._generation
-        if project_id not in generation.signing:
-            generation.signing[project_id] = await run_in_threadpool(
-                self._run_in_session, load_signing_key, project_id
-            )
-        return generation.signing[project_id]
+        if project_id in generation.signing:
+            return generation.signing[project_id]
+
+        async def load() -> SigningIdentity | None:
+            loaded = await run_in_threadpool(self._run_in_session, load_signing_key, project_id)
+            generation.signing[project_id] = loaded
+            return loaded
+
+        return await self._load_once(generation, ("signing", project_id), load)
 
     def memoize(self, key: Hashable, build: Callable[[], V]) -> V:
         """``build()``, computed once per key and generation (bodies, signatures)."""

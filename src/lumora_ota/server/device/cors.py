@@ -7,7 +7,7 @@ app for device paths alone.
 from __future__ import annotations
 
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 DEVICE_PATH_PREFIXES = (
     "/api/v1/expo/",
@@ -49,7 +49,30 @@ class DeviceCORSMiddleware:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and is_device_path(scope["path"]):
+        if scope["type"] != "http" or not is_device_path(scope["path"]):
+            await self.app(scope, receive, send)
+        elif any(name == b"origin" for name, _ in scope["headers"]):
             await self.cors(scope, receive, send)
         else:
-            await self.app(scope, receive, send)
+            # No Origin: not a CORS request (apps, curl), so no CORS headers but the one
+            # Starlette's middleware would add too, without its per-request header objects.
+            await self.app(scope, receive, _vary_on_origin(send))
+
+
+def _vary_on_origin(send: Send) -> Send:
+    """``send`` with ``Vary: Origin`` added to the response: caches must keep answers for
+    requests with an Origin apart from this one (which has no CORS headers)."""
+
+    async def send_varying(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            for i, (name, value) in enumerate(headers):
+                if name.lower() == b"vary":
+                    headers[i] = (name, value + b", Origin")
+                    break
+            else:
+                headers.append((b"vary", b"Origin"))
+            message["headers"] = headers
+        await send(message)
+
+    return send_varying

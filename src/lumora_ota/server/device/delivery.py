@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Protocol
 
-from lumora_ota.domain.selection import Selection, SelectionRequest, select_update
+from lumora_ota.domain.selection import NO_UPDATE, Selection, SelectionRequest, select_update
 from lumora_ota.server.device.cache import DeliveryCache
 from lumora_ota.server.problems import ProblemError
 from lumora_ota.signing import SigningIdentity
@@ -42,11 +43,20 @@ async def resolve_project(cache: DeliveryCache, ref: str) -> str:
 async def select_for_device(
     cache: DeliveryCache, project_id: str, request: SelectionRequest
 ) -> Selection:
-    """Run the selection engine over the cached candidates of the device's channel."""
+    """Run the selection engine over the cached candidates of the device's channel.
+
+    The answer carries the full record (assets, metadata) of the update it names.
+    """
     candidates = await cache.candidates(
         project_id, request.channel, request.platform, request.runtime_version
     )
-    return select_update(candidates, request)
+    selection = select_update(candidates, request)
+    if selection.update is None:
+        return selection
+    full = await cache.full_update(selection.update)
+    if full is None:  # deleted since the candidates were loaded; the next reload drops it
+        return NO_UPDATE
+    return replace(selection, update=full)
 
 
 async def required_identity(cache: DeliveryCache, project_id: str) -> SigningIdentity:
