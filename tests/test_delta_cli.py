@@ -75,6 +75,11 @@ def test_register_the_embedded_bundle_and_get_a_patch(
     shown = capsys.readouterr().out
     assert f"patch from {embedded_id}" in shown and "saved by patches" in shown
 
+    viewed = lumora_json(capsys, "updates", "view", update["id"])
+    assert [p["baseUpdateId"] for p in viewed["delta"]["patches"]] == [embedded_id]  # type: ignore[index]
+    assert run(["updates", "view", update["id"]]) == 0
+    assert "saved by compression" in capsys.readouterr().out
+
 
 def test_register_refuses_an_unknown_platform(
     cli_env: str, capsys: pytest.CaptureFixture[str], tmp_path: Path

@@ -2,7 +2,8 @@
 and rolled back, for a bounded time. Proves zero errors, bounded memory growth of the server
 process tree, and statistics that add up to exactly the requests sent.
 
-``LUMORA_SOAK_SECONDS`` (default 60 per backend; 600 for the nightly mode) sets the length,
+``LUMORA_SOAK_SECONDS`` (default 60 per backend; 600 for the nightly mode, also what
+LUMORA_LONG_TESTS=1 selects) sets the length,
 ``LUMORA_SOAK_RSS_GROWTH_MB`` (default 96) the allowed RSS growth after warm-up.
 """
 
@@ -24,7 +25,8 @@ import pytest
 
 from harness import ServerProcess, _children, create_project, make_export, publish_export
 
-SOAK_SECONDS = float(os.environ.get("LUMORA_SOAK_SECONDS", "60"))
+LONG = os.environ.get("LUMORA_LONG_TESTS") == "1"
+SOAK_SECONDS = float(os.environ.get("LUMORA_SOAK_SECONDS", "600" if LONG else "60"))
 RSS_GROWTH_MB = float(os.environ.get("LUMORA_SOAK_RSS_GROWTH_MB", "96"))
 DEVICE_WORKERS = 6
 DEVICES = [f"soak-device-{i:04d}" for i in range(300)]

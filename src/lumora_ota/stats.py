@@ -86,8 +86,10 @@ RUNNING_FACTS: tuple[str, ...] = ("download", "install", "launch_success")
 # How far a client-supplied event time may be trusted; outside it the server's clock is used.
 EVENT_TIME_PAST = timedelta(days=30)
 EVENT_TIME_FUTURE = timedelta(days=1)
-# Bound on remembered already-flushed facts (keeps re-sent facts out of later batches).
-SEEN_FACTS_LIMIT = 200_000
+# Bound on remembered already-flushed facts and device days (keeps re-sent ones out of later
+# batches; the writes ignore duplicates anyway). Each entry costs about 250 bytes, and random
+# device ids fill the set fast: 50,000 keeps it near 12 MB per set.
+SEEN_FACTS_LIMIT = 50_000
 
 CounterKey = tuple[str, str, str, date, str]  # project, channel, update, day, metric
 FactKey = tuple[str, str, str, str]  # project, device, update, fact

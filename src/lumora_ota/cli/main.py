@@ -16,6 +16,7 @@ from typer.exceptions import Abort, TyperException
 from lumora_ota.cli import (
     codesigning,
     deployments,
+    embedded,
     keys,
     projects,
     updates,
@@ -41,6 +42,7 @@ app.add_typer(deployments.app)
 app.add_typer(updates.app)
 app.add_typer(keys.app)
 app.add_typer(codesigning.app)
+app.add_typer(embedded.app)  # delta updates: embedded bundles (#10)
 # The seed's spelling of ``lumora configure``.
 updates.app.command("configure")(configure)
 

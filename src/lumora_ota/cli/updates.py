@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from lumora_ota.cli.embedded import delta_fields
 from lumora_ota.cli.errors import CliError
 from lumora_ota.cli.options import (
     ApiKeyOption,
@@ -128,10 +129,11 @@ def view_update(
         manifest = None
         if isinstance(update, dict) and update.get("kind") != "rollbackToEmbedded":
             manifest = api.get(f"/manifests/{update_id}")
+        delta = api.get(f"/updates/{update_id}/delta") if manifest is not None else None  # #10
     if not isinstance(update, dict):
         raise CliError("the server's answer is not an update")
     if as_json:
-        print_json({**update, "manifest": manifest})
+        print_json({**update, "manifest": manifest, "delta": delta})
         return
     print_fields(
         [
@@ -151,6 +153,8 @@ def view_update(
         ],
         title="Update",
     )
+    if isinstance(delta, dict):  # delta updates (#10): download sizes, patches, bytes saved
+        print_fields(delta_fields(delta), title="Delivery")
     launch = update.get("launchAsset")
     assets = [a for a in [launch, *(update.get("assets") or [])] if isinstance(a, dict)]
     if assets:

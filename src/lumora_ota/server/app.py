@@ -8,6 +8,7 @@ management API under ``/api/v1``, health, metrics and the dashboard.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -46,6 +47,19 @@ Errors are RFC 9457 `application/problem+json` documents.
 """
 
 
+def settle_garbage_collector() -> None:
+    """Exempt everything alive after start-up (modules, app, settings) from cyclic GC scans.
+
+    Under load with random device ids the statistics keep many new objects alive, so Python's
+    full collections run every second or so; each one walked the whole heap, mostly the
+    imported modules (about 90 ms: the checks' p99 latency). Frozen objects are still freed
+    by reference counting; only cycles among them would stay, and start-up creates none
+    worth reclaiming (collected first).
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Build the application for ``settings``. Nothing touches the database until start."""
     engine = create_db_engine(settings.resolved_database_url)
@@ -61,6 +75,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         migrate(engine)
         await lifecycle.start()
+        settle_garbage_collector()
         try:
             yield
         finally:
