@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck check bench install dev system-deps services clean
+.PHONY: run test test-s3 lint typecheck check bench install dev system-deps services clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,9 +37,18 @@ lint: dev
 typecheck: dev
 	$(VENV)/bin/mypy src
 
-## Install everything the tests need, then lint, type-check and run the whole suite.
+## Install everything the tests need, then lint, type-check and run the whole suite on
+## SQLite and PostgreSQL, and the foundation and delivery suites again on S3 (SeaweedFS).
 test: dev system-deps services lint typecheck
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-s3
+
+S3_SUITES := tests/test_mgmt_*.py tests/test_device_*.py tests/test_delta_e2e.py
+
+## The foundation and delivery suites with every test server on SeaweedFS instead of files.
+test-s3: dev services
+	LUMORA_TEST_STORAGE=s3 LUMORA_TEST_BACKENDS=$${LUMORA_TEST_BACKENDS:-postgres} \
+		$(VENV)/bin/pytest $(PYTEST_ARGS) $(S3_SUITES)
 
 bench: dev system-deps services
 	$(PY) bench/run.py

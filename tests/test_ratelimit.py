@@ -53,9 +53,7 @@ def test_memory_is_bounded() -> None:
 
 
 def test_server_answers_429_with_retry_after(server_factory) -> None:  # type: ignore[no-untyped-def]
-    srv: ServerProcess = server_factory(
-        "sqlite", extra_env={"LUMORA_RATE_LIMIT_PER_CLIENT": "1/3"}
-    )
+    srv: ServerProcess = server_factory("sqlite", extra_env={"LUMORA_RATE_LIMIT_PER_CLIENT": "1/3"})
     with srv.anon() as http:
         headers = {"eas-client-id": "device-1", "expo-platform": "ios"}
         statuses = [http.get("/api/v1/expo/nope/manifest", headers=headers) for _ in range(5)]

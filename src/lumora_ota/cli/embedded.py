@@ -57,7 +57,11 @@ def register(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Upload the build's embedded bundle (if the server lacks it) and register it, so the
-    first update after a store install can be delivered as a patch."""
+    first update after a store install can be delivered as a patch.
+
+    Example: lumora embedded register dist/ --platform android --runtime-version 1
+    --embedded-update-id 6f1c2a9e-0b1d-4c2e-9a7f-3d5e8b0c1a2f
+    """
     if platform not in PLATFORMS:
         raise CliError(f"unknown platform {platform!r}: choose ios, android or web", exit_code=2)
     chosen = pick_project(project)
@@ -89,7 +93,10 @@ def list_embedded(
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """The project's registered embedded bundles."""
+    """The project's registered embedded bundles.
+
+    Example: lumora embedded list --project my-app
+    """
     chosen = pick_project(project)
     with open_api(server, api_key) as api:
         answer: dict[str, Any] = api.get(f"/projects/{chosen}/embedded")
@@ -144,7 +151,10 @@ def show_delta(
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """An update's delta patches and the bytes patches and compression saved."""
+    """An update's delta patches and the bytes patches and compression saved.
+
+    Example: lumora embedded delta 0b7e6c1e-3f2a-4a8e-9d55-2f7f0c1c9a10
+    """
     with open_api(server, api_key) as api:
         delta: dict[str, Any] = api.get(f"/updates/{update_id}/delta")
     if as_json:
