@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -409,3 +410,20 @@ def test_known_sizes_remember_present_objects_and_recheck_absent_ones(tmp_path: 
     assert anyio.run(sizes.size, name) == len(data)  # presence is remembered for good
     assert sizes.cached(name) == (True, len(data))
     assert sizes.cached(sha(b"never asked")) == (False, None)
+
+
+def test_file_store_sweeps_only_stale_temp_files(tmp_path: Path) -> None:
+    from lumora_ota.store.blobs import FileBlobStore
+
+    store = FileBlobStore(tmp_path / "blobs")
+    stale = tmp_path / "blobs" / ".tmp" / "up-stale"
+    fresh = tmp_path / "blobs" / ".tmp" / "up-fresh"
+    stale.write_bytes(b"left by a killed upload")
+    fresh.write_bytes(b"an upload in progress")
+    old = time.time() - 2 * FileBlobStore.STALE_TEMP_SECONDS
+    os.utime(stale, (old, old))
+    FileBlobStore(tmp_path / "blobs")  # a restart sweeps
+    assert not stale.exists()
+    assert fresh.exists()
+    assert store.sweep_stale_temp_files(older_than=0) == 1
+    assert not fresh.exists()

@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,10 +136,29 @@ def variant_name(sha256: str, variant: str) -> str:
 class FileBlobStore:
     """Blobs as files under ``root``, fanned out by the first two hash byte pairs."""
 
+    # A live upload writes its temp file at least every upload-idle-timeout; one untouched
+    # for this long belongs to a process that was killed mid-upload.
+    STALE_TEMP_SECONDS = 3600.0
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self._tmp = root / ".tmp"
         self._tmp.mkdir(parents=True, exist_ok=True)
+        self.sweep_stale_temp_files()
+
+    def sweep_stale_temp_files(self, *, older_than: float | None = None) -> int:
+        """Delete temp files left by killed uploads; returns how many went.
+
+        Only old files go, since other servers may share this folder and be uploading now.
+        """
+        limit = time.time() - (self.STALE_TEMP_SECONDS if older_than is None else older_than)
+        removed = 0
+        for path in self._tmp.glob("up-*"):
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < limit:
+                    path.unlink()
+                    removed += 1
+        return removed
 
     def path_for(self, name: str) -> Path:
         """The final path of an object. Names are hashes or hash-derived, never user paths."""
