@@ -45,7 +45,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import Engine, Insert
 from sqlalchemy.dialects import postgresql, sqlite
@@ -54,15 +54,6 @@ from lumora_ota.store.models import DeviceDay, DeviceState, DeviceUpdateFact, St
 
 log = logging.getLogger("lumora_ota.stats")
 
-# The client event types ``POST /api/v1/events`` accepts.
-EventType = Literal[
-    "download_completed",
-    "download_failed",
-    "install",
-    "launch_success",
-    "launch_failure",
-    "rollback",
-]
 # Every fact a device can be credited with, once per update.
 FACTS: tuple[str, ...] = (
     "download",

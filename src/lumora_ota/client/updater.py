@@ -35,6 +35,7 @@ from lumora_ota.client._internal.manifest import Manifest, ManifestAsset, parse_
 from lumora_ota.client._internal.signature import load_trusted_certificate
 from lumora_ota.client.errors import LumoraClientError, ServerResponseError
 from lumora_ota.client.fetcher import FetcherInterface, HttpxFetcher
+from lumora_ota.event_types import EventType
 
 log = logging.getLogger("lumora_ota.client")
 
@@ -540,7 +541,7 @@ class UpdateManager:
             "rollback", rollback.from_update, toUpdateId=rollback.to_update, detail=rollback.reason
         )
 
-    def _event(self, event_type: str, update_id: str | None, **fields: Any) -> None:
+    def _event(self, event_type: EventType, update_id: str | None, **fields: Any) -> None:
         if self._events is not None:
             self._events.report(
                 event_type,

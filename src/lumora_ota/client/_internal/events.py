@@ -16,19 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lumora_ota.client.fetcher import FetcherInterface
+from lumora_ota.event_types import EventType
 
 log = logging.getLogger("lumora_ota.client")
-
-EVENT_TYPES = frozenset(
-    {
-        "download_completed",
-        "download_failed",
-        "install",
-        "launch_success",
-        "launch_failure",
-        "rollback",
-    }
-)
 
 
 def utc_now_iso() -> str:
@@ -72,7 +62,7 @@ class EventReporter:
         self.dropped = 0
         self.sent = 0
 
-    def report(self, event_type: str, update_id: str | None = None, **fields: Any) -> None:
+    def report(self, event_type: EventType, update_id: str | None = None, **fields: Any) -> None:
         """Queue one event; never blocks, never raises."""
         try:
             event: dict[str, Any] = {"type": event_type, "at": utc_now_iso()}

@@ -16,10 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import or_, select
 from starlette.responses import JSONResponse
 
+from lumora_ota.event_types import EventType
 from lumora_ota.server.context import AppContext, app_context
 from lumora_ota.server.management.guards import GuardedJSONRoute
 from lumora_ota.server.problems import ProblemError
-from lumora_ota.stats import ClientEvent, EventType, StatsRecorder
+from lumora_ota.stats import ClientEvent, StatsRecorder
 from lumora_ota.store.models import Project
 
 MAX_EVENTS_PER_REQUEST = 100
