@@ -25,6 +25,7 @@ from lumora_ota.server import (
     openapi_problems,
 )
 from lumora_ota.server.context import AppContext
+from lumora_ota.server.device.fastpath import DeviceFastPath
 from lumora_ota.server.lifecycle import Lifecycle
 from lumora_ota.server.middleware import DeviceRateLimitMiddleware, SecurityHeadersMiddleware
 from lumora_ota.server.problems import install_problem_handlers
@@ -92,6 +93,13 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.ctx = ctx
     install_problem_handlers(app)
+    # Innermost middleware (added first): the device fast path runs inside every middleware
+    # added below, so metrics, CORS, guards and security headers apply to it as to any route.
+    app.add_middleware(
+        DeviceFastPath,
+        routes=lambda: app.router.routes,
+        exception_handlers=app.exception_handlers,
+    )
     health.install(app, ctx, lifecycle)
     observability.install(app, ctx, lifecycle)  # stats recorder, /api/v1/events, /metrics
     device.install(app, ctx, lifecycle)
