@@ -138,8 +138,8 @@ def test_publish_rollout_rollback(
     sign_in(page, server, server.admin_key)
     page.get_by_label("Project").select_option(label=f"{slug} ({slug})")
     rows = page.locator("#updates-table tbody tr")
-    rows.first.wait_for()
-    assert rows.count() == 2
+    # The table re-renders when the project changes: wait for this project's rows.
+    expect(rows).to_have_count(2)
     assert page.locator(f"#updates-table tr[data-update-id='{ios_id}']").is_visible()
     # Filter by platform: only the ios update remains.
     page.get_by_label("Platform").select_option("ios")
