@@ -9,8 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
-from harness import REPO_ROOT, ServerProcess, database_url_for, drop_pg_database
+from harness import (
+    REPO_ROOT,
+    ServerProcess,
+    create_pg_database,
+    database_url_for,
+    drop_pg_database,
+)
+from lumora_ota.store.db import create_db_engine, migrate
 from s3_harness import SeaweedServer, weed_bin
 
 BACKENDS = [b for b in os.environ.get("LUMORA_TEST_BACKENDS", "sqlite,postgres").split(",") if b]
@@ -104,3 +112,20 @@ def server(request: pytest.FixtureRequest, server_factory: ServerFactory) -> Ser
 def unique() -> str:
     """A short unique suffix for slugs and names."""
     return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def store_engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
+    """A freshly migrated database per backend, for in-process store tests (no server)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'db.sqlite'}"
+    else:
+        url = create_pg_database()
+    engine = create_db_engine(url)
+    migrate(engine)
+    yield engine
+    engine.dispose()
+    if request.param == "postgres":
+        drop_pg_database(url)

@@ -3,38 +3,22 @@ failure half-way through a flush."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event, func, select
 
-from harness import create_pg_database, drop_pg_database
 from lumora_ota import stats
 from lumora_ota.stats import StatsRecorder
-from lumora_ota.store.db import create_db_engine, migrate
 from lumora_ota.store.models import DeviceDay, DeviceState, StatCounter
 
-BACKENDS = [b for b in os.environ.get("LUMORA_TEST_BACKENDS", "sqlite,postgres").split(",") if b]
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def engine(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('flush') / 'db.sqlite'}"
-    else:
-        url = create_pg_database()
-    eng = create_db_engine(url)
-    migrate(eng)
-    yield eng
-    eng.dispose()
-    if request.param == "postgres":
-        drop_pg_database(url)
+@pytest.fixture(scope="module")
+def engine(store_engine: Engine) -> Engine:
+    return store_engine
 
 
 def count(engine: Engine, query: Any) -> int:

@@ -6,8 +6,6 @@ exactly, and repeated reports of the same outcome must not inflate them.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +14,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
-from harness import create_pg_database, drop_pg_database
 from lumora_ota.stats import ClientEvent, StatsRecorder, event_time
 from lumora_ota.stats_report import (
     HealthThresholds,
@@ -28,25 +25,13 @@ from lumora_ota.stats_report import (
 from lumora_ota.store.db import create_db_engine, make_session_factory, migrate
 from lumora_ota.store.models import AuditEntry, Channel, DeliveryState, Project, Update, UpdateGroup
 
-BACKENDS = [b for b in os.environ.get("LUMORA_TEST_BACKENDS", "sqlite,postgres").split(",") if b]
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 TODAY = NOW.date()
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def engine(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('stats') / 'db.sqlite'}"
-    else:
-        url = create_pg_database()
-    eng = create_db_engine(url)
-    migrate(eng)
-    yield eng
-    eng.dispose()
-    if request.param == "postgres":
-        drop_pg_database(url)
+@pytest.fixture(scope="module")
+def engine(store_engine: Engine) -> Engine:
+    return store_engine
 
 
 def make_project(engine: Engine, slug: str, *, auto_pause: bool = False) -> tuple[str, list[str]]:
