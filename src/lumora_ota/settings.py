@@ -64,6 +64,10 @@ class Settings:
     # of a stream, and served only when smaller than this fraction of the brotli bundle.
     patch_bases: int = 3
     patch_max_ratio: float = 0.5
+    # Asset bytes each server process keeps in memory for the device edge (most-recently
+    # used first; only files up to ``asset_memory_file_bytes``); 0 turns it off.
+    asset_memory_bytes: int = 32 * 1024 * 1024
+    asset_memory_file_bytes: int = 4 * 1024 * 1024
 
     @property
     def resolved_database_url(self) -> str:
@@ -129,4 +133,6 @@ class Settings:
             rate_limit_per_client=env("LUMORA_RATE_LIMIT_PER_CLIENT") or "",
             patch_bases=_env_int("LUMORA_PATCH_BASES", 3),
             patch_max_ratio=_env_float("LUMORA_PATCH_MAX_RATIO", 0.5),
+            asset_memory_bytes=_env_int("LUMORA_ASSET_MEMORY_BYTES", 32 * 1024 * 1024),
+            asset_memory_file_bytes=_env_int("LUMORA_ASSET_MEMORY_FILE_BYTES", 4 * 1024 * 1024),
         )

@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from lumora_ota import __version__
 from lumora_ota.domain.ratelimit import RateLimit
@@ -25,7 +26,7 @@ from lumora_ota.server import (
     openapi_problems,
 )
 from lumora_ota.server.context import AppContext
-from lumora_ota.server.device.fastpath import DeviceFastPath
+from lumora_ota.server.device.edge import DeviceEdge
 from lumora_ota.server.lifecycle import Lifecycle
 from lumora_ota.server.middleware import DeviceRateLimitMiddleware, SecurityHeadersMiddleware
 from lumora_ota.server.problems import install_problem_handlers
@@ -61,7 +62,25 @@ def settle_garbage_collector() -> None:
     gc.freeze()
 
 
-def create_app(settings: Settings) -> FastAPI:
+class LumoraApp(FastAPI):
+    """The FastAPI application with the device edge (``server/device/edge.py``) in front:
+    the commonest device requests are answered before the framework's layers."""
+
+    edge: DeviceEdge | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        edge = self.edge
+        if edge is not None and scope["type"] == "http":
+            await edge(scope, receive, send)  # hands everything else to ``framework``
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def framework(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The application without the edge: FastAPI and every middleware."""
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings) -> LumoraApp:
     """Build the application for ``settings``. Nothing touches the database until start."""
     engine = create_db_engine(settings.resolved_database_url)
     ctx = AppContext(
@@ -83,7 +102,7 @@ def create_app(settings: Settings) -> FastAPI:
             await lifecycle.stop()
             engine.dispose()
 
-    app = FastAPI(
+    app = LumoraApp(
         title="Lumora OTA",
         version=__version__,
         description=API_DESCRIPTION,
@@ -93,28 +112,31 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.ctx = ctx
     install_problem_handlers(app)
-    # Innermost middleware (added first): the device fast path runs inside every middleware
-    # added below, so metrics, CORS, guards and security headers apply to it as to any route.
-    app.add_middleware(
-        DeviceFastPath,
-        routes=lambda: app.router.routes,
-        exception_handlers=app.exception_handlers,
-    )
     health.install(app, ctx, lifecycle)
     observability.install(app, ctx, lifecycle)  # stats recorder, /api/v1/events, /metrics
-    device.install(app, ctx, lifecycle)
+    responders = device.install(app, ctx, lifecycle)
     management.install(app, ctx, lifecycle)
     dashboard.install(app, ctx, lifecycle)
     openapi_problems.install(app)  # error answers documented as problem+json
     per_ip = RateLimit.parse(settings.rate_limit_per_ip)
     per_client = RateLimit.parse(settings.rate_limit_per_client)
     if per_ip or per_client:
+        # Limits apply to every device request: all of them take the middleware stack.
         app.add_middleware(DeviceRateLimitMiddleware, per_ip=per_ip, per_client=per_client)
+    else:
+        app.edge = DeviceEdge(
+            app.framework,
+            ctx=ctx,
+            expo=responders.expo,
+            check=responders.check,
+            files=responders.files,
+            metrics=ctx.components.get("request_metrics"),
+        )
     app.add_middleware(RequestGuardMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
     return app
 
 
-def create_app_from_env() -> FastAPI:
+def create_app_from_env() -> LumoraApp:
     """Factory for ASGI servers: settings come from ``LUMORA_*`` variables."""
     return create_app(Settings.from_env())

@@ -42,5 +42,6 @@ def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
 
     registry, request_metrics = build_registry(ctx)
     ctx.components["metrics_registry"] = registry
+    ctx.components["request_metrics"] = request_metrics
     app.add_middleware(MetricsMiddleware, metrics=request_metrics)
     app.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)

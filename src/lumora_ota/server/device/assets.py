@@ -22,13 +22,19 @@ an in-memory index); launch assets then ``vary`` on ``A-IM`` and ``Expo-Current-
 from __future__ import annotations
 
 import mimetypes
+import os
 import re
-from typing import Any
+from dataclasses import dataclass
+from email.utils import formatdate
+from pathlib import Path
+from stat import S_ISREG
 
 from fastapi import APIRouter, Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 
 from lumora_ota.server.context import AppContext
+from lumora_ota.server.device.answer import RawHeaders, raw_headers
+from lumora_ota.server.device.memory import BytesLRU
 from lumora_ota.server.device.negotiation import acceptable_encodings
 from lumora_ota.server.device.patches import full_asset_vary, negotiate_patch
 from lumora_ota.server.problems import ProblemError
@@ -94,13 +100,106 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
     return etag in candidates
 
 
-def _file_variant(blobs: BlobStore, sha256: str, accept_encoding: str | None) -> tuple[str, Any]:
-    """The best stored representation: (encoding or "identity", its local path)."""
-    for encoding in acceptable_encodings(accept_encoding, ENCODINGS):
-        location = blobs.locate(variant_name(sha256, encoding))
-        if location.path is not None and location.path.is_file():
-            return encoding, location.path
-    return "identity", blobs.locate(sha256).path
+@dataclass(frozen=True, slots=True)
+class StoredAsset:
+    """One stored representation of an asset in a local blob store, with its answer headers
+    (all but ``vary``, which depends on the patch index)."""
+
+    sha256: str
+    encoding: str  # "identity", "br" or "gzip"
+    path: Path
+    stat: os.stat_result
+    content_type: str
+    headers: RawHeaders
+
+    @property
+    def etag(self) -> str:
+        """The strong ETag of this representation."""
+        return asset_etag(self.sha256, self.encoding)
+
+
+def asset_etag(sha256: str, encoding: str) -> str:
+    """``"<sha256>"``, or ``"<sha256>-br"`` / ``"<sha256>-gzip"`` for a compressed variant."""
+    return f'"{sha256}"' if encoding == "identity" else f'"{sha256}-{encoding}"'
+
+
+def stored_asset(
+    sha256: str, encoding: str, path: Path, stat: os.stat_result, content_type: str
+) -> StoredAsset:
+    """A ``StoredAsset`` with its immutable-asset headers (those ``FileResponse`` would add
+    too: ``accept-ranges``, ``last-modified``)."""
+    pairs = [
+        ("content-type", content_type),
+        ("cache-control", IMMUTABLE),
+        ("etag", asset_etag(sha256, encoding)),
+        ("x-content-type-options", "nosniff"),
+        ("accept-ranges", "bytes"),
+        ("last-modified", formatdate(stat.st_mtime, usegmt=True)),
+    ]
+    if encoding != "identity":
+        pairs.append(("content-encoding", encoding))
+    return StoredAsset(sha256, encoding, path, stat, content_type, raw_headers(*pairs))
+
+
+class AssetFiles:
+    """Finds the best local representation of an asset, and keeps the bytes of recently
+    served small ones in memory.
+
+    Asset names are content hashes, so a representation never changes once it exists: the
+    bytes kept are served without looking at the disk again. A variant that does not exist
+    yet (the post-publish job writes them in the background) is looked for again next time.
+    """
+
+    def __init__(self, blobs: BlobStore, *, memory_bytes: int, file_bytes: int) -> None:
+        self._blobs = blobs
+        self._file_bytes = file_bytes if memory_bytes > 0 else -1
+        self._memory: BytesLRU[tuple[str, str, str], tuple[StoredAsset, bytes]] = BytesLRU(
+            memory_bytes
+        )
+
+    def find(
+        self, sha256: str, extension: str, accept_encoding: str | None
+    ) -> tuple[StoredAsset, bytes | None] | None:
+        """The best representation ``accept-encoding`` allows (brotli, gzip, then the blob
+        itself) and its bytes when they are (now) kept in memory; None when the blob is not
+        stored."""
+        content_type = content_type_for(extension)
+        encodings = (
+            acceptable_encodings(accept_encoding, ENCODINGS)
+            if is_compressible(content_type, extension)
+            else ()
+        )
+        for encoding in (*encodings, "identity"):
+            kept = self._memory.get((sha256, encoding, content_type))
+            if kept is not None:
+                return kept
+            name = sha256 if encoding == "identity" else variant_name(sha256, encoding)
+            path = self._blobs.locate(name).path
+            if path is None:
+                return None
+            try:
+                stat = path.stat()
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if not S_ISREG(stat.st_mode):
+                continue
+            asset = stored_asset(sha256, encoding, path, stat, content_type)
+            return asset, self._keep(asset)
+        return None
+
+    def _keep(self, asset: StoredAsset) -> bytes | None:
+        # Small reads (a few MiB at most) from the page cache: cheaper than a thread hop.
+        if asset.stat.st_size > self._file_bytes:
+            return None
+        try:
+            data = asset.path.read_bytes()
+        except OSError:
+            return None
+        if len(data) != asset.stat.st_size:
+            return None
+        key = (asset.sha256, asset.encoding, asset.content_type)
+        self._memory.put(key, (asset, data), len(data))
+        return data
 
 
 async def _redirect_to_store(
@@ -145,8 +244,8 @@ async def _redirect_to_store(
     return RedirectResponse(str(location.url), status_code=302, headers=headers)
 
 
-def build_router(ctx: AppContext) -> APIRouter:
-    """The asset router, bound to ``ctx``."""
+def build_router(ctx: AppContext, files: AssetFiles) -> APIRouter:
+    """The asset router, bound to ``ctx``, finding local files through ``files``."""
     router = APIRouter(tags=["device"])
     sizes = KnownSizes(ctx.blobs)
 
@@ -170,33 +269,32 @@ def build_router(ctx: AppContext) -> APIRouter:
         patched = await negotiate_patch(ctx, request, sha256)  # delta updates (#10)
         if patched is not None:
             return patched
-        content_type = content_type_for(extension)
-        blobs = ctx.blobs
-        identity = blobs.locate(sha256, content_type=content_type)
+        identity = ctx.blobs.locate(sha256, content_type=content_type_for(extension))
         if identity.url is not None:
             return await _redirect_to_store(ctx, sizes, request, sha256, extension, identity)
-        encoding, path = _file_variant(blobs, sha256, request.headers.get("accept-encoding"))
-        if path is None:
+        found = files.find(sha256, extension, request.headers.get("accept-encoding"))
+        if found is None:
             raise ProblemError(404, "asset not found")
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            raise ProblemError(404, "asset not found") from None
-        etag = f'"{sha256}"' if encoding == "identity" else f'"{sha256}-{encoding}"'
+        asset, _ = found
         headers = {
-            "cache-control": IMMUTABLE,
-            "etag": etag,
-            "vary": full_asset_vary(ctx, sha256),  # launch assets also vary on A-IM (#10)
-            "x-content-type-options": "nosniff",
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in asset.headers
+            if name != b"content-type"
         }
-        if encoding != "identity":
-            headers["content-encoding"] = encoding
+        headers["vary"] = full_asset_vary(ctx, sha256)  # launch assets also vary on A-IM (#10)
         if_none_match = request.headers.get("if-none-match")
-        if if_none_match is not None and etag_matches(if_none_match, etag):
+        if if_none_match is not None and etag_matches(if_none_match, asset.etag):
             return Response(status_code=304, headers=headers)
-        stats = ctx.components.get("stats")
-        if stats is not None and request.method == "GET":
-            stats.record_asset(nbytes=stat.st_size, variant=encoding)
-        return FileResponse(path, headers=headers, media_type=content_type, stat_result=stat)
+        record_asset_download(ctx, request.method, asset)
+        return FileResponse(
+            asset.path, headers=headers, media_type=asset.content_type, stat_result=asset.stat
+        )
 
     return router
+
+
+def record_asset_download(ctx: AppContext, method: str, asset: StoredAsset) -> None:
+    """Count a full asset answer in the statistics (GETs only: a HEAD moves no bytes)."""
+    stats = ctx.components.get("stats")
+    if stats is not None and method == "GET":
+        stats.record_asset(nbytes=asset.stat.st_size, variant=asset.encoding)

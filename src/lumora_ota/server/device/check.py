@@ -30,6 +30,7 @@ from starlette.responses import Response
 
 from lumora_ota.domain.selection import SelectionRequest
 from lumora_ota.server.context import AppContext
+from lumora_ota.server.device.answer import DeviceAnswer, raw_headers
 from lumora_ota.server.device.bodies import (
     BodyKey,
     directive_body,
@@ -119,34 +120,36 @@ def _signed_fields(
     return fields, signature
 
 
-def build_router(ctx: AppContext, cache: DeliveryCache) -> APIRouter:
-    """The check router, bound to ``ctx`` and its delivery cache."""
-    # The guarded route caps the JSON body size and nesting before validation.
-    router = APIRouter(tags=["device"], route_class=GuardedJSONRoute)
+CHECK_HEADERS = raw_headers(
+    ("content-type", "application/json"), ("cache-control", "private, max-age=0")
+)
 
-    @router.post(
-        "/api/v1/updates/check",
-        summary="Check for an update (Lumora JSON API)",
-        description=__doc__,
-        response_model=CheckResponse,
-        response_model_exclude_none=True,
-        responses={400: {"description": "Signing requested but not configured"}},
-    )
-    async def check_for_update(body: CheckRequest, request: Request) -> Response:
+
+class CheckResponder:
+    """Answers check requests from the delivery cache (bodies memoized there)."""
+
+    def __init__(self, ctx: AppContext, cache: DeliveryCache) -> None:
+        self._ctx = ctx
+        self._cache = cache
+
+    async def answer(self, body: CheckRequest, *, signed: bool) -> DeviceAnswer:
+        """The answer to a validated check request; ``signed`` when the request asks for a
+        signature (its ``signed`` field or the ``expo-expect-signature`` header)."""
+        cache = self._cache
         project_id = await resolve_project(cache, body.project_id)
         identity = None
-        if body.signed or "expo-expect-signature" in request.headers:
+        if signed or body.signed:
             identity = await required_identity(cache, project_id)
         selection_req = body.selection_request()
         selection = await select_for_device(cache, project_id, selection_req)
-        headers = {"cache-control": "private, max-age=0"}
+        headers = CHECK_HEADERS
         update = selection.update
         if selection.kind == "update" and update is not None:
             key, manifest = manifest_body(
                 cache,
                 update,
                 selection_req.runtime_version,
-                ctx.settings.resolved_asset_base_url,
+                self._ctx.settings.resolved_asset_base_url,
                 lumora_fields=True,
             )
             head = b'{"updateAvailable":true,"isMandatory":' + dump_json(selection.is_mandatory)
@@ -162,9 +165,28 @@ def build_router(ctx: AppContext, cache: DeliveryCache) -> APIRouter:
         if identity is not None:
             fields, signature = _signed_fields(cache, identity, text_field, key, payload)
             parts.append(fields)
-            headers["expo-signature"] = signature
+            headers = (*headers, (b"expo-signature", signature.encode("latin-1")))
         parts.append(b"}")
-        record_check(ctx.components, project_id, selection_req, selection)
-        return Response(b"".join(parts), media_type="application/json", headers=headers)
+        record_check(self._ctx.components, project_id, selection_req, selection)
+        return DeviceAnswer(200, b"".join(parts), headers)
+
+
+def build_router(responder: CheckResponder) -> APIRouter:
+    """The check router, answering through ``responder``."""
+    # The guarded route caps the JSON body size and nesting before validation.
+    router = APIRouter(tags=["device"], route_class=GuardedJSONRoute)
+
+    @router.post(
+        "/api/v1/updates/check",
+        summary="Check for an update (Lumora JSON API)",
+        description=__doc__,
+        response_model=CheckResponse,
+        response_model_exclude_none=True,
+        responses={400: {"description": "Signing requested but not configured"}},
+    )
+    async def check_for_update(body: CheckRequest, request: Request) -> Response:
+        signed = "expo-expect-signature" in request.headers
+        answer = await responder.answer(body, signed=signed)
+        return answer.to_response()
 
     return router

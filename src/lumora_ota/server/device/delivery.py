@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Protocol
 
 from lumora_ota.domain.selection import NO_UPDATE, Selection, SelectionRequest, select_update
@@ -56,7 +55,7 @@ async def select_for_device(
     full = await cache.full_update(selection.update)
     if full is None:  # deleted since the candidates were loaded; the next reload drops it
         return NO_UPDATE
-    return replace(selection, update=full)
+    return Selection(selection.kind, full, selection.is_mandatory)
 
 
 async def required_identity(cache: DeliveryCache, project_id: str) -> SigningIdentity:

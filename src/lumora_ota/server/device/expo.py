@@ -20,7 +20,9 @@ and ``expo-server-defined-headers`` (empty dictionaries: Lumora filters on the s
 
 from __future__ import annotations
 
+import functools
 import secrets
+from collections.abc import Mapping
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -29,11 +31,13 @@ from lumora_ota.domain.manifest import manifest_asset_key
 from lumora_ota.domain.model import UpdateRecord
 from lumora_ota.domain.selection import Selection, SelectionRequest
 from lumora_ota.server.context import AppContext
+from lumora_ota.server.device.answer import DeviceAnswer, RawHeaders, raw_headers
 from lumora_ota.server.device.bodies import (
     BodyKey,
     directive_body,
     dump_json,
     manifest_body,
+    manifest_runtime_version,
     signature_for,
 )
 from lumora_ota.server.device.cache import DeliveryCache
@@ -57,9 +61,9 @@ DEFAULT_CHANNEL = "production"
 PART_CONTENT_TYPE = "application/json"
 
 
-def protocol_version(request: Request) -> int:
+def protocol_version(headers: Mapping[str, str]) -> int:
     """0 or 1 from ``expo-protocol-version`` (absent means 0); 400 problem otherwise."""
-    raw = request.headers.get("expo-protocol-version")
+    raw = headers.get("expo-protocol-version")
     if raw is None:
         return 0
     if raw.strip() in ("0", "1"):
@@ -67,14 +71,14 @@ def protocol_version(request: Request) -> int:
     raise ProblemError(400, "unsupported expo-protocol-version; expected 0 or 1")
 
 
-def selection_request(request: Request) -> SelectionRequest:
-    """The selection request the Expo headers describe; 400 problem for bad values."""
-    headers = request.headers
-    platform = headers.get("expo-platform") or request.query_params.get("platform")
+def selection_request(headers: Mapping[str, str], query: Mapping[str, str]) -> SelectionRequest:
+    """The selection request the Expo headers (or the ``platform``/``runtime-version`` query
+    parameters) describe; 400 problem for bad values."""
+    platform = headers.get("expo-platform") or query.get("platform")
     if platform not in EXPO_PLATFORMS:
         raise ProblemError(400, "expo-platform must be 'ios' or 'android'")
     runtime_version = bounded(
-        headers.get("expo-runtime-version") or request.query_params.get("runtime-version"),
+        headers.get("expo-runtime-version") or query.get("runtime-version"),
         "expo-runtime-version",
         MAX_RUNTIME_VERSION_LENGTH,
     )
@@ -86,17 +90,17 @@ def selection_request(request: Request) -> SelectionRequest:
         channel=channel or DEFAULT_CHANNEL,
         platform=platform,
         runtime_version=runtime_version,
-        current_update_id=update_id_header(request, "expo-current-update-id"),
-        embedded_update_id=update_id_header(request, "expo-embedded-update-id"),
+        current_update_id=update_id_header(headers, "expo-current-update-id"),
+        embedded_update_id=update_id_header(headers, "expo-embedded-update-id"),
         device_id=bounded(headers.get("eas-client-id"), "eas-client-id"),
         failed_update_ids=frozenset(update_id.lower() for update_id in failed),
     )
 
 
-def update_id_header(request: Request, name: str) -> str | None:
+def update_id_header(headers: Mapping[str, str], name: str) -> str | None:
     """An update-id header, lowercased: update ids are lowercase UUIDs, and a client may send
     them in upper case (Apple's ``UUIDString`` does)."""
-    value = bounded(request.headers.get(name), name)
+    value = bounded(headers.get(name), name)
     return value.lower() if value else None
 
 
@@ -109,6 +113,15 @@ def common_headers(protocol: int) -> dict[str, str]:
         "expo-server-defined-headers": "",
         "cache-control": "private, max-age=0",
     }
+
+
+@functools.lru_cache(maxsize=64)
+def answer_headers(protocol: int, content_type: str | None) -> RawHeaders:
+    """``common_headers`` plus the content type, as raw header bytes (few distinct sets)."""
+    pairs = [*common_headers(protocol).items()]
+    if content_type is not None:
+        pairs.append(("content-type", content_type))
+    return raw_headers(*pairs)
 
 
 class MultipartBuilder:
@@ -205,9 +218,32 @@ class ExpoResponder:
         protocol: int,
         acceptable: tuple[str, ...],
         identity: SigningIdentity | None,
-    ) -> Response:
-        """The HTTP answer for ``selection`` (see the module table)."""
-        headers = common_headers(protocol)
+    ) -> DeviceAnswer:
+        """The HTTP answer for ``selection`` (see the module table), built once per
+        generation for each distinct combination that shapes it."""
+        update = selection.update
+        key = (
+            "expo-answer",
+            selection.kind,
+            update.id if update is not None else "",
+            manifest_runtime_version(update, request.runtime_version) if update else "",
+            protocol,
+            acceptable[0],
+            MULTIPART in acceptable,
+            identity.keyid if identity is not None else "",
+        )
+        return self._cache.memoize(
+            key, lambda: self._build_answer(selection, request, protocol, acceptable, identity)
+        )
+
+    def _build_answer(
+        self,
+        selection: Selection,
+        request: SelectionRequest,
+        protocol: int,
+        acceptable: tuple[str, ...],
+        identity: SigningIdentity | None,
+    ) -> DeviceAnswer:
         update = selection.update
         serves_manifest = update is not None and (
             selection.kind == "update"
@@ -216,28 +252,54 @@ class ExpoResponder:
         if update is not None and serves_manifest:
             if acceptable[0] == MULTIPART:
                 body = self.manifest_multipart(update, request.runtime_version, identity)
-                return Response(body, headers=headers, media_type=self._multipart.content_type)
+                return DeviceAnswer(
+                    200, body, answer_headers(protocol, self._multipart.content_type)
+                )
             body, signature = self.manifest_json(update, request.runtime_version, identity)
+            headers = answer_headers(protocol, acceptable[0])
             if signature is not None:
-                headers["expo-signature"] = signature
-            return Response(body, headers=headers, media_type=acceptable[0])
+                headers = (*headers, (b"expo-signature", signature.encode("latin-1")))
+            return DeviceAnswer(200, body, headers)
         if selection.kind == "no_update" and (protocol == 0 or MULTIPART not in acceptable):
-            return Response(status_code=204, headers=headers)
+            return DeviceAnswer(204, b"", answer_headers(protocol, None))
         if protocol == 0 or MULTIPART not in acceptable:
             raise ProblemError(
                 406,
                 "a rollBackToEmbedded directive needs protocol 1 and accept: multipart/mixed",
-                headers=headers,
+                headers=common_headers(protocol),
             )
         marker = update if selection.kind == "rollback_to_embedded" else None
         body = self.directive_multipart(marker, identity)
-        return Response(body, headers=headers, media_type=self._multipart.content_type)
+        return DeviceAnswer(200, body, answer_headers(protocol, self._multipart.content_type))
+
+    async def answer(
+        self, project: str, headers: Mapping[str, str], query: Mapping[str, str]
+    ) -> DeviceAnswer:
+        """Answer a manifest request for ``project`` (id or slug) given its headers (lowercase
+        names) and query parameters; ProblemError for what the protocol refuses."""
+        protocol = protocol_version(headers)
+        selection_req = selection_request(headers, query)
+        acceptable = acceptable_media_types(headers.get("accept"), OFFERED_TYPES)
+        if not acceptable:
+            raise ProblemError(
+                406,
+                "accept must allow multipart/mixed, application/expo+json or application/json",
+                headers=common_headers(protocol),
+            )
+        cache = self._cache
+        project_id = await resolve_project(cache, project)
+        identity = None
+        if "expo-expect-signature" in headers:
+            identity = await required_identity(cache, project_id)
+        selection = await select_for_device(cache, project_id, selection_req)
+        answer = self.respond(selection, selection_req, protocol, acceptable, identity)
+        record_check(self._ctx.components, project_id, selection_req, selection)
+        return answer
 
 
-def build_router(ctx: AppContext, cache: DeliveryCache) -> APIRouter:
-    """The Expo manifest router, bound to ``ctx`` and its delivery cache."""
+def build_router(responder: ExpoResponder) -> APIRouter:
+    """The Expo manifest router, answering through ``responder``."""
     router = APIRouter(tags=["device"])
-    responder = ExpoResponder(ctx, cache)
 
     @router.get(
         "/api/v1/expo/{project}/manifest",
@@ -260,22 +322,7 @@ def build_router(ctx: AppContext, cache: DeliveryCache) -> APIRouter:
         },
     )
     async def expo_manifest(project: str, request: Request) -> Response:
-        protocol = protocol_version(request)
-        selection_req = selection_request(request)
-        acceptable = acceptable_media_types(request.headers.get("accept"), OFFERED_TYPES)
-        if not acceptable:
-            raise ProblemError(
-                406,
-                "accept must allow multipart/mixed, application/expo+json or application/json",
-                headers=common_headers(protocol),
-            )
-        project_id = await resolve_project(cache, project)
-        identity = None
-        if "expo-expect-signature" in request.headers:
-            identity = await required_identity(cache, project_id)
-        selection = await select_for_device(cache, project_id, selection_req)
-        response = responder.respond(selection, selection_req, protocol, acceptable, identity)
-        record_check(ctx.components, project_id, selection_req, selection)
-        return response
+        answer = await responder.answer(project, request.headers, request.query_params)
+        return answer.to_response()
 
     return router

@@ -1,0 +1,283 @@
+"""The device edge: the commonest device requests answered before the web framework.
+
+Devices make nearly every request a Lumora server sees, and the three they make on every
+launch cost far more in framework layers (routing, dependency solving, exception and
+middleware wrappers, header objects) than in answering: the answers are memoized bytes. The
+edge sits in front of the FastAPI application (``LumoraApp.__call__``) and recognises, by
+method and path alone:
+
+=========================================  ===============================================
+``GET /api/v1/expo/{project}/manifest``    ``ExpoResponder.answer``
+``POST /api/v1/updates/check``             ``CheckResponder.answer`` (the route's model)
+``GET /api/v1/assets/{name}``              ``AssetFiles.find``: bytes kept in memory, else
+                                           the file by ASGI ``pathsend``
+=========================================  ===============================================
+
+It sends the answer with the headers the middleware would have added (security headers,
+``Vary: Origin``) and counts it in the request metrics under the route's template. The same
+responders back the FastAPI routes, so there is one implementation of every rule.
+
+Everything else goes to the application unchanged: a browser request (``Origin``: CORS
+applies), a query string, a HEAD or Range request, a delta-patch negotiation, an object
+store, a request the guards refuse (NUL, oversized headers) — and every error: a responder
+that raises (a problem document, or a bug) makes the edge hand the request over untouched
+(a check's body replayed), and the application answers it as it always has. Turning on rate
+limits turns the edge off.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lumora_ota.server.context import AppContext
+from lumora_ota.server.device.answer import RawHeaders
+from lumora_ota.server.device.assets import (
+    ASSET_NAME_RE,
+    AssetFiles,
+    etag_matches,
+    record_asset_download,
+)
+from lumora_ota.server.device.check import CheckRequest, CheckResponder
+from lumora_ota.server.device.expo import ExpoResponder
+from lumora_ota.server.device.patches import full_asset_vary, patch_index
+from lumora_ota.server.management.guards import parse_json_body
+from lumora_ota.server.metrics import RequestMetrics
+from lumora_ota.server.middleware import API_SECURITY_HEADERS
+from lumora_ota.server.request_guard import MAX_HEADER_BYTES
+from lumora_ota.store.blobs import FileBlobStore
+
+EXPO_PREFIX = "/api/v1/expo/"
+EXPO_SUFFIX = "/manifest"
+EXPO_TEMPLATE = "/api/v1/expo/{project}/manifest"
+CHECK_PATH = "/api/v1/updates/check"
+ASSET_PREFIX = "/api/v1/assets/"
+ASSET_TEMPLATE = "/api/v1/assets/{name}"
+PATHSEND = "http.response.pathsend"
+# Distinct header sets are few (per protocol, media type, encoding); this only bounds memory.
+MAX_FINISHED_HEADER_SETS = 4096
+
+
+class Fallback(Exception):
+    """The edge does not answer this request: the application does."""
+
+
+def request_headers(scope: Scope) -> dict[str, str] | None:
+    """The request's headers by (lowercase) name, first value winning as in Starlette; None
+    for a request the edge leaves to the application (``Origin`` present, or headers the
+    request guard would refuse)."""
+    headers: dict[str, str] = {}
+    total = 0
+    for name, value in scope["headers"]:
+        if name == b"origin":
+            return None
+        total += len(name) + len(value)
+        key = name.decode("latin-1")
+        if key not in headers:
+            headers[key] = value.decode("latin-1")
+    return headers if total <= MAX_HEADER_BYTES else None
+
+
+def is_json_content_type(value: str | None) -> bool:
+    """Whether FastAPI would parse a body with this content type as JSON (it requires one:
+    strict content types)."""
+    if not value:
+        return False
+    media = value.split(";", 1)[0].strip().lower()
+    kind, _, subtype = media.partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def finish_headers(headers: RawHeaders) -> list[tuple[bytes, bytes]]:
+    """An answer's headers as the middleware stack would send them for a request without
+    ``Origin``: security headers the answer lacks, and ``Origin`` added to ``vary``."""
+    present = {name for name, _ in headers}
+    finished = list(headers)
+    finished.extend(h for h in API_SECURITY_HEADERS if h[0] not in present)
+    for i, (name, value) in enumerate(finished):
+        if name == b"vary":
+            finished[i] = (name, value + b", Origin")
+            break
+    else:
+        finished.append((b"vary", b"Origin"))
+    return finished
+
+
+class DeviceEdge:
+    """Answers manifest, check and asset requests ahead of the framework (module docstring)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        ctx: AppContext,
+        expo: ExpoResponder,
+        check: CheckResponder,
+        files: AssetFiles,
+        metrics: RequestMetrics | None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.app = app
+        self._ctx = ctx
+        self._expo = expo
+        self._check = check
+        # An object store's assets are redirects the route makes: only local files here.
+        self._files = files if isinstance(ctx.blobs, FileBlobStore) else None
+        self._metrics = metrics
+        self._clock = clock
+        self._max_json_bytes = ctx.settings.max_json_bytes
+        self._finished: dict[RawHeaders, list[tuple[bytes, bytes]]] = {}
+        self.answered = 0  # requests the edge answered itself (tests and /metrics read it)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("query_string") or scope.get("root_path"):
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        path: str = scope["path"]
+        if method == "GET":
+            if path.startswith(ASSET_PREFIX):
+                await self._asset(path[len(ASSET_PREFIX) :], scope, receive, send)
+                return
+            if path.startswith(EXPO_PREFIX) and path.endswith(EXPO_SUFFIX):
+                project = path[len(EXPO_PREFIX) : -len(EXPO_SUFFIX)]
+                await self._manifest(project, scope, receive, send)
+                return
+        elif method == "POST" and path == CHECK_PATH:
+            await self._check_request(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    async def _manifest(self, project: str, scope: Scope, receive: Receive, send: Send) -> None:
+        started = self._clock()
+        headers = request_headers(scope)
+        if headers is None or not project or "/" in project or "\x00" in project:
+            await self.app(scope, receive, send)
+            return
+        try:
+            answer = await self._expo.answer(project, headers, {})
+        except Exception:  # the application answers it again, with its error handling
+            await self.app(scope, receive, send)
+            return
+        await self._send(send, answer.status, answer.body, answer.headers)
+        self._observe("GET", EXPO_TEMPLATE, answer.status, started)
+
+    async def _check_request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = self._clock()
+        headers = request_headers(scope)
+        if headers is None or not is_json_content_type(headers.get("content-type")):
+            await self.app(scope, receive, send)
+            return
+        declared = headers.get("content-length")
+        if declared is not None and not (
+            declared.isdigit() and int(declared) <= self._max_json_bytes
+        ):
+            await self.app(scope, receive, send)
+            return
+        body, more = await self._read_body(receive)
+        try:
+            if more or not body.strip():
+                raise Fallback
+            request = CheckRequest.model_validate(parse_json_body(body))
+            answer = await self._check.answer(request, signed="expo-expect-signature" in headers)
+        except Exception:  # Fallback, a problem, invalid input or a bug: the app's to answer
+            await self.app(scope, _replay(body, more, receive), send)
+            return
+        await self._send(send, answer.status, answer.body, answer.headers)
+        self._observe("POST", CHECK_PATH, answer.status, started)
+
+    async def _read_body(self, receive: Receive) -> tuple[bytes, bool]:
+        """The body, or what was read of it once past the JSON limit (then ``True``)."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # disconnected: let the app see it
+                return b"".join(chunks), True
+            chunk: bytes = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks), False
+            if size > self._max_json_bytes:
+                return b"".join(chunks), True
+
+    async def _asset(self, name: str, scope: Scope, receive: Receive, send: Send) -> None:
+        started = self._clock()
+        files = self._files
+        headers = request_headers(scope)
+        match = ASSET_NAME_RE.fullmatch(name)
+        if (
+            files is None
+            or headers is None
+            or match is None
+            or "range" in headers
+            or "expo-requested-update-id" in headers  # delta negotiation: the route's
+        ):
+            await self.app(scope, receive, send)
+            return
+        sha256 = match["sha256"]
+        try:
+            # As the route: the patch index is loaded for every asset request, so the
+            # ``vary`` of a URL is the same whichever request came first.
+            await patch_index(self._ctx).snapshot()
+            found = files.find(sha256, match["ext"] or "", headers.get("accept-encoding"))
+            if found is None:
+                raise Fallback  # the route answers 404
+            asset, data = found
+            if data is None and PATHSEND not in scope.get("extensions", {}):
+                raise Fallback  # the route streams the file (FileResponse)
+            vary = full_asset_vary(self._ctx, sha256).encode("latin-1")
+        except Exception:
+            await self.app(scope, receive, send)
+            return
+        answer_headers = (*asset.headers, (b"vary", vary))
+        if_none_match = headers.get("if-none-match")
+        if if_none_match is not None and etag_matches(if_none_match, asset.etag):
+            unchanged = tuple(h for h in answer_headers if h[0] != b"content-type")
+            await self._send(send, 304, b"", unchanged)
+            self._observe("GET", ASSET_TEMPLATE, 304, started)
+            return
+        record_asset_download(self._ctx, "GET", asset)
+        if data is not None:
+            await self._send(send, 200, data, answer_headers)
+        else:
+            start = self._start_message(200, answer_headers, asset.stat.st_size)
+            await send(start)
+            await send({"type": PATHSEND, "path": str(asset.path)})
+        self._observe("GET", ASSET_TEMPLATE, 200, started)
+
+    def _start_message(self, status: int, headers: RawHeaders, length: int | None) -> Message:
+        finished = self._finished.get(headers)
+        if finished is None:
+            if len(self._finished) >= MAX_FINISHED_HEADER_SETS:
+                self._finished.clear()
+            finished = self._finished[headers] = finish_headers(headers)
+        if length is not None:
+            finished = [*finished, (b"content-length", str(length).encode())]
+        return {"type": "http.response.start", "status": status, "headers": finished}
+
+    async def _send(self, send: Send, status: int, body: bytes, headers: RawHeaders) -> None:
+        # As Starlette: no content-length on answers that cannot have a body.
+        length = None if status in (204, 304) else len(body)
+        await send(self._start_message(status, headers, length))
+        await send({"type": "http.response.body", "body": body})
+
+    def _observe(self, method: str, route: str, status: int, started: float) -> None:
+        self.answered += 1
+        if self._metrics is not None:
+            self._metrics.observe(method, route, status, self._clock() - started)
+
+
+def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
+    """``receive`` for the application after the edge read (part of) the body."""
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": more}]
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop()
+        return await receive()
+
+    return replay

@@ -1,0 +1,433 @@
+"""The device edge answers exactly as the full application would, and only what it should.
+
+Each request is sent twice to the same in-process app at the ASGI level: once to the app
+(edge in front) and once to ``app.framework`` (FastAPI and every middleware, no edge). The
+two answers must be identical: status, body, and headers (as a multiset). The edge's counter
+tells which requests it answered itself and which it handed over.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from device_helpers import in_process_app
+from harness import create_project, make_export, publish_dir, publish_export
+from lumora_ota.server.device.edge import finish_headers, is_json_content_type, request_headers
+from lumora_ota.server.device.memory import BytesLRU
+from lumora_ota.signing import generate_signing_identity
+
+PATHSEND = {"http.response.pathsend": {}}
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    pathsend: str | None
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name.encode():
+                return value.decode("latin-1")
+        return None
+
+    def content(self) -> bytes:
+        """The bytes the client receives, whether sent from memory or by pathsend."""
+        return Path(self.pathsend).read_bytes() if self.pathsend else self.body
+
+    def comparable(self) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        # The date is the server's; everything else must match byte for byte.
+        headers = sorted(h for h in self.headers if h[0] != b"date")
+        return self.status, headers, self.content()
+
+
+@dataclass
+class EdgeApp:
+    client: Any
+    app: Any
+    launch_sha: str
+    image_sha: str
+    big_sha: str
+    served_id: str
+
+    def call(
+        self,
+        target: Any,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        body: bytes = b"",
+        *,
+        query: bytes = b"",
+        extensions: dict[str, Any] | None = None,
+    ) -> Answer:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query,
+            "root_path": "",
+            "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+            "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 3002),
+            "state": {},
+            "extensions": PATHSEND if extensions is None else extensions,
+        }
+        messages: list[dict[str, Any]] = []
+        chunks = [body]
+
+        async def receive() -> dict[str, Any]:
+            if chunks:
+                return {"type": "http.request", "body": chunks.pop(), "more_body": False}
+            await anyio.sleep_forever()  # the client stays until the answer is complete
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, Any]) -> None:
+            messages.append(message)
+
+        async def run() -> None:
+            await target(scope, receive, send)
+
+        self.client.portal.call(run)
+        start = messages[0]
+        assert start["type"] == "http.response.start"
+        data = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+        sent_path = next(
+            (m["path"] for m in messages if m["type"] == "http.response.pathsend"), None
+        )
+        return Answer(start["status"], list(start["headers"]), data, sent_path)
+
+    def both(
+        self, method: str, path: str, headers: dict[str, str] | None = None, **kw: Any
+    ) -> tuple[Answer, bool]:
+        """The edge's answer (asserted equal to the framework's) and whether the edge took it."""
+        before = self.app.edge.answered
+        via_edge = self.call(self.app, method, path, headers, **kw)
+        took = self.app.edge.answered > before
+        via_framework = self.call(self.app.framework, method, path, headers, **kw)
+        assert via_edge.comparable() == via_framework.comparable(), (method, path, headers)
+        return via_edge, took
+
+
+@pytest.fixture(scope="module")
+def edge_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeApp]:
+    tmp = tmp_path_factory.mktemp("edge")
+    settings = {"stats_flush_interval": 3600, "asset_memory_file_bytes": 100_000}
+    with in_process_app(tmp, **settings) as (client, _ctx):
+        create_project(client, "edge")
+        key_pem, cert_pem = generate_signing_identity("edge")
+        resp = client.put(
+            "/api/v1/projects/edge/signing",
+            json={
+                "keyid": "main",
+                "privateKeyPem": key_pem.decode(),
+                "certificatePem": cert_pem.decode(),
+            },
+        )
+        assert resp.status_code == 200, resp.text
+        answer, _ = publish_export(
+            client, "edge", make_export(tmp / "export", seed="edge", n_assets=2)
+        )
+        android = next(u for u in answer["updates"] if u["platform"] == "android")
+        image = next(a for a in android["assets"] if a["fileExtension"] == ".png")
+        big = tmp / "big"
+        big.mkdir()
+        (big / "app.js").write_bytes(b"var big = 1;\n" * 40_000)  # past the per-file memory cap
+        big_answer = publish_dir(client, "edge", big, launch="app.js", channel="staging")
+        big_sha = big_answer["updates"][0]["launchAsset"]["sha256"]
+        # Variants are written in the background after a publish: wait for the brotli ones.
+        for sha in (android["launchAsset"]["sha256"], big_sha):
+            _wait_for_variant(client, sha)
+        yield EdgeApp(
+            client,
+            client.app,
+            android["launchAsset"]["sha256"],
+            image["sha256"],
+            big_sha,
+            android["id"],
+        )
+
+
+def _wait_for_variant(client: Any, sha: str) -> None:
+    import time
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        resp = client.get(f"/api/v1/assets/{sha}.js", headers={"accept-encoding": "br"})
+        if resp.headers.get("content-encoding") == "br":
+            return
+        time.sleep(0.1)
+    raise AssertionError("no brotli variant appeared")
+
+
+def manifest_headers(**overrides: str | None) -> dict[str, str]:
+    headers = {
+        "accept": "multipart/mixed",
+        "expo-platform": "android",
+        "expo-runtime-version": "1",
+        "expo-protocol-version": "1",
+        "expo-channel-name": "production",
+    }
+    headers.update({k.replace("_", "-"): v for k, v in overrides.items() if v is not None})
+    for name, value in overrides.items():
+        if value is None:
+            headers.pop(name.replace("_", "-"), None)
+    return headers
+
+
+MANIFEST = "/api/v1/expo/edge/manifest"
+
+
+def test_manifest_answers_match_the_application(edge_app: EdgeApp) -> None:
+    cases: list[tuple[dict[str, str], int, bool]] = [
+        (manifest_headers(), 200, True),
+        (manifest_headers(expo_expect_signature='sig, keyid="main"'), 200, True),
+        (manifest_headers(accept="application/expo+json"), 200, True),
+        (manifest_headers(accept="application/json", expo_expect_signature="sig"), 200, True),
+        (manifest_headers(expo_current_update_id=edge_app.served_id), 200, True),  # no update
+        (manifest_headers(accept="application/json", expo_runtime_version="9"), 204, True),
+        (manifest_headers(expo_protocol_version=None), 200, True),  # protocol 0
+        (manifest_headers(expo_platform="web"), 400, False),
+        (manifest_headers(expo_protocol_version="7"), 400, False),
+        (manifest_headers(expo_runtime_version=None), 400, False),
+        (manifest_headers(accept="text/html"), 406, False),
+    ]
+    for headers, status, edge_answers in cases:
+        answer, took = edge_app.both("GET", MANIFEST, headers)
+        assert answer.status == status, (headers, answer.body)
+        assert took is edge_answers, headers
+        assert answer.header("x-frame-options") == "DENY"
+    ghost, took = edge_app.both("GET", "/api/v1/expo/ghost/manifest", manifest_headers())
+    assert ghost.status == 404 and not took
+    assert json.loads(ghost.body)["status"] == 404
+    signed, _ = edge_app.both("GET", MANIFEST, manifest_headers(expo_expect_signature="sig"))
+    assert b"expo-signature: sig=" in signed.body
+    assert signed.header("vary") == "Origin"
+
+
+def test_requests_the_edge_leaves_to_the_application(edge_app: EdgeApp) -> None:
+    with_origin, took = edge_app.both(
+        "GET", MANIFEST, {**manifest_headers(), "origin": "https://app.example"}
+    )
+    assert with_origin.status == 200 and not took
+    assert with_origin.header("access-control-allow-origin") == "*"
+    _, took = edge_app.both("GET", MANIFEST, manifest_headers(), query=b"platform=ios")
+    assert not took
+    huge, took = edge_app.both("GET", MANIFEST, {**manifest_headers(), "x-big": "a" * 40_000})
+    assert huge.status == 431 and not took
+    nul, took = edge_app.both("GET", "/api/v1/expo/ed\x00ge/manifest", manifest_headers())
+    assert nul.status == 400 and not took
+    head, took = edge_app.both("HEAD", f"/api/v1/assets/{edge_app.launch_sha}.js")
+    assert head.status == 200 and not took
+
+
+CHECK = "/api/v1/updates/check"
+
+
+def check_body(**fields: Any) -> bytes:
+    body = {"projectId": "edge", "platform": "android", "runtimeVersion": "1", "deviceId": "d"}
+    body.update(fields)
+    return json.dumps(body).encode()
+
+
+def test_check_answers_match_the_application(edge_app: EdgeApp) -> None:
+    json_type = {"content-type": "application/json"}
+    cases: list[tuple[dict[str, str], bytes, int, bool]] = [
+        (json_type, check_body(), 200, True),
+        ({}, check_body(), 422, False),  # no content-type: FastAPI's strict content types
+        ({"content-type": "application/vnd.lumora+json"}, check_body(), 200, True),
+        (json_type, check_body(signed=True), 200, True),
+        ({**json_type, "expo-expect-signature": "sig"}, check_body(), 200, True),
+        (json_type, check_body(currentUpdateId=edge_app.served_id), 200, True),
+        (json_type, check_body(runtimeVersion="9"), 200, True),
+        (json_type, check_body(platform="windows"), 422, False),
+        (json_type, check_body(unknown=1), 422, False),
+        (json_type, check_body(projectId="ghost"), 404, False),
+        (json_type, b"{not json", 400, False),
+        (json_type, b"[" * 100 + b"]" * 100, 400, False),
+        (json_type, b"", 422, False),
+        ({"content-type": "text/plain"}, check_body(), 422, False),
+        ({**json_type, "content-length": str(10**9)}, check_body(), 413, False),
+    ]
+    for headers, body, status, edge_answers in cases:
+        answer, took = edge_app.both("POST", CHECK, headers, body=body)
+        assert answer.status == status, (headers, body, answer.body)
+        assert took is edge_answers, (headers, body)
+    ok, _ = edge_app.both("POST", CHECK, json_type, body=check_body(signed=True))
+    document = json.loads(ok.body)
+    assert document["updateAvailable"] is True
+    assert document["manifest"]["id"] == edge_app.served_id
+    assert ok.header("expo-signature") == document["signature"]
+
+
+def test_a_body_past_the_json_limit_is_replayed_to_the_application(edge_app: EdgeApp) -> None:
+    limit = edge_app.app.state.ctx.settings.max_json_bytes
+    padded = b'{"projectId": "edge", "pad": "' + b"x" * limit + b'"}'
+    answer, took = edge_app.both("POST", CHECK, {"content-type": "application/json"}, body=padded)
+    assert answer.status == 413 and not took
+
+
+def asset(sha: str, ext: str = ".js") -> str:
+    return f"/api/v1/assets/{sha}{ext}"
+
+
+def test_asset_answers_match_the_application(edge_app: EdgeApp) -> None:
+    launch, image, big = edge_app.launch_sha, edge_app.image_sha, edge_app.big_sha
+    br, took = edge_app.both("GET", asset(launch), {"accept-encoding": "gzip, br"})
+    assert took and br.status == 200 and br.header("content-encoding") == "br"
+    assert br.pathsend is None and br.body  # small: sent from memory
+    gz, took = edge_app.both("GET", asset(launch), {"accept-encoding": "gzip"})
+    assert took and gz.header("content-encoding") == "gzip"
+    plain, took = edge_app.both("GET", asset(launch))
+    assert took and plain.header("content-encoding") is None
+    assert plain.header("etag") == f'"{launch}"'
+    png, took = edge_app.both("GET", asset(image, ".png"), {"accept-encoding": "br"})
+    assert took and png.header("content-type") == "image/png"
+    assert png.header("content-encoding") is None
+    not_modified, took = edge_app.both("GET", asset(launch), {"if-none-match": f'"{launch}"'})
+    assert took and not_modified.status == 304 and not_modified.body == b""
+    # Past the per-file memory cap: the file goes out by pathsend, or through the app's
+    # FileResponse when the server has no pathsend.
+    large, took = edge_app.both("GET", asset(big))
+    assert took and large.pathsend is not None and large.body == b""
+    streamed, took = edge_app.both("GET", asset(big), extensions={})
+    assert not took and streamed.status == 200 and len(streamed.body) == 13 * 40_000
+    for path, headers, status in [
+        (asset("0" * 64), {}, 404),
+        ("/api/v1/assets/not-a-hash.js", {}, 400),
+        (asset(launch), {"range": "bytes=0-9"}, 206),
+        (asset(launch), {"expo-requested-update-id": edge_app.served_id}, 200),
+    ]:
+        answer, took = edge_app.both("GET", path, headers)
+        assert answer.status == status and not took, (path, headers)
+
+
+def test_edge_answers_are_counted_in_the_request_metrics(edge_app: EdgeApp) -> None:
+    def count() -> float:
+        text = edge_app.client.get("/metrics").text
+        for line in text.splitlines():
+            if line.startswith("lumora_http_requests_total{") and (
+                'route="/api/v1/expo/{project}/manifest"' in line and 'status="200"' in line
+            ):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = count()
+    for _ in range(3):
+        _, took = edge_app.both("GET", MANIFEST, manifest_headers())
+        assert took
+    # Three through the edge and three through the framework: both count the same way.
+    assert count() == before + 6
+
+
+def test_rate_limits_turn_the_edge_off(tmp_path: Path) -> None:
+    with in_process_app(tmp_path, rate_limit_per_ip="1/1") as (client, _ctx):
+        assert client.app.edge is None
+    with in_process_app(tmp_path / "other") as (client, _ctx):
+        assert client.app.edge is not None
+
+
+header_values = st.one_of(
+    st.none(), st.sampled_from(["", " ", "1", "0", "ios", "android", "web", "*/*", "\t"])
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    platform=header_values,
+    runtime=st.one_of(header_values, st.sampled_from(["2", "1.0", "x" * 300])),
+    protocol=header_values,
+    accept=st.one_of(
+        header_values,
+        st.sampled_from(
+            [
+                "multipart/mixed",
+                "application/expo+json;q=0.9, multipart/mixed;q=0.1",
+                "application/json",
+                "multipart/mixed;q=0",
+            ]
+        ),
+    ),
+    channel=st.one_of(header_values, st.sampled_from(["staging", "nope", "c" * 120])),
+    signed=st.booleans(),
+    current=st.one_of(st.none(), st.just("served"), st.uuids().map(str)),
+    failed=st.one_of(st.none(), st.just('"a", "b"'), st.just("served")),
+)
+def test_any_manifest_request_gets_the_application_answer(
+    edge_app: EdgeApp,
+    platform: str | None,
+    runtime: str | None,
+    protocol: str | None,
+    accept: str | None,
+    channel: str | None,
+    signed: bool,
+    current: str | None,
+    failed: str | None,
+) -> None:
+    served = edge_app.served_id
+    headers = {
+        "expo-platform": platform,
+        "expo-runtime-version": runtime,
+        "expo-protocol-version": protocol,
+        "accept": accept,
+        "expo-channel-name": channel,
+        "expo-expect-signature": "sig" if signed else None,
+        "expo-current-update-id": served.upper() if current == "served" else current,
+        "expo-recent-failed-update-ids": served if failed == "served" else failed,
+    }
+    edge_app.both("GET", MANIFEST, {k: v for k, v in headers.items() if v is not None})
+
+
+def test_request_headers_first_value_wins_and_origin_or_size_opt_out() -> None:
+    scope = {"headers": [(b"accept", b"a"), (b"accept", b"b"), (b"x", b"\xe9")]}
+    assert request_headers(scope) == {"accept": "a", "x": "\xe9"}
+    assert request_headers({"headers": [(b"origin", b"https://x")]}) is None
+    assert request_headers({"headers": [(b"x", b"a" * 40_000)]}) is None
+
+
+def test_json_content_types_follow_fastapi() -> None:
+    assert not is_json_content_type(None)
+    assert not is_json_content_type("")
+    assert is_json_content_type("application/json; charset=utf-8")
+    assert is_json_content_type("Application/Problem+JSON")
+    assert not is_json_content_type("text/json")
+    assert not is_json_content_type("application/x-www-form-urlencoded")
+
+
+def test_finish_headers_adds_security_headers_and_origin_to_vary() -> None:
+    assert finish_headers(((b"vary", b"accept-encoding"), (b"x-frame-options", b"SAMEORIGIN"))) == [
+        (b"vary", b"accept-encoding, Origin"),
+        (b"x-frame-options", b"SAMEORIGIN"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+    ]
+
+
+def test_bytes_lru_keeps_the_most_recent_within_its_limit() -> None:
+    lru: BytesLRU[str, str] = BytesLRU(10)
+    lru.put("a", "A", 4)
+    lru.put("b", "B", 4)
+    assert lru.get("a") == "A"  # now the most recent
+    lru.put("c", "C", 4)  # 12 > 10: the least recently used ("b") goes
+    assert (lru.get("a"), lru.get("b"), lru.get("c")) == ("A", None, "C")
+    assert lru.size == 8
+    lru.put("huge", "H", 50)  # larger than the limit: kept alone
+    assert len(lru) == 1 and lru.get("huge") == "H" and lru.size == 50
+    lru.put("huge", "H2", 5)  # replacing adjusts the size
+    assert lru.size == 5
