@@ -9,12 +9,14 @@ because it retires the new update.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from conftest import ServerFactory
@@ -264,11 +266,20 @@ def test_promoted_copies_are_patched_like_the_originals(pair: Pair, tmp_path: Pa
     assert bspatch(pair.old_android, resp.content, tmp_path) == pair.new_android
 
 
+def delivery_metric(server: ServerProcess, name: str) -> float:
+    """One ``lumora_delivery_*`` figure of a server process's /metrics."""
+    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    match = re.search(rf"^lumora_delivery_{name} (\S+)$", text, re.MULTILINE)
+    assert match is not None, f"no lumora_delivery_{name} in /metrics"
+    return float(match.group(1))
+
+
 def test_another_process_serves_new_patches(
     pair: Pair, server_factory: ServerFactory, fixtures_dir: Path, tmp_path: Path
 ) -> None:
     """A second server on the same database and blobs learns of patches computed by the
-    first through the delivery revision (it queries nothing per request)."""
+    first through the patch revision (it queries nothing per request), and its delivery
+    cache is not dropped for them."""
     backend = "sqlite" if pair.server.database_url.startswith("sqlite") else "postgres"
     other = server_factory(
         backend,
@@ -291,6 +302,32 @@ def test_another_process_serves_new_patches(
         assert time.monotonic() < deadline, "the other process never served the patch"
         time.sleep(0.1)
     assert bspatch(pair.old_android, resp.content, tmp_path) == pair.new_android
+
+    # Registering a store build makes the first server's worker record a patch from it (and
+    # nothing else changes): the other process serves it without dropping its delivery cache.
+    invalidations = delivery_metric(other, "cache_invalidations_total")
+    patch_changes = delivery_metric(other, "patch_changes")
+    embedded_id = f"store-{uuid.uuid4().hex[:8]}"
+    body = {
+        "platform": "android",
+        "runtimeVersion": "1",
+        "embeddedUpdateId": embedded_id,
+        "sha256": updates_by_platform(old)["android"]["launchAsset"]["sha256"],
+    }
+    with pair.server.client() as client:
+        registered = client.post(f"/api/v1/projects/{slug}/embedded", json=body)
+        assert registered.status_code == 201, registered.text
+        wait_for_patch(client, new_update["id"], embedded_id)
+    deadline = time.monotonic() + 10
+    while (
+        resp := get_launch_asset(other, new_update, current=embedded_id, embedded=embedded_id)
+    ).status_code != 226:
+        assert_full_bundle(resp)
+        assert time.monotonic() < deadline, "the other process never served the new patch"
+        time.sleep(0.1)
+    assert resp.headers["expo-base-update-id"] == embedded_id
+    assert delivery_metric(other, "patch_changes") > patch_changes
+    assert delivery_metric(other, "cache_invalidations_total") == invalidations
     other.stop()
 
 

@@ -19,9 +19,10 @@ from lumora_ota.domain.delta import patch_object_name
 from lumora_ota.store import repository
 from lumora_ota.store.blobs import FileBlobStore
 from lumora_ota.store.db import create_db_engine, make_session_factory, migrate
-from lumora_ota.store.models import DeltaPatch, EmbeddedBundle, utcnow
+from lumora_ota.store.models import DeliveryState, DeltaPatch, EmbeddedBundle, utcnow
 from lumora_ota.store.patches import (
     PatchPolicy,
+    PatchWorker,
     compute_patches,
     stream_heads,
     updates_without_patches,
@@ -85,6 +86,13 @@ def rows(store: Store, target: str) -> dict[str, DeltaPatch]:
     with store.sessions() as session:
         found = session.scalars(select(DeltaPatch).where(DeltaPatch.target_update_id == target))
         return {row.base_update_id: row for row in found}
+
+
+def revisions(store: Store) -> tuple[int, int]:
+    """(delivery revision, patch revision)."""
+    with store.sessions() as session:
+        state = session.get_one(DeliveryState, 1)
+        return state.revision, state.patch_revision
 
 
 POLICY = PatchPolicy(bases=2, max_ratio=0.5)
@@ -159,3 +167,68 @@ def test_embedded_bundles_are_bases_too(store: Store) -> None:
         assert stream_heads(session, store.project_id, "android", "1") == [target]
     assert compute_patches(store.blobs, store.sessions, POLICY, target) == 1
     assert set(rows(store, target)) == {"emb-1"}
+
+
+def test_a_batch_bumps_the_patch_revision_once_and_never_the_delivery_revision(
+    store: Store,
+) -> None:
+    ids = [publish(store, js_bundle(v)) for v in range(5)]
+    delivery, patch = revisions(store)
+    # 1 + 2 + 2 + 2 patches toward ids[1:] (two bases each at most), in one run
+    assert compute_patches(store.blobs, store.sessions, POLICY, ids[1:]) == 7
+    assert revisions(store) == (delivery, patch + 1)
+    assert compute_patches(store.blobs, store.sessions, POLICY, ids) == 0  # nothing new
+    assert compute_patches(store.blobs, store.sessions, POLICY, ids[4]) == 0
+    assert revisions(store) == (delivery, patch + 1)  # a run that records nothing bumps nothing
+    target = publish(store, js_bundle(9))
+    delivery, patch = revisions(store)  # the publish bumped the delivery revision
+    assert compute_patches(store.blobs, store.sessions, POLICY, target) == 2
+    assert revisions(store) == (delivery, patch + 1)
+
+
+def test_a_failing_update_does_not_lose_the_rest_of_its_batch(store: Store) -> None:
+    base = publish(store, js_bundle(1))
+    good = publish(store, js_bundle(2))
+    broken = publish(store, js_bundle(3))
+    store.blobs.path_for(hashlib.sha256(js_bundle(3)).hexdigest()).unlink()  # unreadable
+    _, patch = revisions(store)
+    assert compute_patches(store.blobs, store.sessions, POLICY, [broken, good]) == 1
+    assert set(rows(store, good)) == {base} and rows(store, broken) == {}
+    assert revisions(store)[1] == patch + 1
+
+
+def test_the_worker_bumps_once_per_job_and_catch_up(store: Store) -> None:
+    ids = [publish(store, js_bundle(v)) for v in range(4)]
+    delivery, patch = revisions(store)
+    worker = PatchWorker(store.blobs, store.sessions, POLICY)
+    try:
+        # the start-up catch-up: every recent update without rows, recorded in one go
+        assert worker.catch_up().result(timeout=120) == 1 + 2 + 2
+        assert set(rows(store, ids[3])) == {ids[2], ids[1]}
+        assert revisions(store) == (delivery, patch + 1)
+        # again: only ids[0] (no base) has no rows; nothing recorded, nothing bumped
+        assert worker.catch_up().result(timeout=120) == 0
+        assert revisions(store) == (delivery, patch + 1)
+        # a publish's job (both of its updates at once)
+        new = [publish(store, js_bundle(7)), publish(store, js_bundle(8), channel="staging")]
+        delivery, patch = revisions(store)
+        assert worker.submit(new).result(timeout=120) == 2 + 0
+        assert revisions(store) == (delivery, patch + 1)
+    finally:
+        worker.shutdown()
+
+
+def test_a_stopped_batch_records_what_it_computed_and_leaves_the_rest(store: Store) -> None:
+    ids = [publish(store, js_bundle(v)) for v in range(3)]
+    _, patch = revisions(store)
+    started: list[int] = []
+
+    def stop() -> bool:  # shutdown arrives once the first update is done
+        started.append(1)
+        return len(started) > 1
+
+    assert compute_patches(store.blobs, store.sessions, POLICY, ids[1:], stop=stop) == 1
+    assert set(rows(store, ids[1])) == {ids[0]} and rows(store, ids[2]) == {}
+    assert revisions(store)[1] == patch + 1
+    with store.sessions() as session:
+        assert ids[2] in updates_without_patches(session)  # the next catch-up's work

@@ -1,10 +1,11 @@
 """The delivery cache: selection-only candidate lists, full records on demand, one load per key
-however many requests miss at once."""
+however many requests miss at once; recording delta patches leaves it alone."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,14 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from device_helpers import in_process_app
+from delta_helpers import launch_path, updates_by_platform, wait_for_patch
+from device_helpers import expo_headers, in_process_app
 from harness import create_project, make_export, publish_export
 from lumora_ota.domain.selection import SelectionRequest
-from lumora_ota.server.device.cache import DeliveryCache
+from lumora_ota.server.device.cache import DeliveryCache, revisions_set
 from lumora_ota.server.device.delivery import select_for_device
+from lumora_ota.server.device.patches import PATCH_INDEX
+from lumora_ota.store.db import read_revisions
 
 
 @pytest.fixture
@@ -87,3 +91,108 @@ def test_candidates_carry_no_assets_but_the_served_update_does(
     assert served.launch_asset is not None
     assert served.launch_asset.sha256 == ios["launchAsset"]["sha256"]
     assert len(served.assets) == len(ios["assets"])
+
+
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        ("UPDATE delivery_state SET revision=(delivery_state.revision + ?) "
+         "WHERE delivery_state.id = ?", (True, False)),
+        ("UPDATE delivery_state SET patch_revision=(delivery_state.patch_revision + "
+         "%(patch_revision_1)s::BIGINT) WHERE delivery_state.id = %(id_1)s::INTEGER",
+         (False, True)),
+        ("update delivery_state set revision = revision + 1, patch_revision = patch_revision + 1"
+         " where id = 1", (True, True)),
+        ("UPDATE delivery_state SET revision = 7", (True, False)),
+        ("SELECT revision, patch_revision FROM delivery_state WHERE id = 1", (False, False)),
+        ("UPDATE updates SET status=? WHERE updates.id = ?", (False, False)),
+    ],
+)  # fmt: skip
+def test_local_commit_watch_tells_the_two_revisions_apart(
+    statement: str, expected: tuple[bool, bool]
+) -> None:
+    assert revisions_set(statement) == expected
+
+
+def _launch_asset(client: Any, update: dict[str, Any], current: str) -> Any:
+    """GET an update's launch asset the way expo-updates 55+ asks for a patch."""
+    headers = {
+        "a-im": "bsdiff",
+        "expo-current-update-id": current,
+        "expo-requested-update-id": update["id"],
+        "expo-platform": update["platform"],
+        "expo-runtime-version": update["runtimeVersion"],
+        "accept-encoding": "br, gzip",
+    }
+    return client.get(launch_path(update), headers=headers)
+
+
+def _wait_for_226(client: Any, update: dict[str, Any], current: str) -> Any:
+    deadline = time.monotonic() + 30
+    while (resp := _launch_asset(client, update, current)).status_code != 226:
+        assert resp.status_code == 200, resp.text
+        assert time.monotonic() < deadline, "the new patch was never served"
+        time.sleep(0.05)
+    return resp
+
+
+def test_new_patches_are_served_without_emptying_the_delivery_cache(tmp_path: Path) -> None:
+    """Recording patches bumps the patch revision only: this process's patch index learns of
+    the new patch at once (local commit, the poller is quiet), while the delivery cache keeps
+    its generation — memoized manifest bodies included — and the delivery revision stays."""
+    settings = {"cache_poll_interval": 3600, "stats_flush_interval": 3600}
+    # generated bundles are tiny: let every patch count as useful
+    with in_process_app(tmp_path, patch_max_ratio=1000.0, **settings) as (client, ctx):
+        cache: DeliveryCache = ctx.components["delivery"]
+        create_project(client, "patched")
+
+        def publish(seed: str, channel: str) -> dict[str, Any]:
+            root = make_export(tmp_path / seed, seed=seed, n_assets=1)
+            answer, _ = publish_export(client, "patched", root, channel=channel)
+            return updates_by_platform(answer)["android"]
+
+        store_build = publish("store-build", "internal")  # another stream: never a base
+        old = publish("old", "production")
+        new = publish("new", "production")
+        wait_for_patch(client, new["id"], old["id"])
+        assert _wait_for_226(client, new, old["id"]).headers["im"] == "bsdiff"
+
+        manifest_headers = expo_headers("android", accept="application/expo+json")
+        manifest_url = "/api/v1/expo/patched/manifest"
+        first = client.get(manifest_url, headers=manifest_headers)
+        assert first.status_code == 200 and first.json()["id"] == new["id"]
+        invalidations, patch_changes = cache.invalidations, cache.patch_changes
+        index_loads = ctx.components[PATCH_INDEX].loads
+        delivery_revision, patch_revision = read_revisions(ctx.engine)
+
+        # A store build embedding the internal bundle: the worker computes a new patch
+        # (new content pair) from it toward the production head.
+        embedded_id = "store-build-1"
+        registered = client.post(
+            "/api/v1/projects/patched/embedded",
+            json={
+                "platform": "android",
+                "runtimeVersion": "1",
+                "embeddedUpdateId": embedded_id,
+                "sha256": store_build["launchAsset"]["sha256"],
+            },
+        )
+        assert registered.status_code == 201, registered.text
+        wait_for_patch(client, new["id"], embedded_id)
+        resp = _wait_for_226(client, new, embedded_id)
+        assert resp.headers["expo-base-update-id"] == embedded_id
+        assert _launch_asset(client, new, store_build["id"]).status_code == 226  # same pair
+
+        assert read_revisions(ctx.engine) == (delivery_revision, patch_revision + 1)
+        assert cache.invalidations == invalidations
+        assert cache.patch_changes > patch_changes
+        assert ctx.components[PATCH_INDEX].loads > index_loads
+        # The manifest is still memoized: served again without reading any update.
+        seen, listener = update_queries(ctx.engine)
+        try:
+            again = client.get(manifest_url, headers=manifest_headers)
+        finally:
+            event.remove(ctx.engine, "before_cursor_execute", listener)
+        assert again.status_code == 200 and again.content == first.content
+        assert seen == []
+        assert cache.invalidations == invalidations

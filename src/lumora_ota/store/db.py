@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from lumora_ota.store.models import DeliveryState
 
+if TYPE_CHECKING:
+    # Alembic (and Mako, which it pulls in) is imported only when a migration actually runs:
+    # server workers started by ``lumora serve`` skip it (see ``migrate``), saving their memory.
+    from alembic.config import Config
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Set by ``lumora serve`` after it migrated, for the server processes it starts: see ``migrate``.
+MIGRATED_ENV = "LUMORA_SCHEMA_MIGRATED"
 _PG_MIGRATION_LOCK = 0x4C554D4F  # "LUMO"
 
 
@@ -88,6 +95,8 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 def alembic_config(engine: Engine) -> Config:
     """An Alembic config pointing at the packaged migrations and this engine's URL."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option(
@@ -123,8 +132,26 @@ def _migration_lock(engine: Engine) -> Iterator[Any]:
                 conn.commit()
 
 
+def migration_stamp(engine: Engine) -> str:
+    """Names this database and the packaged migrations (their file names), without secrets."""
+    versions = sorted(p.name for p in (MIGRATIONS_DIR / "versions").glob("*.py"))
+    url = engine.url.render_as_string(hide_password=False)
+    return hashlib.sha256("\n".join([url, *versions]).encode()).hexdigest()
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision, holding the migration lock meanwhile."""
+    """Bring the schema to the newest revision, holding the migration lock meanwhile.
+
+    Skipped when ``LUMORA_SCHEMA_MIGRATED`` equals ``migration_stamp(engine)``: ``lumora serve``
+    migrates once before it starts the server and hands the stamp to the processes it starts,
+    so its workers neither import Alembic nor take the lock. Any other caller (another ASGI
+    server running ``create_app_from_env``, another database, a package upgraded with new
+    migrations, which changes the stamp) migrates as before.
+    """
+    if os.environ.get(MIGRATED_ENV) == migration_stamp(engine):
+        return
+    from alembic import command
+
     with _migration_lock(engine) as conn:
         cfg = alembic_config(engine)
         cfg.attributes["connection"] = conn
@@ -143,8 +170,31 @@ def bump_delivery_revision(session: Session) -> None:
 
 
 def read_delivery_revision(engine: Engine) -> int:
-    """The current delivery revision (one cheap read, used by the cache poller)."""
+    """The current delivery revision (one cheap read)."""
     with engine.connect().execution_options(readonly=True) as conn:
         value = conn.execute(text("SELECT revision FROM delivery_state WHERE id = 1")).scalar()
         conn.rollback()
     return int(value or 0)
+
+
+def bump_patch_revision(session: Session) -> None:
+    """Mark every server's patch index stale (delta patches were recorded); call inside the
+    transaction that recorded them. Leaves the delivery revision, hence the delivery caches,
+    alone: patches change neither selection nor manifests."""
+    session.execute(
+        update(DeliveryState)
+        .where(DeliveryState.id == 1)
+        .values(patch_revision=DeliveryState.patch_revision + 1)
+    )
+
+
+def read_revisions(engine: Engine) -> tuple[int, int]:
+    """The current (delivery revision, patch revision), in one cheap read (the cache poller's)."""
+    with engine.connect().execution_options(readonly=True) as conn:
+        row = conn.execute(
+            text("SELECT revision, patch_revision FROM delivery_state WHERE id = 1")
+        ).first()
+        conn.rollback()
+    if row is None:
+        return 0, 0
+    return int(row[0] or 0), int(row[1] or 0)

@@ -228,12 +228,16 @@ class SigningKey(Base):
 
 class DeliveryState(Base):
     """A single row whose revision every delivery-relevant change bumps, so each server
-    process knows when its in-memory delivery cache is stale without querying per request."""
+    process knows when its in-memory delivery cache is stale without querying per request.
+
+    ``patch_revision`` is bumped by the delta-patch worker when it records patches: only the
+    patch index (``server/device/patches.py``) reloads on it, the delivery cache does not."""
 
     __tablename__ = "delivery_state"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     revision: Mapped[int] = mapped_column(BigInteger, default=0)
+    patch_revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 # ---------------------------------------------------------------- delta updates (store/patches.py)

@@ -10,20 +10,25 @@ Each patch is stored once per (base, target) content pair beside the blobs, as
 ``{target_sha256}.from-{base_sha256}.bsdiff`` (``BlobStore.put_bytes`` is atomic), and then
 recorded in ``delta_patches``, one row per (target update, base update), with its size and
 whether it is *useful* (below ``settings.patch_max_ratio`` of the brotli size of the full
-bundle). The insert bumps the delivery revision, so every server process reloads its patch
-index. Everything is idempotent: a row that exists is skipped, a stored object is reused, so a
-crash at any point is repaired by running the job again (``catch_up`` does, at start).
+bundle). Each job covers a batch of updates (a publish's, an embedded registration's stream
+heads, a start-up catch-up) and records all its rows in one transaction that bumps the *patch*
+revision once (``store.db.bump_patch_revision``), so every server process reloads its patch
+index, once per batch. The delivery revision is left alone: patches change neither selection
+nor manifests, so the delivery caches (memoized manifests and signatures) stay warm.
+Everything is idempotent: a row that exists is skipped, a stored object is reused, so a crash
+at any point is repaired by running the job again (``catch_up`` does, at start).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import bsdiff4
 from sqlalchemy import and_, exists, select
@@ -31,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from lumora_ota.domain.delta import BaseCandidate, is_useful, patch_object_name, select_bases
 from lumora_ota.store.blobs import BlobStore
-from lumora_ota.store.db import bump_delivery_revision
+from lumora_ota.store.db import bump_patch_revision
 from lumora_ota.store.models import (
     Blob,
     DeltaPatch,
@@ -57,6 +62,8 @@ CATCH_UP_WINDOW = timedelta(days=7)
 CATCH_UP_LIMIT = 200
 VARIANT_WAIT_SECONDS = 120.0
 VARIANT_POLL_SECONDS = 0.5
+# Rows per INSERT statement when a batch records its patches (7 parameters a row).
+RECORD_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -186,15 +193,16 @@ def full_bundle_size(
     return br_size if br_size is not None else raw_size
 
 
-def compute_patches(
+def plan_patches(
     blobs: BlobStore, sessions: sessionmaker[Session], policy: PatchPolicy, update_id: str
-) -> int:
-    """Compute and record the patches toward one update; returns how many rows it added."""
+) -> list[dict[str, Any]]:
+    """Store the patch objects toward one update that has none recorded from some base yet;
+    returns the ``delta_patches`` rows to record (none for a marker or when all are there)."""
     with sessions() as session:
         session.connection(execution_options={"readonly": True})
         target = load_target(session, update_id)
         if target is None:
-            return 0
+            return []
         bases = base_candidates(session, target, policy.bases)
         done = set(
             session.scalars(
@@ -203,13 +211,13 @@ def compute_patches(
         )
     todo = [b for b in bases if b.update_id not in done]
     if not todo:
-        return 0
+        return []
     sizes = {b.launch_sha256: 0 for b in todo}
     for base_sha in sizes:
         sizes[base_sha] = ensure_patch_object(blobs, base_sha, target.sha256)
     full = full_bundle_size(blobs, sessions, target)
     now = utcnow()
-    rows = [
+    return [
         {
             "target_update_id": target.update_id,
             "base_update_id": base.update_id,
@@ -221,12 +229,53 @@ def compute_patches(
         }
         for base in todo
     ]
+
+
+def record_patches(sessions: sessionmaker[Session], rows: list[dict[str, Any]]) -> int:
+    """Record patch rows (existing ones are skipped) and bump the patch revision once, in one
+    transaction; nothing at all when there are no rows. Returns how many rows were given."""
+    if not rows:
+        return 0
     with sessions() as session:
-        insert_ignore(session, DeltaPatch, rows)
-        bump_delivery_revision(session)
+        for start in range(0, len(rows), RECORD_CHUNK):  # bounded statement parameters
+            insert_ignore(session, DeltaPatch, rows[start : start + RECORD_CHUNK])
+        bump_patch_revision(session)
         session.commit()
-    log.info("recorded %d patch(es) toward update %s", len(rows), update_id)
     return len(rows)
+
+
+def compute_patches(
+    blobs: BlobStore,
+    sessions: sessionmaker[Session],
+    policy: PatchPolicy,
+    update_ids: str | Iterable[str],
+    *,
+    stop: Callable[[], bool] | None = None,
+) -> int:
+    """Compute and record the patches toward one update or a batch of them; returns how many
+    rows it added.
+
+    The rows of the whole batch are recorded together, with a single patch-revision bump
+    (none when nothing was added), so server processes reload their patch index once per
+    batch. An update whose patches cannot be computed is logged and skipped: a lost patch only
+    costs bandwidth (devices get the full bundle), and the rest of the batch still counts.
+    When ``stop()`` turns true (shutdown) the updates not started are left for the next
+    catch-up, and what was computed so far is recorded.
+    """
+    batch = [update_ids] if isinstance(update_ids, str) else list(dict.fromkeys(update_ids))
+    rows: list[dict[str, Any]] = []
+    for update_id in batch:
+        if stop is not None and stop():
+            break
+        try:
+            rows.extend(plan_patches(blobs, sessions, policy, update_id))
+        except Exception:
+            log.exception("computing patches toward update %s failed", update_id)
+    added = record_patches(sessions, rows)
+    if added:
+        targets = len({row["target_update_id"] for row in rows})
+        log.info("recorded %d patch(es) toward %d update(s)", added, targets)
+    return added
 
 
 def stream_heads(
@@ -281,43 +330,49 @@ class PatchWorker:
         self._sessions = sessions
         self._policy = policy
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patches")
+        self._stopping = threading.Event()
 
-    def submit(self, update_ids: Iterable[str]) -> list[Future[int]]:
-        """Queue patch jobs for these updates (a repeated job finds its work done)."""
-        return [self._executor.submit(self._run, update_id) for update_id in update_ids]
+    def submit(self, update_ids: Iterable[str]) -> Future[int]:
+        """Queue one patch job for this batch of updates (a repeated job finds its work done);
+        its result is how many rows it added."""
+        return self._executor.submit(self._run, list(update_ids))
 
-    def submit_embedded(
-        self, project_id: str, platform: str, runtime_version: str
-    ) -> list[Future[int]]:
-        """Queue jobs for the updates a fresh install of a newly registered build gets."""
+    def submit_embedded(self, project_id: str, platform: str, runtime_version: str) -> Future[int]:
+        """Queue one job for the updates a fresh install of a newly registered build gets."""
         with self._sessions() as session:
             heads = stream_heads(session, project_id, platform, runtime_version)
         return self.submit(heads)
 
-    def catch_up(self) -> list[Future[int]]:
-        """Queue jobs for recent updates that have no patch rows (after a crash)."""
+    def catch_up(self) -> Future[int]:
+        """Queue one job for recent updates that have no patch rows (after a crash)."""
         with self._sessions() as session:
             session.connection(execution_options={"readonly": True})
             pending = updates_without_patches(session)
         return self.submit(pending)
 
-    def _run(self, update_id: str) -> int:
+    def _run(self, update_ids: list[str]) -> int:
+        if not update_ids:
+            return 0
         try:
-            return compute_patches(self._blobs, self._sessions, self._policy, update_id)
+            return compute_patches(
+                self._blobs, self._sessions, self._policy, update_ids, stop=self._stopping.is_set
+            )
         except Exception:
             # A lost patch only costs bandwidth: devices get the full bundle.
-            log.exception("computing patches toward update %s failed", update_id)
+            log.exception("recording patches toward updates %s failed", update_ids)
             return 0
 
     def shutdown(self) -> None:
-        """Stop, dropping queued work (``catch_up`` redoes it at the next start)."""
+        """Stop, dropping queued work and the rest of the running batch (``catch_up`` redoes
+        it at the next start)."""
+        self._stopping.set()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def schedule_patches(ctx: AppContext, update_ids: Iterable[str]) -> list[Future[int]]:
-    """Queue patch jobs for freshly committed updates (call after the commit, never before:
-    the worker reads them from the database). No-op when no worker is installed."""
+def schedule_patches(ctx: AppContext, update_ids: Iterable[str]) -> Future[int] | None:
+    """Queue one patch job for freshly committed updates (call after the commit, never
+    before: the worker reads them from the database). None when no worker is installed."""
     worker = ctx.components.get(PATCH_WORKER)
     if not isinstance(worker, PatchWorker):
-        return []
+        return None
     return worker.submit(update_ids)

@@ -13,6 +13,10 @@ A generation is dropped when the delivery revision (``store.db``) changes:
 * changes committed by this process are seen at once: engine events notice a commit whose
   transaction bumped the revision and drop the generation around that commit.
 
+The same row holds the *patch revision*, bumped when delta patches are recorded. It is read by
+the same poll (and noticed on local commits the same way) but drops nothing here: it only
+moves ``patch_changes``, which the patch index (``server/device/patches.py``) watches.
+
 Loads run in a worker thread and write into the generation they started from, so a load that
 races with an invalidation only fills a generation nobody reads any more. Each load runs once
 per key and generation: concurrent requests missing the same key wait for the one load in
@@ -30,6 +34,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import time
 from array import array
 from collections import OrderedDict
@@ -46,7 +51,7 @@ from lumora_ota.domain.model import UpdateKind, UpdateRecord, UpdateStatus
 from lumora_ota.domain.runtime import runtime_matches
 from lumora_ota.domain.selection import IndexedCandidates
 from lumora_ota.signing import SigningError, SigningIdentity, load_signing_identity
-from lumora_ota.store.db import read_delivery_revision
+from lumora_ota.store.db import read_revisions
 from lumora_ota.store.models import Channel, Project, SigningKey, Update
 from lumora_ota.store.repository import to_record
 
@@ -63,6 +68,24 @@ MAX_BODIES = 8192
 MAX_FULL_UPDATES = 512
 _BUMP_FLAG = "lumora_delivery_bumped"
 _COMMITTED_FLAG = "lumora_delivery_bump_committed"
+_PATCH_BUMP_FLAG = "lumora_patch_bumped"
+_PATCH_COMMITTED_FLAG = "lumora_patch_bump_committed"
+_STATE_UPDATE = "UPDATE DELIVERY_STATE"
+_SETS_REVISION = re.compile(r"\bREVISION\s*=")
+_SETS_PATCH_REVISION = re.compile(r"\bPATCH_REVISION\s*=")
+_WHERE = re.compile(r"\sWHERE\s")
+
+
+def revisions_set(statement: str) -> tuple[bool, bool]:
+    """Whether a statement bumps (the delivery revision, the patch revision)."""
+    head = statement.lstrip()
+    if head[: len(_STATE_UPDATE)].upper() != _STATE_UPDATE:
+        return False, False
+    assignments = _WHERE.split(head.upper(), maxsplit=1)[0]
+    patch = _SETS_PATCH_REVISION.search(assignments) is not None
+    # Anything else that writes the row counts as a delivery bump, as it always did.
+    delivery = not patch or _SETS_REVISION.search(assignments) is not None
+    return delivery, patch
 
 
 class BoundedCache(Generic[K, V]):
@@ -233,7 +256,10 @@ class DeliveryCache:
         self._poll_interval = poll_interval
         self._generation = _Generation()
         self._revision: int | None = None
+        self._patch_revision: int | None = None
         self._poller: asyncio.Task[None] | None = None
+        # Moves whenever patches were recorded (the patch index's signal to reload).
+        self.patch_changes = 0
         # Process-local counters, read by /metrics.
         self.invalidations = 0
         self.hits = 0
@@ -246,8 +272,17 @@ class DeliveryCache:
         self._generation = _Generation()
         self.invalidations += 1
 
+    def patches_changed(self) -> None:
+        """Signal the patch index that patches were recorded (the delivery cache stays)."""
+        self.patch_changes += 1
+
+    def metrics(self) -> dict[str, int]:
+        """Extra figures for /metrics (``lumora_delivery_<name>``)."""
+        return {"patch_changes": self.patch_changes}
+
     def watch_local_commits(self) -> None:
-        """Invalidate around any commit of this process that bumped the revision.
+        """Invalidate around any commit of this process that bumped the delivery revision, and
+        signal ``patches_changed`` around any that bumped the patch revision.
 
         The engine's ``commit`` event fires just before the database commits, so a request
         racing with it could reload the old state into the fresh generation; invalidating once
@@ -255,20 +290,31 @@ class DeliveryCache:
         """
 
         def after_cursor_execute(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-            if statement.lstrip()[:21].upper() == "UPDATE DELIVERY_STATE":
+            delivery, patch = revisions_set(statement)
+            if delivery:
                 conn.info[_BUMP_FLAG] = True
+            if patch:
+                conn.info[_PATCH_BUMP_FLAG] = True
 
         def on_commit(conn: Any) -> None:
             if conn.info.pop(_BUMP_FLAG, False):
                 conn.info[_COMMITTED_FLAG] = True
                 self.invalidate()
+            if conn.info.pop(_PATCH_BUMP_FLAG, False):
+                conn.info[_PATCH_COMMITTED_FLAG] = True
+                self.patches_changed()
 
         def on_rollback(conn: Any) -> None:
             conn.info.pop(_BUMP_FLAG, None)
+            conn.info.pop(_PATCH_BUMP_FLAG, None)
 
         def on_checkin(_dbapi_conn: Any, record: Any) -> None:
-            if record is not None and record.info.pop(_COMMITTED_FLAG, False):
+            if record is None:
+                return
+            if record.info.pop(_COMMITTED_FLAG, False):
                 self.invalidate()
+            if record.info.pop(_PATCH_COMMITTED_FLAG, False):
+                self.patches_changed()
 
         event.listen(self._engine, "after_cursor_execute", after_cursor_execute)
         event.listen(self._engine, "commit", on_commit)
@@ -276,8 +322,13 @@ class DeliveryCache:
         event.listen(self._engine.pool, "checkin", on_checkin)
 
     async def check_revision(self) -> bool:
-        """Read the delivery revision once; invalidate when it moved. True if it did."""
-        revision = await run_in_threadpool(read_delivery_revision, self._engine)
+        """Read both revisions (one query); invalidate when the delivery revision moved, signal
+        ``patches_changed`` when the patch revision did. True if the delivery revision moved."""
+        revision, patch_revision = await run_in_threadpool(read_revisions, self._engine)
+        if patch_revision != self._patch_revision:
+            if self._patch_revision is not None:
+                self.patches_changed()
+            self._patch_revision = patch_revision
         if revision == self._revision:
             return False
         changed = self._revision is not None
@@ -293,7 +344,7 @@ class DeliveryCache:
                 await self.check_revision()
             except Exception:
                 # A database hiccup must not kill the poller; keep serving what we have.
-                log.warning("reading the delivery revision failed", exc_info=True)
+                log.warning("reading the delivery revisions failed", exc_info=True)
 
     async def start(self) -> None:
         """Learn the current revision and start polling it."""

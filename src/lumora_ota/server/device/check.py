@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from starlette.responses import Response
 
-from lumora_ota.domain.selection import SelectionRequest
+from lumora_ota.domain.selection import Selection, SelectionRequest
 from lumora_ota.server.context import AppContext
 from lumora_ota.server.device.answer import DeviceAnswer, raw_headers
 from lumora_ota.server.device.bodies import (
@@ -36,6 +36,7 @@ from lumora_ota.server.device.bodies import (
     directive_body,
     dump_json,
     manifest_body,
+    manifest_runtime_version,
     signature_for,
 )
 from lumora_ota.server.device.cache import DeliveryCache
@@ -142,13 +143,32 @@ class CheckResponder:
             identity = await required_identity(cache, project_id)
         selection_req = body.selection_request()
         selection = await select_for_device(cache, project_id, selection_req)
+        update = selection.update
+        key = (
+            "check-answer",
+            selection.kind,
+            update.id if update is not None else "",
+            manifest_runtime_version(update, selection_req.runtime_version) if update else "",
+            selection.is_mandatory,
+            identity.keyid if identity is not None else "",
+        )
+        answer = cache.memoize(
+            key, lambda: self._build_answer(selection, selection_req.runtime_version, identity)
+        )
+        record_check(self._ctx.components, project_id, selection_req, selection)
+        return answer
+
+    def _build_answer(
+        self, selection: Selection, runtime_version: str, identity: SigningIdentity | None
+    ) -> DeviceAnswer:
+        cache = self._cache
         headers = CHECK_HEADERS
         update = selection.update
         if selection.kind == "update" and update is not None:
             key, manifest = manifest_body(
                 cache,
                 update,
-                selection_req.runtime_version,
+                runtime_version,
                 self._ctx.settings.resolved_asset_base_url,
                 lumora_fields=True,
             )
@@ -167,7 +187,6 @@ class CheckResponder:
             parts.append(fields)
             headers = (*headers, (b"expo-signature", signature.encode("latin-1")))
         parts.append(b"}")
-        record_check(self._ctx.components, project_id, selection_req, selection)
         return DeviceAnswer(200, b"".join(parts), headers)
 
 

@@ -11,11 +11,17 @@ returns None: the route serves the full asset as usual (``full_asset_vary`` give
 ``vary``). The rules themselves are pure (``domain.delta.decide``).
 
 No database query per request in steady state: a ``PatchIndex`` (served launch assets, their
-patches, their sizes) is loaded once and reloaded whenever the delivery cache is invalidated
-(its ``invalidations`` counter moves — on local commits that bump the delivery revision, and
-on the revision poll for other processes). Patch bodies are small and kept in a byte-bounded
-memory cache, so a URL store (S3) is read once per patch, not redirected to (a redirect
-would lose the ``im``/``expo-base-update-id`` headers).
+patches, their sizes) is loaded once and reloaded when
+
+* patches were recorded: the patch worker bumps the *patch revision*, which the delivery
+  cache reads in the same poll as the delivery revision and notices on local commits, and
+  signals through its ``patch_changes`` counter without dropping anything of its own;
+* the delivery cache is invalidated (its ``invalidations`` counter moves): updates published,
+  rolled back or promoted change which launch assets are served and which are patch bases.
+
+Patch bodies are small and kept in a byte-bounded memory cache, so a URL store (S3) is read
+once per patch, not redirected to (a redirect would lose the ``im``/``expo-base-update-id``
+headers).
 """
 
 from __future__ import annotations
@@ -161,7 +167,8 @@ class PatchBodies:
 
 
 class PatchIndex:
-    """The in-memory snapshot, reloaded after each delivery-cache invalidation."""
+    """The in-memory snapshot, reloaded after each delivery-cache invalidation and each change
+    of the patch revision."""
 
     def __init__(
         self, sessions: sessionmaker[Session], blobs: BlobStore, delivery: Any | None
@@ -169,15 +176,15 @@ class PatchIndex:
         self._sessions = sessions
         self._delivery = delivery
         self._snapshot: IndexSnapshot | None = None
-        self._token = -1
+        self._token: tuple[int, int] = (-1, -1)
         self._lock = asyncio.Lock()
         self.bodies = PatchBodies(blobs)
         self.loads = 0
 
-    def _current_token(self) -> int:
+    def _current_token(self) -> tuple[int, int]:
         if self._delivery is None:  # no delivery cache (not in the app): reload every second
-            return int(time.monotonic())
-        return int(self._delivery.invalidations)
+            return int(time.monotonic()), 0
+        return int(self._delivery.invalidations), int(self._delivery.patch_changes)
 
     def _load(self) -> IndexSnapshot:
         with self._sessions() as session:
