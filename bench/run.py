@@ -155,28 +155,35 @@ def wait_until_served(base_url: str, data: LoadedData, timeout: float = 300.0) -
 
 
 def wait_until_quiet(database_url: str, quiet: float, timeout: float) -> dict[str, Any]:
-    """Wait until the delivery revision has not moved for ``quiet`` seconds: background work
-    after publishing (compressed variants, delta patches) bumps it, and each bump drops every
-    server's delivery cache, so figures taken before then are not the steady state."""
-    from lumora_ota.store.db import create_db_engine, read_delivery_revision
+    """Wait until neither the delivery revision nor the patch revision has moved for
+    ``quiet`` seconds: background work after publishing (compressed variants, delta patches)
+    still runs until then, so figures taken before are not the steady state. Reports how
+    many times each moved (delivery bumps empty every server's delivery cache; patch bumps
+    only reload the patch index)."""
+    from lumora_ota.store.db import create_db_engine, read_revisions
 
     engine = create_db_engine(database_url, pool_size=1)
     started = time.monotonic()
-    bumps = 0
+    bumps = patch_bumps = 0
     try:
-        last = read_delivery_revision(engine)
+        last = read_revisions(engine)
         last_change = started
         while True:
             now = time.monotonic()
-            if now - last_change >= quiet:
-                return {"settled": True, "seconds": round(now - started, 1), "bumps": bumps}
-            if now - started >= timeout:
-                return {"settled": False, "seconds": round(now - started, 1), "bumps": bumps}
+            settled = now - last_change >= quiet
+            if settled or now - started >= timeout:
+                return {
+                    "settled": settled,
+                    "seconds": round(now - started, 1),
+                    "bumps": bumps,
+                    "patchBumps": patch_bumps,
+                }
             time.sleep(0.5)
-            revision = read_delivery_revision(engine)
-            if revision != last:
-                bumps += revision - last
-                last, last_change = revision, time.monotonic()
+            revisions = read_revisions(engine)
+            if revisions != last:
+                bumps += revisions[0] - last[0]
+                patch_bumps += revisions[1] - last[1]
+                last, last_change = revisions, time.monotonic()
     finally:
         engine.dispose()
 
