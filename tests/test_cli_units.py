@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -298,3 +301,35 @@ def test_upload_streams_the_file_with_its_length(tmp_path: Path) -> None:
     assert seen["length"] == str(len(data)) and seen["chunked"] is None
     assert seen["body"] == data
     assert sum(progress) == len(data) and len(progress) > 1
+
+
+# ---------------------------------------------------------------- start-up cost
+
+
+def _modules_loaded_by(args: list[str], prefixes: tuple[str, ...]) -> tuple[int, list[str]]:
+    """Run the CLI with ``args`` in a fresh interpreter: its exit code and the modules it
+    loaded whose names start with ``prefixes``."""
+    script = (
+        "import sys\n"
+        "from lumora_ota.cli.main import run\n"
+        f"code = run({args!r})\n"
+        f"loaded = sorted(m for m in sys.modules if m.startswith({prefixes!r}))\n"
+        "sys.stderr.write(repr((code, loaded)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    code, loaded = ast.literal_eval(done.stderr.strip().splitlines()[-1])
+    return code, loaded
+
+
+def test_help_loads_neither_httpx_nor_pydantic() -> None:
+    assert _modules_loaded_by(["--help"], ("httpx", "pydantic")) == (0, [])
+
+
+def test_a_command_group_loads_only_its_own_modules() -> None:
+    code, loaded = _modules_loaded_by(["deployments", "--help"], ("lumora_ota.cli.", "httpx"))
+    assert code == 0
+    assert "lumora_ota.cli.deployments" in loaded
+    assert not {"lumora_ota.cli.publish", "lumora_ota.cli.keys", "lumora_ota.cli.api"} & set(loaded)
+    assert "httpx" not in loaded

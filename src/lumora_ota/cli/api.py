@@ -2,6 +2,9 @@
 
 Connection failures, timeouts and RFC 9457 problem documents all become ``ApiError`` with a
 message fit for one terminal line, so no command has to handle httpx itself.
+
+Importing httpx takes a good part of a command's start-up, so this module is imported only
+when a client is made (``options.open_api``); keep it out of other modules' top-level imports.
 """
 
 from __future__ import annotations

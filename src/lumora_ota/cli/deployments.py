@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from lumora_ota.cli.api import LumoraApi
 from lumora_ota.cli.errors import CliError
 from lumora_ota.cli.options import (
     ApiKeyOption,
@@ -18,6 +17,9 @@ from lumora_ota.cli.options import (
     pick_project,
 )
 from lumora_ota.cli.output import note, print_json, print_table
+
+if TYPE_CHECKING:
+    from lumora_ota.cli.api import LumoraApi
 
 app = typer.Typer(
     rich_markup_mode="markdown",

@@ -21,7 +21,6 @@ from lumora_ota.cli.options import (
     open_api,
 )
 from lumora_ota.cli.output import confirm, note, print_json, print_table, stdout_console
-from lumora_ota.domain.manifest import iso_time
 
 app = typer.Typer(
     rich_markup_mode="markdown",
@@ -106,6 +105,8 @@ def create_key(
         if project is not None:
             body["project"] = project
         if expires_at is not None:
+            from lumora_ota.domain.manifest import iso_time
+
             body["expiresAt"] = iso_time(expires_at)
         with open_api(server, api_key) as api:
             created = api.post("/keys", body)

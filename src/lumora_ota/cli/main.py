@@ -3,48 +3,110 @@
 Every failure ends as one ``error: <message>`` line on stderr: ``CliError`` (API and input
 problems) exits 1, usage errors exit 2, and anything unexpected exits 1 too, without
 a traceback unless ``LUMORA_DEBUG`` is set.
+
+Commands are loaded lazily: ``lumora publish`` imports the publish module and what it needs,
+not every command's (``keys`` alone pulls in the domain layer, ``serve`` the settings).
+``lumora --help`` loads them all, to list them with their help.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+from collections.abc import Iterator, MutableMapping
+from typing import Any, Final
 
 import typer
+from typer import _click  # Typer's vendored Click: the types its groups are built from
+from typer.core import TyperGroup
 from typer.exceptions import Abort, TyperException
 
-from lumora_ota.cli import (
-    codesigning,
-    deployments,
-    embedded,
-    keys,
-    projects,
-    updates,
-)
-from lumora_ota.cli.account import configure, whoami
 from lumora_ota.cli.errors import CliError, one_line
-from lumora_ota.cli.publish import publish
-from lumora_ota.cli.serve import serve
+
+MARKUP: Final = "markdown"
+
+# Every top-level command, in the order ``lumora --help`` lists them: the module and the
+# attribute holding it, a Typer app (a group of commands) or a command function.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("lumora_ota.cli.serve", "serve"),
+    "publish": ("lumora_ota.cli.publish", "publish"),
+    "configure": ("lumora_ota.cli.account", "configure"),
+    "whoami": ("lumora_ota.cli.account", "whoami"),
+    "projects": ("lumora_ota.cli.projects", "app"),
+    "deployments": ("lumora_ota.cli.deployments", "app"),
+    "updates": ("lumora_ota.cli.updates", "app"),
+    "keys": ("lumora_ota.cli.keys", "app"),
+    "codesigning": ("lumora_ota.cli.codesigning", "app"),
+    "embedded": ("lumora_ota.cli.embedded", "app"),  # delta updates: embedded bundles (#10)
+}
+
+
+def load_command(name: str) -> _click.Command:
+    """Import top-level command ``name`` and build its Click command, as ``add_typer`` or
+    ``app.command`` on the root app would have."""
+    module_name, attribute = COMMANDS[name]
+    target = getattr(importlib.import_module(module_name), attribute)
+    if isinstance(target, typer.Typer):
+        return typer.main.get_group(target)
+    single = typer.Typer(rich_markup_mode=MARKUP, add_completion=False)
+    single.command(name)(target)
+    return typer.main.get_command(single)
+
+
+class LazyCommands(MutableMapping[str, _click.Command]):
+    """A group's ``commands``: names known up front, each command built on first use."""
+
+    def __init__(self, loaded: MutableMapping[str, _click.Command]) -> None:
+        self._loaded = dict(loaded)
+        self._names = [*COMMANDS, *(n for n in loaded if n not in COMMANDS)]
+
+    def __getitem__(self, name: str) -> _click.Command:
+        if name not in self._loaded:
+            if name not in COMMANDS:
+                raise KeyError(name)
+            self._loaded[name] = load_command(name)
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: _click.Command) -> None:
+        if name not in self._names:
+            self._names.append(name)
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        self._names.remove(name)
+        self._loaded.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._names))
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+
+class LazyGroup(TyperGroup):
+    """The root group: lists every command without importing it (typo suggestions too),
+    and imports one only when it runs or its help is shown."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.commands = LazyCommands(self.commands)
+
+    def list_commands(self, ctx: _click.Context) -> list[str]:
+        return list(self.commands)  # names only (TyperGroup's would build every command)
+
 
 app = typer.Typer(
-    rich_markup_mode="markdown",
+    cls=LazyGroup,
+    rich_markup_mode=MARKUP,
     name="lumora",
     help="Lumora OTA: publish and manage over-the-air updates, or run the server.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.command("serve")(serve)
-app.command("publish")(publish)
-app.command("configure")(configure)
-app.command("whoami")(whoami)
-app.add_typer(projects.app)
-app.add_typer(deployments.app)
-app.add_typer(updates.app)
-app.add_typer(keys.app)
-app.add_typer(codesigning.app)
-app.add_typer(embedded.app)  # delta updates: embedded bundles (#10)
-# The seed's spelling of ``lumora configure``.
-updates.app.command("configure")(configure)
 
 
 @app.callback()

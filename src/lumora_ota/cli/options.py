@@ -6,13 +6,15 @@ environment" is Click's job and "environment over config file" is ``resolve_conf
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lumora_ota.cli.api import LumoraApi
 from lumora_ota.cli.config import CliConfig, resolve_config
 from lumora_ota.cli.errors import CliError
+
+if TYPE_CHECKING:
+    from lumora_ota.cli.api import LumoraApi
 
 CONNECTION_PANEL = "Connection"
 
@@ -52,7 +54,13 @@ YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for con
 
 
 def open_api(server: str | None, api_key: str | None) -> LumoraApi:
-    """A client for the server and key chosen by flags, environment and config file."""
+    """A client for the server and key chosen by flags, environment and config file.
+
+    The client module (and with it httpx) is imported here, not at start-up, so commands
+    that never reach a server, and ``--help``, do not pay for it.
+    """
+    from lumora_ota.cli.api import LumoraApi
+
     config = resolve_config(CliConfig(server=server, api_key=api_key))
     assert config.server is not None  # resolve_config always supplies a default server
     return LumoraApi(config.server, config.api_key)

@@ -1,28 +1,36 @@
-"""How commands talk to the terminal: Rich tables for people, plain JSON for scripts."""
+"""How commands talk to the terminal: Rich tables for people, plain JSON for scripts.
+
+Rich's console and tables are imported by the functions that draw them, not when a command
+module loads: ``--json`` output needs neither.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich import box
-from rich.console import Console
 from rich.filesize import decimal
-from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 ID_COLUMNS = frozenset({"id", "update id", "update"})
 
 
 def stdout_console() -> Console:
     """A console on stdout (the command's result)."""
+    from rich.console import Console
+
     return Console(highlight=False, soft_wrap=False)
 
 
 def stderr_console() -> Console:
     """A console on stderr (progress, notes), so stdout stays clean for pipes."""
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False)
 
 
@@ -39,6 +47,9 @@ def print_table(
 
     Id columns never wrap, so ids can be copied whole; other cells wrap when space is short.
     """
+    from rich import box
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for column in columns:
         if column in ID_COLUMNS:
@@ -52,6 +63,8 @@ def print_table(
 
 def print_fields(pairs: Iterable[tuple[str, Any]], *, title: str | None = None) -> None:
     """A two-column "field: value" table for one object."""
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left", show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column(overflow="fold")

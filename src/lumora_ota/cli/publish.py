@@ -5,19 +5,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
-from lumora_ota.cli.api import LumoraApi
 from lumora_ota.cli.errors import CliError
 from lumora_ota.cli.options import (
     ApiKeyOption,
@@ -45,6 +36,9 @@ from lumora_ota.cli.publish_plan import (
     plan_publish,
     publish_request,
 )
+
+if TYPE_CHECKING:
+    from lumora_ota.cli.api import LumoraApi
 
 MISSING_BATCH = 10_000
 
@@ -186,6 +180,16 @@ def _upload(
 ) -> None:
     if not digests:
         return
+    # Only here: a re-publish (nothing to upload) never loads the progress bar.
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     total = sum(d.size for d in digests)
     console = stderr_console()
     with Progress(

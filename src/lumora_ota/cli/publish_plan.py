@@ -17,6 +17,7 @@ Everything here is pure except reading the directory; hashing lives in ``digest_
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import mimetypes
@@ -31,11 +32,9 @@ PLATFORMS = ("ios", "android", "web")
 ALL_PLATFORMS = "all"
 LAUNCH_CONTENT_TYPE = "application/javascript"
 FALLBACK_CONTENT_TYPE = "application/octet-stream"
-HASH_CHUNK_BYTES = 1024 * 1024
 
 # Python's built-in table (not the host's /etc/mime.types, so results do not vary by
-# machine), corrected where Expo clients expect other names.
-_MIME = mimetypes.MimeTypes()
+# machine; see ``_builtin_types``), corrected where Expo clients expect other names.
 _CONTENT_TYPE_OVERRIDES = {
     ".js": "application/javascript",
     ".mjs": "application/javascript",
@@ -102,8 +101,15 @@ def content_type_for(file_extension: str) -> str:
     ext = file_extension.lower()
     if ext in _CONTENT_TYPE_OVERRIDES:
         return _CONTENT_TYPE_OVERRIDES[ext]
-    guessed, _encoding = _MIME.guess_type(f"file{ext}", strict=False)
+    guessed, _encoding = _builtin_types().guess_type(f"file{ext}", strict=False)
     return guessed or FALLBACK_CONTENT_TYPE
+
+
+@functools.cache
+def _builtin_types() -> mimetypes.MimeTypes:
+    # Made on first use: building it reads the host's tables too (mimetypes.init), which
+    # commands that never publish, and ``--help``, need not pay for.
+    return mimetypes.MimeTypes()
 
 
 def plan_publish(
@@ -290,13 +296,10 @@ def digest_files(paths: Iterable[Path]) -> dict[Path, FileDigest]:
     for path in paths:
         if path in digests:
             continue
-        hasher = hashlib.sha256()
-        size = 0
         try:
             with path.open("rb") as fh:
-                while chunk := fh.read(HASH_CHUNK_BYTES):
-                    hasher.update(chunk)
-                    size += len(chunk)
+                hasher = hashlib.file_digest(fh, "sha256")
+                size = fh.tell()  # the bytes hashed: file_digest reads to the end
         except OSError as exc:
             raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
         digests[path] = FileDigest(hasher.hexdigest(), size)

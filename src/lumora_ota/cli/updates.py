@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from lumora_ota.cli.account import configure
 from lumora_ota.cli.embedded import delta_fields
 from lumora_ota.cli.errors import CliError
 from lumora_ota.cli.options import (
@@ -322,3 +323,7 @@ def _items(page: Any) -> list[dict[str, Any]]:
 def _short_json(value: Any, limit: int = 400) -> str:
     text = json.dumps(value, separators=(",", ":"))
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# The seed's spelling of ``lumora configure``.
+app.command("configure")(configure)
