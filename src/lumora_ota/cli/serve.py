@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
+from lumora_ota.server.launch import LOG_LEVELS, SERVERS, command
 from lumora_ota.settings import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, Settings
-
-APP_FACTORY = "lumora_ota.server.app:create_app_from_env"
 
 
 def _export(settings: Settings) -> None:
@@ -62,6 +62,9 @@ def serve(
     """Run the update server.
 
     Example: lumora serve --port 3002 --data-dir ./.lumora
+
+    The process then replaces itself with ``python -m lumora_ota.server.launch`` (see there):
+    a small supervisor that does not carry the CLI's modules into the server.
     """
     settings = Settings.from_env().with_overrides(
         host=host,
@@ -72,34 +75,41 @@ def serve(
         public_url=public_url,
         asset_base_url=asset_base_url,
     )
+    if server not in SERVERS:
+        raise typer.BadParameter("choose granian or uvicorn", param_hint="--server")
+    log_level = log_level.lower()
+    if log_level not in LOG_LEVELS:
+        raise typer.BadParameter(f"choose one of {', '.join(LOG_LEVELS)}", param_hint="--log-level")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _export(settings)
-    if server == "uvicorn":
-        import uvicorn
-
-        uvicorn.run(
-            APP_FACTORY,
-            factory=True,
+    _migrate(settings)
+    _exec_server(
+        command(
+            server=server,
             host=settings.host,
             port=settings.port,
             workers=workers,
             log_level=log_level,
-            access_log=False,
-            timeout_graceful_shutdown=10,
         )
-        return
-    if server != "granian":
-        raise typer.BadParameter("choose granian or uvicorn", param_hint="--server")
-    from granian.constants import Interfaces
-    from granian.server import Server
+    )
 
-    Server(
-        APP_FACTORY,
-        address=settings.host,
-        port=settings.port,
-        interface=Interfaces.ASGI,
-        workers=workers,
-        factory=True,
-        log_level=log_level,  # type: ignore[arg-type]
-        log_access=False,
-    ).serve()
+
+def _migrate(settings: Settings) -> None:
+    """Migrate once, here, and tell the server processes so (``store.db.migrate``): workers
+    then skip Alembic, and a migration error shows before anything listens."""
+    from lumora_ota.store.db import MIGRATED_ENV, create_db_engine, migrate, migration_stamp
+
+    os.environ.pop(MIGRATED_ENV, None)
+    engine = create_db_engine(settings.resolved_database_url)
+    try:
+        migrate(engine)
+        os.environ[MIGRATED_ENV] = migration_stamp(engine)
+    finally:
+        engine.dispose()
+
+
+def _exec_server(argv: list[str]) -> NoReturn:
+    """Become the lean server supervisor (same PID: signals and process trees are unchanged)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)  # noqa: S606 - our own interpreter, fixed argv
