@@ -191,6 +191,35 @@ def test_newest_device_observation_wins(engine: Engine, request: pytest.FixtureR
     assert report(engine, pid, update_id=ios)["totals"]["activeDevices"]["1d"] == 1
 
 
+def test_flushed_device_days_and_facts_stay_out_of_later_batches(
+    engine: Engine, request: pytest.FixtureRequest
+) -> None:
+    pid, (ios, _android) = make_project(engine, f"seen-{request.node.callspec.id}")
+    rec = recorder(engine)
+
+    def check(device: str) -> None:
+        rec.record_check(
+            project_id=pid,
+            channel="production",
+            platform="ios",
+            served_update_id=None,
+            device_id=device,
+            current_update_id=ios,
+            embedded_update_id="e",
+        )
+
+    check("d1")
+    # checks counter, device, device day and the three running facts
+    assert rec.pending == 6 and rec.flush() == 6
+    check("d1")  # the same device, day and facts again: only the counter and the device
+    assert rec.pending == 2
+    check("d2")  # a new device brings its own device day and facts
+    assert rec.pending == 2 + 1 + 1 + 3
+    rec.flush()
+    totals = report(engine, pid, update_id=ios)["totals"]
+    assert totals["activeDevices"]["1d"] == 2
+
+
 def test_failed_flush_keeps_the_batch(tmp_path: Path) -> None:
     eng = create_db_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     rec = StatsRecorder(eng, clock=lambda: NOW)

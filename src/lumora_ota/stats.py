@@ -78,8 +78,11 @@ RUNNING_FACTS: tuple[str, ...] = ("download", "install", "launch_success")
 EVENT_TIME_PAST = timedelta(days=30)
 EVENT_TIME_FUTURE = timedelta(days=1)
 # Bound on remembered already-flushed facts and device days (keeps re-sent ones out of later
-# batches; the writes ignore duplicates anyway). Each entry costs about 250 bytes, and random
-# device ids fill the set fast: 50,000 keeps it near 12 MB per set.
+# batches; the writes ignore duplicates anyway). They are remembered by ``hash()`` of the key,
+# about 60 bytes an entry (3 MB per full set): keeping the key tuples kept every device id
+# string alive too (about 250 bytes an entry), scattered among short-lived objects, which
+# pinned memory the allocator could otherwise give back. Two keys sharing a 64-bit hash
+# (odds about 1 in 10^14 at this size) would cost one idempotent write being skipped.
 SEEN_FACTS_LIMIT = 50_000
 
 CounterKey = tuple[str, str, str, date, str]  # project, channel, update, day, metric
@@ -171,8 +174,8 @@ class StatsRecorder:
         self._lock = threading.Lock()
         self._batch = StatsBatch.empty()
         self._flush_lock = threading.Lock()
-        self._seen_facts: set[FactKey] = set()
-        self._seen_days: set[DeviceDayKey] = set()
+        self._seen_facts: set[int] = set()  # hash() of FactKey
+        self._seen_days: set[int] = set()  # hash() of DeviceDayKey
         self._task: asyncio.Task[None] | None = None
         self._after_flush: list[FlushHook] = []
         # Process-local running totals, read by /metrics.
@@ -209,7 +212,7 @@ class StatsRecorder:
                 channel, platform, current_update_id, embedded_update_id, now
             )
             dkey = (project_id, day, channel, device_id)
-            if dkey not in self._seen_days:
+            if hash(dkey) not in self._seen_days:
                 batch.device_days.add(dkey)
             if running:
                 for fact in RUNNING_FACTS:
@@ -258,7 +261,7 @@ class StatsRecorder:
 
     def _add_fact(self, key: FactKey, at: datetime) -> None:
         # Caller holds self._lock.
-        if key in self._seen_facts:
+        if hash(key) in self._seen_facts:
             return
         facts = self._batch.facts
         if key not in facts or at < facts[key]:
@@ -299,10 +302,10 @@ class StatsRecorder:
             with self._lock:
                 if len(self._seen_facts) + len(batch.facts) > SEEN_FACTS_LIMIT:
                     self._seen_facts.clear()
-                self._seen_facts.update(batch.facts)
+                self._seen_facts.update(map(hash, batch.facts))
                 if len(self._seen_days) + len(batch.device_days) > SEEN_FACTS_LIMIT:
                     self._seen_days.clear()
-                self._seen_days |= batch.device_days
+                self._seen_days.update(map(hash, batch.device_days))
             for hook in self._after_flush:
                 try:
                     hook(batch)
