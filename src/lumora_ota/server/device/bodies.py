@@ -14,6 +14,7 @@ from typing import Any
 from lumora_ota.domain.manifest import build_manifest, iso_time
 from lumora_ota.domain.model import UpdateRecord
 from lumora_ota.domain.runtime import is_runtime_range
+from lumora_ota.domain.selection import Selection
 from lumora_ota.server.device.cache import DeliveryCache
 from lumora_ota.signing import SigningIdentity
 
@@ -59,6 +60,22 @@ def manifest_body(
         )
 
     return key, cache.memoize(key, build)
+
+
+def selection_key(
+    selection: Selection, requested: str, identity: SigningIdentity | None
+) -> tuple[object, ...]:
+    """What of a selection shapes a device answer: its kind, the served update and the
+    runtime version its manifest states, whether it is mandatory, and the signing key. Device
+    answers are memoized under this plus what the protocol adds (media type, version)."""
+    update = selection.update
+    return (
+        selection.kind,
+        update.id if update is not None else "",
+        manifest_runtime_version(update, requested) if update is not None else "",
+        selection.is_mandatory,
+        identity.keyid if identity is not None else "",
+    )
 
 
 def rollback_directive(marker: UpdateRecord) -> dict[str, Any]:

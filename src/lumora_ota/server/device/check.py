@@ -36,7 +36,7 @@ from lumora_ota.server.device.bodies import (
     directive_body,
     dump_json,
     manifest_body,
-    manifest_runtime_version,
+    selection_key,
     signature_for,
 )
 from lumora_ota.server.device.cache import DeliveryCache
@@ -143,15 +143,7 @@ class CheckResponder:
             identity = await required_identity(cache, project_id)
         selection_req = body.selection_request()
         selection = await select_for_device(cache, project_id, selection_req)
-        update = selection.update
-        key = (
-            "check-answer",
-            selection.kind,
-            update.id if update is not None else "",
-            manifest_runtime_version(update, selection_req.runtime_version) if update else "",
-            selection.is_mandatory,
-            identity.keyid if identity is not None else "",
-        )
+        key = ("check-answer", *selection_key(selection, selection_req.runtime_version, identity))
         answer = cache.memoize(
             key, lambda: self._build_answer(selection, selection_req.runtime_version, identity)
         )

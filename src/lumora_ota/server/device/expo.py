@@ -37,7 +37,7 @@ from lumora_ota.server.device.bodies import (
     directive_body,
     dump_json,
     manifest_body,
-    manifest_runtime_version,
+    selection_key,
     signature_for,
 )
 from lumora_ota.server.device.cache import DeliveryCache
@@ -221,16 +221,12 @@ class ExpoResponder:
     ) -> DeviceAnswer:
         """The HTTP answer for ``selection`` (see the module table), built once per
         generation for each distinct combination that shapes it."""
-        update = selection.update
         key = (
             "expo-answer",
-            selection.kind,
-            update.id if update is not None else "",
-            manifest_runtime_version(update, request.runtime_version) if update else "",
+            *selection_key(selection, request.runtime_version, identity),
             protocol,
             acceptable[0],
             MULTIPART in acceptable,
-            identity.keyid if identity is not None else "",
         )
         return self._cache.memoize(
             key, lambda: self._build_answer(selection, request, protocol, acceptable, identity)
