@@ -334,11 +334,28 @@ def test_edge_answers_are_counted_in_the_request_metrics(edge_app: EdgeApp) -> N
     assert count() == before + 6
 
 
-def test_rate_limits_turn_the_edge_off(tmp_path: Path) -> None:
-    with in_process_app(tmp_path, rate_limit_per_ip="1/1") as (client, _ctx):
-        assert client.app.edge is None
-    with in_process_app(tmp_path / "other") as (client, _ctx):
-        assert client.app.edge is not None
+def test_rate_limits_are_charged_once_whichever_path_answers(tmp_path: Path) -> None:
+    # 3 requests of burst per device: the edge answers some, hands others (an unknown
+    # project's 404) to the application, and refuses the fourth; none is charged twice.
+    with in_process_app(tmp_path, rate_limit_per_client="0.001/3") as (client, _ctx):
+        edge = client.app.edge
+        create_project(client, "limited")
+        publish_export(client, "limited", make_export(tmp_path / "export", seed="limits"))
+        device = {**manifest_headers(), "eas-client-id": "device-1"}
+        before = edge.answered
+        first = client.get("/api/v1/expo/limited/manifest", headers=device)
+        second = client.get("/api/v1/expo/ghost/manifest", headers=device)
+        third = client.get("/api/v1/expo/limited/manifest", headers=device)
+        assert [first.status_code, second.status_code, third.status_code] == [200, 404, 200]
+        assert edge.answered == before + 2  # the 404 went through the application
+        refused = client.get("/api/v1/expo/limited/manifest", headers=device)
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) >= 1
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.headers["x-frame-options"] == "DENY"
+        other = {**device, "eas-client-id": "device-2"}
+        assert client.get("/api/v1/expo/limited/manifest", headers=other).status_code == 200
+        assert client.get("/health").status_code == 200  # not a device endpoint
 
 
 header_values = st.one_of(

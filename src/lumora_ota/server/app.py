@@ -28,7 +28,11 @@ from lumora_ota.server import (
 from lumora_ota.server.context import AppContext
 from lumora_ota.server.device.edge import DeviceEdge
 from lumora_ota.server.lifecycle import Lifecycle
-from lumora_ota.server.middleware import DeviceRateLimitMiddleware, SecurityHeadersMiddleware
+from lumora_ota.server.middleware import (
+    DeviceRateLimiter,
+    DeviceRateLimitMiddleware,
+    SecurityHeadersMiddleware,
+)
 from lumora_ota.server.problems import install_problem_handlers
 from lumora_ota.server.request_guard import RequestGuardMiddleware
 from lumora_ota.settings import Settings
@@ -120,18 +124,19 @@ def create_app(settings: Settings) -> LumoraApp:
     openapi_problems.install(app)  # error answers documented as problem+json
     per_ip = RateLimit.parse(settings.rate_limit_per_ip)
     per_client = RateLimit.parse(settings.rate_limit_per_client)
+    limiter = None
     if per_ip or per_client:
-        # Limits apply to every device request: all of them take the middleware stack.
-        app.add_middleware(DeviceRateLimitMiddleware, per_ip=per_ip, per_client=per_client)
-    else:
-        app.edge = DeviceEdge(
-            app.framework,
-            ctx=ctx,
-            expo=responders.expo,
-            check=responders.check,
-            files=responders.files,
-            metrics=ctx.components.get("request_metrics"),
-        )
+        limiter = DeviceRateLimiter(per_ip=per_ip, per_client=per_client)
+        app.add_middleware(DeviceRateLimitMiddleware, limiter=limiter)
+    app.edge = DeviceEdge(
+        app.framework,
+        ctx=ctx,
+        expo=responders.expo,
+        check=responders.check,
+        files=responders.files,
+        metrics=ctx.components.get("request_metrics"),
+        limiter=limiter,
+    )
     app.add_middleware(RequestGuardMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
     return app

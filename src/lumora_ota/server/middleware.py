@@ -58,29 +58,23 @@ def _client_id(scope: Scope) -> str | None:
     return None
 
 
-class DeviceRateLimitMiddleware:
-    """429 with ``Retry-After`` when a device (by client id) or an IP exceeds its limit.
-
-    Only device endpoints are limited; the management API has keys and audit instead.
-    """
+class DeviceRateLimiter:
+    """Token buckets per device (client id) and per IP, for device endpoints only; the
+    management API has keys and audit instead."""
 
     def __init__(
         self,
-        app: ASGIApp,
         *,
         per_ip: RateLimit | None,
         per_client: RateLimit | None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.app = app
         self.clock = clock
         self.ip_buckets = TokenBuckets(per_ip) if per_ip else None
         self.client_buckets = TokenBuckets(per_client) if per_client else None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(DEVICE_PATH_PREFIXES):
-            await self.app(scope, receive, send)
-            return
+    def take(self, scope: Scope) -> float:
+        """Spend a token for this request: 0 when allowed, else the seconds to wait."""
         now = self.clock()
         wait = 0.0
         if self.client_buckets is not None:
@@ -90,6 +84,36 @@ class DeviceRateLimitMiddleware:
         if wait == 0.0 and self.ip_buckets is not None:
             ip = (scope.get("client") or ("unknown", 0))[0]
             wait = self.ip_buckets.take(ip, now)
+        return wait
+
+
+# Set by the device edge on a request it already charged (the seconds to wait, 0 when
+# allowed), so the middleware answers from that instead of charging the request twice.
+RATE_LIMIT_SCOPE_KEY = "lumora.rate_limit_wait"
+
+
+def is_device_request(scope: Scope) -> bool:
+    """Whether an HTTP request goes to a device endpoint (the ones rate limits cover)."""
+    if scope["type"] != "http":
+        return False
+    path: str = scope["path"]
+    return path.startswith(DEVICE_PATH_PREFIXES)
+
+
+class DeviceRateLimitMiddleware:
+    """429 with ``Retry-After`` when a device (by client id) or an IP exceeds its limit."""
+
+    def __init__(self, app: ASGIApp, *, limiter: DeviceRateLimiter) -> None:
+        self.app = app
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not is_device_request(scope):
+            await self.app(scope, receive, send)
+            return
+        wait = scope.get(RATE_LIMIT_SCOPE_KEY)
+        if wait is None:
+            wait = self.limiter.take(scope)
         if wait > 0:
             await _too_many_requests(send, wait, scope["path"])
             return

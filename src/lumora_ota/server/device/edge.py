@@ -21,8 +21,9 @@ Everything else goes to the application unchanged: a browser request (``Origin``
 applies), a query string, a HEAD or Range request, a delta-patch negotiation, an object
 store, a request the guards refuse (NUL, oversized headers) — and every error: a responder
 that raises (a problem document, or a bug) makes the edge hand the request over untouched
-(a check's body replayed), and the application answers it as it always has. Turning on rate
-limits turns the edge off.
+(a check's body replayed), and the application answers it as it always has. With rate limits
+on, the edge charges each device request once and hands a refused one to the application,
+whose rate-limit middleware answers 429 from that outcome.
 """
 
 from __future__ import annotations
@@ -45,7 +46,12 @@ from lumora_ota.server.device.expo import ExpoResponder
 from lumora_ota.server.device.patches import full_asset_vary, patch_index
 from lumora_ota.server.management.guards import parse_json_body
 from lumora_ota.server.metrics import RequestMetrics
-from lumora_ota.server.middleware import API_SECURITY_HEADERS
+from lumora_ota.server.middleware import (
+    API_SECURITY_HEADERS,
+    RATE_LIMIT_SCOPE_KEY,
+    DeviceRateLimiter,
+    is_device_request,
+)
 from lumora_ota.server.request_guard import MAX_HEADER_BYTES
 from lumora_ota.store.blobs import FileBlobStore
 
@@ -117,9 +123,11 @@ class DeviceEdge:
         check: CheckResponder,
         files: AssetFiles,
         metrics: RequestMetrics | None,
+        limiter: DeviceRateLimiter | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.app = app
+        self._limiter = limiter
         self._ctx = ctx
         self._expo = expo
         self._check = check
@@ -132,7 +140,17 @@ class DeviceEdge:
         self.answered = 0  # requests the edge answered itself (tests and /metrics read it)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("query_string") or scope.get("root_path"):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self._limiter is not None and is_device_request(scope):
+            # Charged once, here: a refused request, and any the edge hands over, carry the
+            # outcome to the rate-limit middleware, which answers from it (429 + Retry-After).
+            wait = scope[RATE_LIMIT_SCOPE_KEY] = self._limiter.take(scope)
+            if wait > 0:
+                await self.app(scope, receive, send)
+                return
+        if scope.get("query_string") or scope.get("root_path"):
             await self.app(scope, receive, send)
             return
         method = scope["method"]
