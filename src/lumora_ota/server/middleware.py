@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,6 +28,14 @@ DEVICE_PATH_PREFIXES = (
 )
 
 
+def with_security_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``headers`` plus the security headers among ``API_SECURITY_HEADERS`` it lacks."""
+    finished = list(headers)
+    present = {name.lower() for name, _ in finished}
+    finished.extend(h for h in API_SECURITY_HEADERS if h[0] not in present)
+    return finished
+
+
 class SecurityHeadersMiddleware:
     """Adds nosniff, no-referrer and frame denial to every response that lacks them."""
 
@@ -41,10 +49,7 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {name.lower() for name, _ in headers}
-                headers.extend(h for h in API_SECURITY_HEADERS if h[0] not in present)
-                message["headers"] = headers
+                message["headers"] = with_security_headers(message.get("headers", ()))
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -169,14 +169,6 @@ def bump_delivery_revision(session: Session) -> None:
     )
 
 
-def read_delivery_revision(engine: Engine) -> int:
-    """The current delivery revision (one cheap read)."""
-    with engine.connect().execution_options(readonly=True) as conn:
-        value = conn.execute(text("SELECT revision FROM delivery_state WHERE id = 1")).scalar()
-        conn.rollback()
-    return int(value or 0)
-
-
 def bump_patch_revision(session: Session) -> None:
     """Mark every server's patch index stale (delta patches were recorded); call inside the
     transaction that recorded them. Leaves the delivery revision, hence the delivery caches,

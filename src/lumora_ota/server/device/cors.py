@@ -6,15 +6,13 @@ app for device paths alone.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-DEVICE_PATH_PREFIXES = (
-    "/api/v1/expo/",
-    "/api/v1/updates/check",
-    "/api/v1/assets/",
-    "/api/v1/events",
-)
+from lumora_ota.server.middleware import DEVICE_PATH_PREFIXES
+
 # Headers a web client needs to read from device answers.
 EXPOSED_HEADERS = [
     "expo-protocol-version",
@@ -65,14 +63,18 @@ def _vary_on_origin(send: Send) -> Send:
 
     async def send_varying(message: Message) -> None:
         if message["type"] == "http.response.start":
-            headers = list(message.get("headers", ()))
-            for i, (name, value) in enumerate(headers):
-                if name.lower() == b"vary":
-                    headers[i] = (name, value + b", Origin")
-                    break
-            else:
-                headers.append((b"vary", b"Origin"))
-            message["headers"] = headers
+            message["headers"] = vary_on_origin(message.get("headers", ()))
         await send(message)
 
     return send_varying
+
+
+def vary_on_origin(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``headers`` with ``Origin`` added to ``vary`` (or a ``vary: Origin`` header)."""
+    varied = list(headers)
+    for i, (name, value) in enumerate(varied):
+        if name.lower() == b"vary":
+            varied[i] = (name, value + b", Origin")
+            return varied
+    varied.append((b"vary", b"Origin"))
+    return varied

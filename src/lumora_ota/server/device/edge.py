@@ -42,17 +42,18 @@ from lumora_ota.server.device.assets import (
     record_asset_download,
 )
 from lumora_ota.server.device.check import CheckRequest, CheckResponder
+from lumora_ota.server.device.cors import vary_on_origin
 from lumora_ota.server.device.expo import ExpoResponder
 from lumora_ota.server.device.patches import full_asset_vary, patch_index
 from lumora_ota.server.management.guards import parse_json_body
 from lumora_ota.server.metrics import RequestMetrics
 from lumora_ota.server.middleware import (
-    API_SECURITY_HEADERS,
     RATE_LIMIT_SCOPE_KEY,
     DeviceRateLimiter,
     is_device_request,
+    with_security_headers,
 )
-from lumora_ota.server.request_guard import MAX_HEADER_BYTES
+from lumora_ota.server.request_guard import MAX_HEADER_BYTES, header_bytes
 from lumora_ota.store.blobs import FileBlobStore
 
 EXPO_PREFIX = "/api/v1/expo/"
@@ -74,16 +75,16 @@ def request_headers(scope: Scope) -> dict[str, str] | None:
     """The request's headers by (lowercase) name, first value winning as in Starlette; None
     for a request the edge leaves to the application (``Origin`` present, or headers the
     request guard would refuse)."""
+    if header_bytes(scope) > MAX_HEADER_BYTES:
+        return None
     headers: dict[str, str] = {}
-    total = 0
     for name, value in scope["headers"]:
         if name == b"origin":
             return None
-        total += len(name) + len(value)
         key = name.decode("latin-1")
         if key not in headers:
             headers[key] = value.decode("latin-1")
-    return headers if total <= MAX_HEADER_BYTES else None
+    return headers
 
 
 def is_json_content_type(value: str | None) -> bool:
@@ -98,17 +99,9 @@ def is_json_content_type(value: str | None) -> bool:
 
 def finish_headers(headers: RawHeaders) -> list[tuple[bytes, bytes]]:
     """An answer's headers as the middleware stack would send them for a request without
-    ``Origin``: security headers the answer lacks, and ``Origin`` added to ``vary``."""
-    present = {name for name, _ in headers}
-    finished = list(headers)
-    finished.extend(h for h in API_SECURITY_HEADERS if h[0] not in present)
-    for i, (name, value) in enumerate(finished):
-        if name == b"vary":
-            finished[i] = (name, value + b", Origin")
-            break
-    else:
-        finished.append((b"vary", b"Origin"))
-    return finished
+    ``Origin``: ``Origin`` added to ``vary`` (device CORS), then the security headers the
+    answer lacks."""
+    return with_security_headers(vary_on_origin(headers))
 
 
 class DeviceEdge:
@@ -137,7 +130,7 @@ class DeviceEdge:
         self._clock = clock
         self._max_json_bytes = ctx.settings.max_json_bytes
         self._finished: dict[RawHeaders, list[tuple[bytes, bytes]]] = {}
-        self.answered = 0  # requests the edge answered itself (tests and /metrics read it)
+        self.answered = 0  # requests the edge answered itself (the tests read it)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

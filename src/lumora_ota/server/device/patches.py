@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +52,7 @@ from lumora_ota.domain.delta import (
     patch_object_name,
 )
 from lumora_ota.server.context import AppContext
+from lumora_ota.server.device.memory import BytesLRU
 from lumora_ota.server.device.negotiation import acceptable_encodings
 from lumora_ota.store.blobs import VARIANTS, BlobStore
 from lumora_ota.store.models import Blob, Channel, DeltaPatch, EmbeddedBundle, Update, UpdateAsset
@@ -143,26 +143,19 @@ class PatchBodies:
 
     def __init__(self, blobs: BlobStore, limit: int = MAX_BODY_CACHE_BYTES) -> None:
         self._blobs = blobs
-        self._limit = limit
-        self._items: OrderedDict[str, bytes] = OrderedDict()
-        self._bytes = 0
+        self._items: BytesLRU[str, bytes] = BytesLRU(limit)
 
     async def get(self, name: str) -> bytes | None:
         """The object's bytes (read once from the store), None when it cannot be read."""
         body = self._items.get(name)
         if body is not None:
-            self._items.move_to_end(name)
             return body
         try:
             body = await run_in_threadpool(self._blobs.read_bytes, name)
         except Exception:
             log.warning("patch object %s cannot be read", name, exc_info=True)
             return None
-        self._items[name] = body
-        self._bytes += len(body)
-        while self._bytes > self._limit and len(self._items) > 1:
-            _, dropped = self._items.popitem(last=False)
-            self._bytes -= len(dropped)
+        self._items.put(name, body, len(body))
         return body
 
 
