@@ -8,7 +8,9 @@ tells which requests it answered itself and which it handed over.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device_helpers import in_process_app
-from harness import create_project, make_export, publish_dir, publish_export
+from device_helpers import expo_headers, in_process_app, new_project, publish_small
+from harness import ServerProcess, create_project, make_export, publish_dir, publish_export
 from lumora_ota.server.device.edge import finish_headers, is_json_content_type, request_headers
 from lumora_ota.server.device.memory import BytesLRU
 from lumora_ota.signing import generate_signing_identity
@@ -448,3 +450,45 @@ def test_bytes_lru_keeps_the_most_recent_within_its_limit() -> None:
     assert len(lru) == 1 and lru.get("huge") == "H" and lru.size == 50
     lru.put("huge", "H2", 5)  # replacing adjusts the size
     assert lru.size == 5
+
+
+def _edge_answered(http: Any) -> float:
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith("lumora_device_edge_answered_total "):
+            return float(line.split()[1])
+    raise AssertionError("no lumora_device_edge_answered_total in /metrics")
+
+
+def test_a_real_server_answers_device_requests_at_the_edge(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    # granian, as `lumora serve` runs it: the edge answers, pathsend included, and counts.
+    slug = new_project(server, uuid.uuid4().hex[:8], prefix="edge")
+    ios = publish_small(server, slug, tmp_path)["ios"]
+    launch = f"/api/v1/assets/{ios['launchAsset']['sha256']}.js"
+    with server.anon() as http:
+        assert http.get(f"/api/v1/expo/{slug}/manifest", headers=expo_headers()).status_code == 200
+        before = _edge_answered(http)
+        manifest = http.get(f"/api/v1/expo/{slug}/manifest", headers=expo_headers())
+        check = http.post(
+            "/api/v1/updates/check",
+            json={"projectId": slug, "platform": "ios", "runtimeVersion": "1", "deviceId": "d"},
+        )
+        asset = http.get(launch)
+        assert (manifest.status_code, check.status_code, asset.status_code) == (200, 200, 200)
+        assert check.json()["manifest"]["id"] == ios["id"]
+        assert hashlib.sha256(asset.content).hexdigest() == ios["launchAsset"]["sha256"]
+        assert (
+            manifest.headers["vary"] == "Origin" and manifest.headers["x-frame-options"] == "DENY"
+        )
+        assert _edge_answered(http) == before + 3
+        # Left to the application: a browser's request (CORS) and an error.
+        browser = http.get(
+            f"/api/v1/expo/{slug}/manifest",
+            headers={**expo_headers(), "origin": "https://web.example"},
+        )
+        assert browser.headers["access-control-allow-origin"] == "*"
+        missing = http.get(f"/api/v1/expo/{slug}/manifest", headers=expo_headers(platform="web"))
+        assert missing.status_code == 400
+        assert missing.headers["content-type"] == "application/problem+json"
+        assert _edge_answered(http) == before + 3

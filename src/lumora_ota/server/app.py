@@ -137,6 +137,7 @@ def create_app(settings: Settings) -> LumoraApp:
         metrics=ctx.components.get("request_metrics"),
         limiter=limiter,
     )
+    ctx.components["edge"] = app.edge  # /metrics reads how many requests it answered
     app.add_middleware(RequestGuardMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
     return app

@@ -147,6 +147,14 @@ class ProcessCollector(Collector):
                 value=recorder.pending,
             )
         yield from delivery_metrics(self._ctx.components.get("delivery"))
+        edge = self._ctx.components.get("edge")
+        answered = getattr(edge, "answered", None)
+        if isinstance(answered, int):
+            yield CounterMetricFamily(
+                "lumora_device_edge_answered",
+                "Device requests answered by the device edge, ahead of the framework.",
+                value=answered,
+            )
 
 
 def delivery_metrics(delivery: Any) -> Iterator[Metric]:

@@ -130,7 +130,7 @@ class DeviceEdge:
         self._clock = clock
         self._max_json_bytes = ctx.settings.max_json_bytes
         self._finished: dict[RawHeaders, list[tuple[bytes, bytes]]] = {}
-        self.answered = 0  # requests the edge answered itself (the tests read it)
+        self.answered = 0  # requests the edge answered itself (/metrics and tests read it)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
