@@ -105,6 +105,31 @@ def test_serve_rejects_bad_options_before_starting(tmp_path: Path, option: str, 
     assert option in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "kind"),
+    [
+        ("LUMORA_ASSET_MEMORY_BYTES", "32MB", "an integer"),
+        ("LUMORA_PATCH_MAX_RATIO", "half", "a number"),
+    ],
+)
+def test_serve_rejects_a_malformed_setting_in_one_line(
+    tmp_path: Path, variable: str, value: str, kind: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUMORA_")}
+    proc = subprocess.run(
+        [lumora_bin(), "serve", "--data-dir", str(tmp_path / "d")],
+        env={**env, variable: value},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"error: {variable} must be {kind}, not {value!r}"
+    assert not (tmp_path / "d").exists()  # refused before anything was created
+
+
 # ---------------------------------------------------------------- migrating once, in the CLI
 
 _MIGRATE_WITH_STAMP = """

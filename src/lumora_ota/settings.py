@@ -4,22 +4,38 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3002
 DEFAULT_DATA_DIR = ".lumora"
 
 
-def _env_int(name: str, default: int) -> int:
+class SettingsError(ValueError):
+    """A ``LUMORA_*`` variable holds a value of the wrong kind."""
+
+
+def _env_parsed(name: str, default: T, parse: Callable[[str], T], kind: str) -> T:
     raw = os.environ.get(name)
-    return int(raw) if raw not in (None, "") else default
+    if raw is None or raw == "":
+        return default
+    try:
+        return parse(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be {kind}, not {raw!r}") from None
+
+
+def _env_int(name: str, default: int) -> int:
+    return _env_parsed(name, default, int, "an integer")
 
 
 def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return float(raw) if raw not in (None, "") else default
+    return _env_parsed(name, default, float, "a number")
 
 
 @dataclass(frozen=True)

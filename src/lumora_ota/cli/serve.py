@@ -9,8 +9,15 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from lumora_ota.cli.errors import CliError
 from lumora_ota.server.launch import LOG_LEVELS, SERVERS, command
-from lumora_ota.settings import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, Settings
+from lumora_ota.settings import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    Settings,
+    SettingsError,
+)
 
 
 def _export(settings: Settings) -> None:
@@ -66,7 +73,11 @@ def serve(
     The process then replaces itself with ``python -m lumora_ota.server.launch`` (see there):
     a small supervisor that does not carry the CLI's modules into the server.
     """
-    settings = Settings.from_env().with_overrides(
+    try:
+        from_env = Settings.from_env()
+    except SettingsError as exc:
+        raise CliError(str(exc)) from None
+    settings = from_env.with_overrides(
         host=host,
         port=port,
         data_dir=data_dir,
