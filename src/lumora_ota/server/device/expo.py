@@ -158,7 +158,9 @@ def extensions_body(update: UpdateRecord) -> bytes:
 
 
 class ExpoResponder:
-    """Turns a selection into the protocol's bytes, memoized in the delivery cache."""
+    """Turns a selection into the protocol's bytes. Whole answers are memoized in the delivery
+    cache (``respond``); the parts they are built from (manifest and directive bodies, their
+    signatures) are memoized there too, since the check API shares them."""
 
     def __init__(self, ctx: AppContext, cache: DeliveryCache) -> None:
         self._ctx = ctx
@@ -184,13 +186,9 @@ class ExpoResponder:
         self, update: UpdateRecord, runtime_version: str, identity: SigningIdentity | None
     ) -> bytes:
         """Manifest and extensions parts."""
-        key, body, signature = self._manifest(update, runtime_version, identity)
-        cache_key = ("multipart", *key, signature or "")
-        return self._cache.memoize(
-            cache_key,
-            lambda: self._multipart.build(
-                [("manifest", body, signature), ("extensions", extensions_body(update), None)]
-            ),
+        _, body, signature = self._manifest(update, runtime_version, identity)
+        return self._multipart.build(
+            [("manifest", body, signature), ("extensions", extensions_body(update), None)]
         )
 
     def directive_multipart(
@@ -199,10 +197,7 @@ class ExpoResponder:
         """One directive part: ``rollBackToEmbedded`` for a marker, else ``noUpdateAvailable``."""
         key, body = directive_body(self._cache, marker)
         signature = self._signature(identity, key, body)
-        cache_key = ("multipart", *key, signature or "")
-        return self._cache.memoize(
-            cache_key, lambda: self._multipart.build([("directive", body, signature)])
-        )
+        return self._multipart.build([("directive", body, signature)])
 
     def manifest_json(
         self, update: UpdateRecord, runtime_version: str, identity: SigningIdentity | None
