@@ -104,7 +104,7 @@ def test_patches_from_the_last_bases_are_idempotent(store: Store) -> None:
     target = publish(store, js_bundle(9))
     publish(store, js_bundle(1), channel="staging")  # another stream: never a base
 
-    assert compute_patches(store.blobs, store.sessions, POLICY, target) == 3
+    assert compute_patches(store.blobs, store.sessions, POLICY, [target]) == 3
     recorded = rows(store, target)
     # the two newest distinct bundles (ids[3] and its re-publish share one), not ids[0..1]
     assert set(recorded) == {same_as_last, ids[3], ids[2]}
@@ -114,8 +114,8 @@ def test_patches_from_the_last_bases_are_idempotent(store: Store) -> None:
         patch = store.blobs.read_bytes(patch_object_name(row.target_sha256, row.base_sha256))
         assert len(patch) == row.size and row.useful
         assert bsdiff4.patch(js_bundle(base_version), patch) == new
-    assert compute_patches(store.blobs, store.sessions, POLICY, target) == 0  # idempotent
-    assert compute_patches(store.blobs, store.sessions, POLICY, ids[0]) == 0  # no earlier base
+    assert compute_patches(store.blobs, store.sessions, POLICY, [target]) == 0  # idempotent
+    assert compute_patches(store.blobs, store.sessions, POLICY, [ids[0]]) == 0  # no earlier base
 
 
 def test_a_crash_between_object_and_row_is_repaired_without_recomputing(store: Store) -> None:
@@ -129,7 +129,7 @@ def test_a_crash_between_object_and_row_is_repaired_without_recomputing(store: S
     os.utime(store.blobs.path_for(name), (1_000_000, 1_000_000))
     with store.sessions() as session:
         assert target in updates_without_patches(session)
-    assert compute_patches(store.blobs, store.sessions, POLICY, target) == 1
+    assert compute_patches(store.blobs, store.sessions, POLICY, [target]) == 1
     assert store.blobs.path_for(name).stat().st_mtime == 1_000_000  # reused, not recomputed
     assert set(rows(store, target)) == {base}
     with store.sessions() as session:
@@ -140,7 +140,7 @@ def test_patches_that_do_not_beat_the_full_bundle_are_marked_not_useful(store: S
     rng = random.Random(7)
     publish(store, rng.randbytes(40_000), ext=".png")
     target = publish(store, rng.randbytes(40_000), ext=".png")  # unrelated random bytes
-    assert compute_patches(store.blobs, store.sessions, POLICY, target) == 1
+    assert compute_patches(store.blobs, store.sessions, POLICY, [target]) == 1
     (row,) = rows(store, target).values()
     assert row.useful is False
 
@@ -165,7 +165,7 @@ def test_embedded_bundles_are_bases_too(store: Store) -> None:
     target = publish(store, js_bundle(5))
     with store.sessions() as session:
         assert stream_heads(session, store.project_id, "android", "1") == [target]
-    assert compute_patches(store.blobs, store.sessions, POLICY, target) == 1
+    assert compute_patches(store.blobs, store.sessions, POLICY, [target]) == 1
     assert set(rows(store, target)) == {"emb-1"}
 
 
@@ -178,11 +178,11 @@ def test_a_batch_bumps_the_patch_revision_once_and_never_the_delivery_revision(
     assert compute_patches(store.blobs, store.sessions, POLICY, ids[1:]) == 7
     assert revisions(store) == (delivery, patch + 1)
     assert compute_patches(store.blobs, store.sessions, POLICY, ids) == 0  # nothing new
-    assert compute_patches(store.blobs, store.sessions, POLICY, ids[4]) == 0
+    assert compute_patches(store.blobs, store.sessions, POLICY, [ids[4]]) == 0
     assert revisions(store) == (delivery, patch + 1)  # a run that records nothing bumps nothing
     target = publish(store, js_bundle(9))
     delivery, patch = revisions(store)  # the publish bumped the delivery revision
-    assert compute_patches(store.blobs, store.sessions, POLICY, target) == 2
+    assert compute_patches(store.blobs, store.sessions, POLICY, [target]) == 2
     assert revisions(store) == (delivery, patch + 1)
 
 

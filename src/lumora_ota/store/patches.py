@@ -248,12 +248,12 @@ def compute_patches(
     blobs: BlobStore,
     sessions: sessionmaker[Session],
     policy: PatchPolicy,
-    update_ids: str | Iterable[str],
+    update_ids: Iterable[str],
     *,
     stop: Callable[[], bool] | None = None,
 ) -> int:
-    """Compute and record the patches toward one update or a batch of them; returns how many
-    rows it added.
+    """Compute and record the patches toward a batch of updates; returns how many rows it
+    added.
 
     The rows of the whole batch are recorded together, with a single patch-revision bump
     (none when nothing was added), so server processes reload their patch index once per
@@ -262,7 +262,7 @@ def compute_patches(
     When ``stop()`` turns true (shutdown) the updates not started are left for the next
     catch-up, and what was computed so far is recorded.
     """
-    batch = [update_ids] if isinstance(update_ids, str) else list(dict.fromkeys(update_ids))
+    batch = list(dict.fromkeys(update_ids))  # each once, in order
     rows: list[dict[str, Any]] = []
     for update_id in batch:
         if stop is not None and stop():
