@@ -6,21 +6,27 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
+from sqlalchemy.orm import Session
 
 from delta_helpers import launch_path, updates_by_platform, wait_for_patch
 from device_helpers import expo_headers, in_process_app
 from harness import create_project, make_export, publish_export
 from lumora_ota.domain.selection import SelectionRequest
-from lumora_ota.server.device.cache import DeliveryCache, revisions_set
+from lumora_ota.server.device.cache import DeliveryCache
 from lumora_ota.server.device.delivery import select_for_device
 from lumora_ota.server.device.patches import PATCH_INDEX
-from lumora_ota.store.db import read_revisions
+from lumora_ota.store.db import (
+    bump_delivery_revision,
+    bump_patch_revision,
+    make_session_factory,
+    read_revisions,
+)
 
 
 @pytest.fixture
@@ -93,25 +99,26 @@ def test_candidates_carry_no_assets_but_the_served_update_does(
     assert len(served.assets) == len(ios["assets"])
 
 
-@pytest.mark.parametrize(
-    ("statement", "expected"),
-    [
-        ("UPDATE delivery_state SET revision=(delivery_state.revision + ?) "
-         "WHERE delivery_state.id = ?", (True, False)),
-        ("UPDATE delivery_state SET patch_revision=(delivery_state.patch_revision + "
-         "%(patch_revision_1)s::BIGINT) WHERE delivery_state.id = %(id_1)s::INTEGER",
-         (False, True)),
-        ("update delivery_state set revision = revision + 1, patch_revision = patch_revision + 1"
-         " where id = 1", (True, True)),
-        ("UPDATE delivery_state SET revision = 7", (True, False)),
-        ("SELECT revision, patch_revision FROM delivery_state WHERE id = 1", (False, False)),
-        ("UPDATE updates SET status=? WHERE updates.id = ?", (False, False)),
-    ],
-)  # fmt: skip
-def test_local_commit_watch_tells_the_two_revisions_apart(
-    statement: str, expected: tuple[bool, bool]
-) -> None:
-    assert revisions_set(statement) == expected
+@pytest.mark.parametrize("store_engine", ["sqlite"], indirect=True)
+def test_local_commits_tell_the_two_revisions_apart(store_engine: Any) -> None:
+    cache = DeliveryCache(store_engine, make_session_factory(store_engine), poll_interval=3600)
+    cache.watch_local_commits()
+    sessions = make_session_factory(store_engine)
+
+    def bump(*bumps: Callable[[Session], None], commit: bool = True) -> tuple[int, int]:
+        before = (cache.invalidations, cache.patch_changes)
+        with sessions() as session:
+            for fn in bumps:
+                fn(session)
+            session.commit() if commit else session.rollback()
+        return cache.invalidations - before[0], cache.patch_changes - before[1]
+
+    # Each counts at the commit and again when the connection goes back to the pool.
+    assert bump(bump_delivery_revision) == (2, 0)
+    assert bump(bump_patch_revision) == (0, 2)
+    assert bump(bump_delivery_revision, bump_patch_revision) == (2, 2)
+    assert bump(bump_delivery_revision, bump_patch_revision, commit=False) == (0, 0)
+    assert bump(lambda s: s.execute(text("SELECT revision FROM delivery_state"))) == (0, 0)
 
 
 def _launch_asset(client: Any, update: dict[str, Any], current: str) -> Any:

@@ -31,6 +31,10 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Set by ``lumora serve`` after it migrated, for the server processes it starts: see ``migrate``.
 MIGRATED_ENV = "LUMORA_SCHEMA_MIGRATED"
 _PG_MIGRATION_LOCK = 0x4C554D4F  # "LUMO"
+# Set in the connection's ``info`` by the bump functions below, so this process can act when
+# that transaction commits (``DeliveryCache.watch_local_commits``) without polling.
+DELIVERY_BUMPED = "lumora_delivery_bumped"
+PATCH_BUMPED = "lumora_patch_bumped"
 
 
 def normalize_database_url(url: str) -> str:
@@ -167,6 +171,7 @@ def bump_delivery_revision(session: Session) -> None:
         .where(DeliveryState.id == 1)
         .values(revision=DeliveryState.revision + 1)
     )
+    session.connection().info[DELIVERY_BUMPED] = True
 
 
 def bump_patch_revision(session: Session) -> None:
@@ -178,6 +183,7 @@ def bump_patch_revision(session: Session) -> None:
         .where(DeliveryState.id == 1)
         .values(patch_revision=DeliveryState.patch_revision + 1)
     )
+    session.connection().info[PATCH_BUMPED] = True
 
 
 def read_revisions(engine: Engine) -> tuple[int, int]:

@@ -10,8 +10,8 @@ A generation is dropped when the delivery revision (``store.db``) changes:
 
 * a background poller reads the revision every ``cache_poll_interval`` seconds, so changes
   made by other server processes sharing the database are served within about that long;
-* changes committed by this process are seen at once: engine events notice a commit whose
-  transaction bumped the revision and drop the generation around that commit.
+* changes committed by this process are seen at once: ``bump_delivery_revision`` marks its
+  connection, and engine events drop the generation around the commit of a marked one.
 
 The same row holds the *patch revision*, bumped when delta patches are recorded. It is read by
 the same poll (and noticed on local commits the same way) but drops nothing here: it only
@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import re
 import time
 from array import array
 from collections import OrderedDict
@@ -51,7 +50,7 @@ from lumora_ota.domain.model import UpdateKind, UpdateRecord, UpdateStatus
 from lumora_ota.domain.runtime import runtime_matches
 from lumora_ota.domain.selection import IndexedCandidates
 from lumora_ota.signing import SigningError, SigningIdentity, load_signing_identity
-from lumora_ota.store.db import read_revisions
+from lumora_ota.store.db import DELIVERY_BUMPED, PATCH_BUMPED, read_revisions
 from lumora_ota.store.models import Channel, Project, SigningKey, Update
 from lumora_ota.store.repository import to_record
 
@@ -66,26 +65,8 @@ MAX_RUNTIME_LISTS = 4096
 MAX_BODIES = 8192
 # Full records (with assets) of served updates: devices are served a channel's newest few.
 MAX_FULL_UPDATES = 512
-_BUMP_FLAG = "lumora_delivery_bumped"
 _COMMITTED_FLAG = "lumora_delivery_bump_committed"
-_PATCH_BUMP_FLAG = "lumora_patch_bumped"
 _PATCH_COMMITTED_FLAG = "lumora_patch_bump_committed"
-_STATE_UPDATE = "UPDATE DELIVERY_STATE"
-_SETS_REVISION = re.compile(r"\bREVISION\s*=")
-_SETS_PATCH_REVISION = re.compile(r"\bPATCH_REVISION\s*=")
-_WHERE = re.compile(r"\sWHERE\s")
-
-
-def revisions_set(statement: str) -> tuple[bool, bool]:
-    """Whether a statement bumps (the delivery revision, the patch revision)."""
-    head = statement.lstrip()
-    if head[: len(_STATE_UPDATE)].upper() != _STATE_UPDATE:
-        return False, False
-    assignments = _WHERE.split(head.upper(), maxsplit=1)[0]
-    patch = _SETS_PATCH_REVISION.search(assignments) is not None
-    # Anything else that writes the row counts as a delivery bump, as it always did.
-    delivery = not patch or _SETS_REVISION.search(assignments) is not None
-    return delivery, patch
 
 
 class BoundedCache(Generic[K, V]):
@@ -289,24 +270,17 @@ class DeliveryCache:
         more when the connection goes back to the pool (after the commit) closes that window.
         """
 
-        def after_cursor_execute(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-            delivery, patch = revisions_set(statement)
-            if delivery:
-                conn.info[_BUMP_FLAG] = True
-            if patch:
-                conn.info[_PATCH_BUMP_FLAG] = True
-
         def on_commit(conn: Any) -> None:
-            if conn.info.pop(_BUMP_FLAG, False):
+            if conn.info.pop(DELIVERY_BUMPED, False):
                 conn.info[_COMMITTED_FLAG] = True
                 self.invalidate()
-            if conn.info.pop(_PATCH_BUMP_FLAG, False):
+            if conn.info.pop(PATCH_BUMPED, False):
                 conn.info[_PATCH_COMMITTED_FLAG] = True
                 self.patches_changed()
 
         def on_rollback(conn: Any) -> None:
-            conn.info.pop(_BUMP_FLAG, None)
-            conn.info.pop(_PATCH_BUMP_FLAG, None)
+            conn.info.pop(DELIVERY_BUMPED, None)
+            conn.info.pop(PATCH_BUMPED, None)
 
         def on_checkin(_dbapi_conn: Any, record: Any) -> None:
             if record is None:
@@ -316,7 +290,6 @@ class DeliveryCache:
             if record.info.pop(_PATCH_COMMITTED_FLAG, False):
                 self.patches_changed()
 
-        event.listen(self._engine, "after_cursor_execute", after_cursor_execute)
         event.listen(self._engine, "commit", on_commit)
         event.listen(self._engine, "rollback", on_rollback)
         event.listen(self._engine.pool, "checkin", on_checkin)
