@@ -24,6 +24,7 @@ from lumora_ota.server.management.deployments import CHANNEL_PATTERN
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel, store_errors
 from lumora_ota.server.management.updates import Flag, PlatformName, Rollout, update_json
 from lumora_ota.store import repository
+from lumora_ota.store.digests import fill_missing_md5
 from lumora_ota.store.patches import schedule_patches
 from lumora_ota.store.variants import VariantWorker
 
@@ -167,6 +168,13 @@ def publish_updates(
             )
             for platform, files in body.platforms.items()
         },
+    )
+    # Blobs uploaded before the server kept md5s (or by an older process during an upgrade)
+    # get theirs now: every manifest key is the md5 of the file (store/digests.py).
+    fill_missing_md5(
+        session.connection(),
+        ctx.blobs,
+        {a.sha256 for files in spec.platforms.values() for a in files.all_assets()},
     )
     with store_errors():
         updates = repository.publish(session, spec)
