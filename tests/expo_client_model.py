@@ -53,6 +53,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from lumora_ota.client import selection as rules
+
 
 class ModelError(Exception):
     """The client rejects the answer (it keeps running what it runs)."""
@@ -92,17 +94,25 @@ def matches_filters(update: StoredUpdate, filters: Mapping[str, Any] | None) -> 
     return all(not (key in lowered and lowered[key] != value) for key, value in filters.items())
 
 
+def _candidate(update: StoredUpdate) -> rules.Candidate:
+    return rules.Candidate(
+        id=update.id,
+        runtime_version=update.runtime_version,
+        created_at=update.commit_time,
+        failed=update.failed,
+        embedded=update.embedded,
+    )
+
+
 def select_update_to_launch(
     updates: list[StoredUpdate], runtime_version: str, filters: Mapping[str, Any] | None = None
 ) -> StoredUpdate | None:
     """LauncherSelectionPolicyFilterAware (+ the launchable-updates query: failed updates are
-    left out)."""
-    candidates = [
-        u
-        for u in updates
-        if u.runtime_version == runtime_version and matches_filters(u, filters) and not u.failed
-    ]
-    return max(candidates, key=lambda u: u.commit_time, default=None)
+    left out). The runtime and ordering rules are the SDK's own module
+    (``lumora_ota.client.selection``), so the SDK is checked against expo's cases too."""
+    passing = {u.id: u for u in updates if matches_filters(u, filters)}
+    chosen = rules.select_update_to_launch(map(_candidate, passing.values()), runtime_version)
+    return passing[chosen.id] if chosen is not None else None
 
 
 def should_load_new_update(
@@ -115,7 +125,7 @@ def should_load_new_update(
         return False
     if launched is None or not matches_filters(launched, filters):
         return True
-    return new.commit_time > launched.commit_time
+    return rules.should_load_new_update(_candidate(new), _candidate(launched))
 
 
 def should_load_rollback_to_embedded(
@@ -129,7 +139,7 @@ def should_load_rollback_to_embedded(
         return False
     if launched is None or not matches_filters(launched, filters):
         return True
-    return commit_time > launched.commit_time
+    return rules.should_load_rollback_to_embedded(commit_time, _candidate(launched))
 
 
 # ---------------------------------------------------------------- parsing answers
