@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -68,6 +69,18 @@ def export_assets(export: Path, platform: str) -> dict[str, bytes]:
     """The export's images and fonts by Metro hash (the file name under ``assets/``)."""
     meta = json.loads((export / "metadata.json").read_text())["fileMetadata"][platform]
     return {Path(a["path"]).name: (export / a["path"]).read_bytes() for a in meta["assets"]}
+
+
+def fresh_export(export: Path, tmp_path: Path) -> Path:
+    """A copy of ``export`` (in the test's tmp dir) whose bundles are bytes the server has
+    never seen, so nothing about them is precomputed."""
+    copy = tmp_path / f"fresh-{uuid.uuid4().hex}"
+    shutil.copytree(export, copy)
+    meta = json.loads((copy / "metadata.json").read_text())["fileMetadata"]
+    for spec in meta.values():
+        bundle = copy / spec["bundle"]
+        bundle.write_bytes(bundle.read_bytes() + uuid.uuid4().hex.encode())
+    return copy
 
 
 def bare_build(rv: str = "1.0.0") -> EmbeddedBuild:
@@ -400,3 +413,23 @@ def test_updates_stored_before_md5_keys_serve_md5_keys_after_the_migration(
     with srv.anon() as anon:
         assert cycle(dev, anon, manifest_url(srv, "premd5")) == "downloaded"
     assert all(dev.resolve_asset(m) == d for m, d in export_assets(v1, "ios").items())
+
+
+@pytest.mark.parametrize("platform", ["ios", "android"])
+def test_the_launch_asset_is_compressed_right_after_a_publish(
+    server: ServerProcess,
+    admin: httpx.Client,
+    project: str,
+    fixtures_dir: Path,
+    tmp_path: Path,
+    platform: str,
+) -> None:
+    """No window in which devices pay for the raw bundle (1.24 MB instead of ~0.5 MB)."""
+    export = fresh_export(fixtures_dir / "expo-export-sdk58-v1", tmp_path)
+    update = publish(admin, project, export, platforms=(platform,))[platform]
+    with server.anon() as anon:
+        resp = anon.get(update["launchAsset"]["url"], headers={"accept-encoding": "br, gzip"})
+    assert resp.status_code == 200
+    assert resp.headers.get("content-encoding") in ("br", "gzip")
+    assert resp.content == export_bundle(export, platform)  # httpx decoded it
+    assert int(resp.headers["content-length"]) < len(export_bundle(export, platform)) // 2
