@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import bsdiff4
 import httpx
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -288,10 +289,13 @@ class Device:
         platform: str = "ios",
         channel: str = "production",
         code_signing: CodeSigning | None = None,
+        delta: bool = False,
     ) -> None:
         self.platform = platform
         self.channel = channel
         self.code_signing = code_signing
+        self.delta = delta  # expo-updates 55+: launch assets as bsdiff patches (A-IM)
+        self.patches_applied = 0
         self.client_id = str(uuid.uuid4())
         self.install_build(build)
         self.files: dict[str, bytes] = {}
@@ -340,6 +344,9 @@ class Device:
         if self.launched.embedded:
             return self.build.files[self.build.launch_key]
         return self.files[self.launched.launch_key]
+
+    def launched_id_or_none(self) -> str | None:
+        return self.launched.id if self.launched is not None else None
 
     def resolve_asset(self, md5: str) -> bytes | None:
         """expo-asset: the file for Metro asset hash ``md5``, or None (a broken image)."""
@@ -424,11 +431,28 @@ class Device:
             key = str(asset["key"])
             if key in self.files or key in fetched:
                 continue  # expo-updates reuses a stored asset with the same key
-            extra = headers_by_key.get(key) or {}
+            extra = dict(headers_by_key.get(key) or {})
+            is_launch = asset is manifest["launchAsset"]
+            if is_launch and self.delta and self.launched is not None:
+                # FileDownloader: ask for a patch from the running update's bundle.
+                extra.update(
+                    {
+                        "a-im": "bsdiff",
+                        "expo-current-update-id": self.launched.id,
+                        "expo-requested-update-id": str(manifest["id"]),
+                        "expo-embedded-update-id": self.embedded.id,
+                    }
+                )
             resp = client.get(str(asset["url"]), headers={"accept-encoding": "br, gzip", **extra})
-            if resp.status_code != 200:
+            if resp.status_code == 226 and resp.headers.get("im") == "bsdiff":
+                if resp.headers.get("expo-base-update-id") != self.launched_id_or_none():
+                    raise ModelError("patch from another base than the running update")
+                data = bsdiff4.patch(self.launch_bytes(), resp.content)
+                self.patches_applied += 1
+            elif resp.status_code != 200:
                 raise ModelError(f"asset download failed: {resp.status_code} {asset['url']}")
-            data = resp.content
+            else:
+                data = resp.content
             if asset.get("hash") is not None and b64url_sha256(data) != asset["hash"]:
                 raise ModelError(f"asset hash mismatch for {key}")
             fetched[key] = data

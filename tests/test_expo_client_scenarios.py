@@ -24,6 +24,7 @@ from alembic import command
 from cryptography import x509
 
 from conftest import BACKENDS
+from delta_helpers import wait_for_patch
 from device_helpers import new_project
 from expo_client_model import CodeSigning, Device, EmbeddedBuild, run_update_cycle
 from harness import ServerProcess, create_project, publish_dir, publish_export
@@ -433,3 +434,47 @@ def test_the_launch_asset_is_compressed_right_after_a_publish(
     assert resp.headers.get("content-encoding") in ("br", "gzip")
     assert resp.content == export_bundle(export, platform)  # httpx decoded it
     assert int(resp.headers["content-length"]) < len(export_bundle(export, platform)) // 2
+
+
+def test_the_sdk47_pair_moves_devices_and_resolves_its_image(
+    server: ServerProcess,
+    admin: httpx.Client,
+    anon: httpx.Client,
+    project: str,
+    fixtures_dir: Path,
+) -> None:
+    url = manifest_url(server, project)
+    old, new = fixtures_dir / "expo-export-1666629107", fixtures_dir / "expo-export-1674170951"
+    publish(admin, project, old, rv="1")
+    dev = device("1", platform="android")
+    assert cycle(dev, anon, url) == "downloaded"
+    assert dev.launch_bytes() == export_bundle(old, "android")
+    publish(admin, project, new, rv="1")
+    assert cycle(dev, anon, url) == "downloaded"
+    assert dev.launch_bytes() == export_bundle(new, "android")
+    assets = export_assets(new, "android")
+    assert assets and all(dev.resolve_asset(m) == d for m, d in assets.items())
+
+
+def test_a_delta_client_patches_its_way_to_v2_and_back(
+    server: ServerProcess,
+    admin: httpx.Client,
+    anon: httpx.Client,
+    project: str,
+    fixtures_dir: Path,
+) -> None:
+    """expo-updates 55+ asks for the launch asset as a bsdiff patch from what it runs."""
+    url = manifest_url(server, project)
+    v1, v2 = fixtures_dir / "expo-export-sdk58-v1", fixtures_dir / "expo-export-sdk58-v2"
+    first = publish(admin, project, v1)["android"]
+    dev = device(platform="android", delta=True)
+    cycle(dev, anon, url)
+    second = publish(admin, project, v2)["android"]
+    wait_for_patch(admin, second["id"], first["id"])
+    assert cycle(dev, anon, url) == "downloaded"
+    assert dev.patches_applied == 1 and dev.launch_bytes() == export_bundle(v2, "android")
+    assert all(dev.resolve_asset(m) == d for m, d in export_assets(v2, "android").items())
+    # Rolling v2 back republishes v1: the device moves back (patched or in full).
+    assert admin.post(f"/api/v1/updates/{second['id']}/rollback", json={}).status_code == 200
+    assert cycle(dev, anon, url) == "downloaded"
+    assert dev.launch_bytes() == export_bundle(v1, "android")
