@@ -57,29 +57,45 @@ def md5_of_blob(blobs: BlobStore, sha256: str) -> str | None:
 def fill_missing_md5(
     conn: Connection, blobs: BlobStore, sha256s: Collection[str] | None = None
 ) -> int:
-    """Compute ``blobs.md5`` where it is missing (only for ``sha256s`` when given) and copy it
-    to every ``update_assets`` row of those blobs that lacks it; bumps the delivery revision
-    when any manifest changes. Runs inside the caller's transaction; returns the rows fixed."""
+    """Compute ``blobs.md5`` where it is missing and copy it to the ``update_assets`` rows of
+    those blobs that lack it; bumps the delivery revision when any manifest changes.
+
+    With ``sha256s`` (a publish) only those blobs are looked at, and only their rows fixed;
+    without (migration, server start) every blob and row, after a cheap probe finds work.
+    Runs inside the caller's transaction; returns the asset rows fixed.
+    """
     query = select(Blob.sha256).where(Blob.md5.is_(None))
     if sha256s is not None:
         if not sha256s:
             return 0
         query = query.where(Blob.sha256.in_(sorted(set(sha256s))))
-    missing = list(conn.execute(query).scalars())
-    for sha256 in missing:
+    computed: dict[str, str] = {}
+    for sha256 in conn.execute(query).scalars().all():
         md5 = md5_of_blob(blobs, sha256)
         if md5 is None:
             log.warning("blob %s is not in the store; its assets keep a sha256-based key", sha256)
             continue
         conn.execute(update(Blob).where(Blob.sha256 == sha256).values(md5=md5))
-    known = select(Blob.md5).where(Blob.sha256 == UpdateAsset.sha256).scalar_subquery()
-    fixed = conn.execute(
-        update(UpdateAsset)
-        .where(UpdateAsset.md5.is_(None))
-        .where(UpdateAsset.sha256.in_(select(Blob.sha256).where(Blob.md5.is_not(None))))
-        .values(md5=known)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+        computed[sha256] = md5
+    fixed = 0
+    if sha256s is not None:
+        for sha256, md5 in computed.items():
+            fixed += conn.execute(
+                update(UpdateAsset)
+                .where(UpdateAsset.sha256 == sha256, UpdateAsset.md5.is_(None))
+                .values(md5=md5)
+            ).rowcount
+    else:
+        probe = select(UpdateAsset.id).where(UpdateAsset.md5.is_(None)).limit(1)
+        if conn.execute(probe).first() is not None:
+            known = select(Blob.md5).where(Blob.sha256 == UpdateAsset.sha256).scalar_subquery()
+            fixed = conn.execute(
+                update(UpdateAsset)
+                .where(UpdateAsset.md5.is_(None))
+                .where(UpdateAsset.sha256.in_(select(Blob.sha256).where(Blob.md5.is_not(None))))
+                .values(md5=known)
+                .execution_options(synchronize_session=False)
+            ).rowcount
     if fixed:
         conn.execute(
             update(DeliveryState)
