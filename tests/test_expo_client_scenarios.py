@@ -478,3 +478,21 @@ def test_a_delta_client_patches_its_way_to_v2_and_back(
     assert admin.post(f"/api/v1/updates/{second['id']}/rollback", json={}).status_code == 200
     assert cycle(dev, anon, url) == "downloaded"
     assert dev.launch_bytes() == export_bundle(v1, "android")
+
+
+def test_rolling_back_the_republished_update_does_not_bring_the_same_files_back(
+    server: ServerProcess,
+    admin: httpx.Client,
+    anon: httpx.Client,
+    project: str,
+    on_v2: tuple[Device, dict[str, Any], dict[str, Any]],
+) -> None:
+    """v1, v2; roll v2 back (v1 republished); roll that back too: v1's files are as bad, so
+    devices return to the embedded update rather than to v1 under yet another id."""
+    dev, _, v2 = on_v2
+    url = manifest_url(server, project)
+    first = admin.post(f"/api/v1/updates/{v2['id']}/rollback", json={}).json()["replacement"]
+    assert cycle(dev, anon, url) == "downloaded" and dev.running_id == first["id"]
+    second = admin.post(f"/api/v1/updates/{first['id']}/rollback", json={}).json()["replacement"]
+    assert second["kind"] == "rollbackToEmbedded"
+    assert cycle(dev, anon, url) == "rollBackToEmbedded" and dev.launched is dev.embedded

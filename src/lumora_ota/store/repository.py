@@ -43,6 +43,7 @@ KIND_ROLLBACK_TO_EMBEDDED = "rollback_to_embedded"
 STATUS_ACTIVE = "active"
 STATUS_ROLLED_BACK = "rolled_back"
 _IN_CHUNK = 500
+_PREVIOUS_SCAN = 50  # earlier updates a rollback looks through for different files
 
 
 class StoreError(Exception):
@@ -418,12 +419,17 @@ def _stream(update: Update) -> Any:
     )
 
 
+def _launch_sha256(update: Update) -> str | None:
+    return next((a.sha256 for a in update.assets if a.is_launch_asset), None)
+
+
 def rollback(session: Session, update: Update, *, created_by: str | None) -> Update | None:
     """Roll ``update`` back and move the devices that run it to what came before it.
 
     What came before is the newest active update (or roll-back-to-embedded marker) of the
     same channel, platform and runtime version published before ``update`` with a rollout
-    above 0. It is republished as a new update (new id, ``createdAt`` now, rollout 100), as
+    above 0 and another launch asset (earlier copies of the same bundle are as bad). It is
+    republished as a new update (new id, ``createdAt`` now, rollout 100), as
     EAS does, because expo-updates ignores an update older than the one it runs; a marker,
     or nothing at all, gives a new roll-back-to-embedded marker instead. Returns that new
     update or marker, or None when nothing needs to move: ``update`` was rolled back already,
@@ -440,14 +446,19 @@ def rollback(session: Session, update: Update, *, created_by: str | None) -> Upd
     ).first()
     if newer is not None:
         return None
-    previous = session.scalars(
+    # The same files published earlier (the update this one republished, say) are as bad.
+    bad_launch = _launch_sha256(update)
+    earlier = session.scalars(
         select(Update)
         .where(_stream(update), Update.status == STATUS_ACTIVE, Update.rollout > 0)
         .where(Update.created_at <= update.created_at)
         .order_by(Update.created_at.desc(), Update.id.desc())
         .options(selectinload(Update.assets))
-        .limit(1)
-    ).first()
+        .limit(_PREVIOUS_SCAN)
+    )
+    previous = next(
+        (u for u in earlier if u.kind != KIND_UPDATE or _launch_sha256(u) != bad_launch), None
+    )
     if previous is None or previous.kind == KIND_ROLLBACK_TO_EMBEDDED:
         return _embedded_marker(session, update, created_by=created_by)
     copy = _copy_update(
