@@ -72,6 +72,7 @@ def _asset_json(asset: AssetRecord, settings: Settings) -> dict[str, Any]:
     return {
         "key": asset.key,
         "sha256": asset.sha256,
+        "md5": asset.md5,  # the manifest key (null only while the server cannot read the blob)
         "hash": b64url_from_hex(asset.sha256),
         "size": asset.size,
         "contentType": asset.content_type,
