@@ -705,3 +705,36 @@ def test_state_file_is_valid_json(h: Harness) -> None:
     state = json.loads((h.data_dir / "state.json").read_text())
     assert state["ready"] is None and state["pending"] == "u1"
     assert state["installed"]["u1"]["launchAsset"] == "main.py"
+
+
+# ---------------------------------------------------------------- binary upgrades (issue 14)
+
+
+@pytest.mark.parametrize("confirmed", [True, False])
+def test_binary_upgrade_launches_the_new_embedded_files(
+    h: Harness, tmp_path: Path, confirmed: bool
+) -> None:
+    """An update installed for runtime 1 never launches in a binary of runtime 1.1: the new
+    binary's embedded files run and the stale update is cleaned up (expo-updates' launcher
+    only considers updates of its own runtime version)."""
+    old = h.manager()
+    h.install(old, "u1", V1)
+    assert h.manager().launch() == h.data_dir / "updates" / "u1"
+    if confirmed:
+        h.manager().mark_launch_successful()
+    new_embedded = tmp_path / "embedded-1.1"
+    new_embedded.mkdir()
+    (new_embedded / "main.py").write_bytes(b"print('1.1')\n")
+    upgraded = UpdateManager(
+        SERVER, "proj", "production", "1.1", "ios", h.data_dir,
+        embedded_dir=new_embedded, fetcher=h.server, on_error=h.errors.append,
+    )  # fmt: skip
+    assert upgraded.launch() == new_embedded
+    assert upgraded.current_update_id is None
+    upgraded.mark_launch_successful()
+    assert not (h.data_dir / "updates" / "u1").exists()
+    assert "u1" not in upgraded.failed_update_ids  # it did not fail; it is just stale
+    # A check from the new binary asks for its own runtime version.
+    upgraded.check_for_update()
+    assert h.server.check_bodies[-1]["runtimeVersion"] == "1.1"
+    assert h.errors == []

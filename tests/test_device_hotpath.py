@@ -124,4 +124,4 @@ def test_other_processes_publishes_are_picked_up(
     with server.client() as client:
         resp = client.post(f"/api/v1/updates/{second['id']}/rollback", json={})
     assert resp.status_code in (200, 201), resp.text
-    eventually(first["id"])
+    eventually(resp.json()["replacement"]["id"])  # the first update, republished

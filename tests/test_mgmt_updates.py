@@ -124,6 +124,16 @@ def test_rollback_marks_rolled_back(
     assert resp.status_code == 200
     assert resp.json()["id"] == update["id"]
     assert resp.json()["status"] == "rolledBack"
+    # Devices running it must move to something newer (expo-updates launches only newer
+    # updates). The update before it has the very same files, as bad, so they return to the
+    # embedded update (tests/test_expo_client_scenarios.py covers earlier, other files).
+    replacement = resp.json()["replacement"]
+    assert replacement["kind"] == "rollbackToEmbedded"
+    assert replacement["sourceUpdateId"] == update["id"]
+    assert replacement["createdAt"] >= update["createdAt"]
+    # Rolling back again moves nothing more.
+    again = c.post(f"/api/v1/updates/{update['id']}/rollback", json={})
+    assert again.status_code == 200 and again.json()["replacement"] is None
     assert c.get(f"/api/v1/updates/{update['id']}").json()["status"] == "rolledBack"
     # The other platform of the group is untouched.
     other = _by_platform(answers[1])["android"]

@@ -148,11 +148,30 @@ def validate_keyid(keyid: str) -> str:
     return keyid
 
 
+def check_validity(certificate: x509.Certificate, now: datetime | None = None) -> None:
+    """SigningError unless ``certificate`` is valid at ``now``: expo-updates refuses
+    signatures under a certificate outside its validity period."""
+    now = now or datetime.now(UTC)
+    if now < certificate.not_valid_before_utc:
+        start = certificate.not_valid_before_utc.isoformat()
+        raise SigningError(f"the certificate is not valid before {start}")
+    if now > certificate.not_valid_after_utc:
+        raise SigningError(
+            f"the certificate expired on {certificate.not_valid_after_utc.isoformat()}"
+        )
+
+
 def load_signing_identity(
-    keyid: str, private_key_pem: bytes | str, certificate_pem: bytes | str
+    keyid: str,
+    private_key_pem: bytes | str,
+    certificate_pem: bytes | str,
+    *,
+    require_valid_now: bool = False,
 ) -> SigningIdentity:
-    """Parse and cross-check a key pair: RSA >= 2048 bits, a code-signing certificate, and a
-    certificate that belongs to the private key."""
+    """Parse and cross-check a key pair as expo-updates would: RSA >= 2048 bits, a
+    code-signing certificate (key usage digitalSignature, extended key usage codeSigning)
+    that belongs to the private key and, with ``require_valid_now`` (when a key pair is
+    imported), is inside its validity period. Raises SigningError naming what is wrong."""
     private_key = load_private_key(private_key_pem)
     certificate = load_certificate(certificate_pem)
     if certificate.public_key() != private_key.public_key():
@@ -161,6 +180,8 @@ def load_signing_identity(
         raise SigningError(
             "the certificate needs key usage digitalSignature and extended key usage codeSigning"
         )
+    if require_valid_now:
+        check_validity(certificate)
     return SigningIdentity(validate_keyid(keyid), private_key, certificate)
 
 

@@ -1,4 +1,4 @@
-"""``lumora codesigning``: make a manifest-signing key pair and turn signing on."""
+"""``lumora codesigning``: make or import a manifest-signing key pair and turn signing on."""
 
 from __future__ import annotations
 
@@ -104,6 +104,77 @@ def generate(
     note(
         f"signing on for {chosen} (keyid {result['keyid']}); wrote {key_path} (keep it"
         f" secret) and {cert_path} (embed it in the app)"
+    )
+
+
+def _read_pem(path: Path, what: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read the {what} {path}: {exc.strerror or exc}") from exc
+    if len(data) > 64 * 1024:
+        raise CliError(f"the {what} {path} is not a PEM file (over 64 KiB)")
+    return data
+
+
+@app.command("import")
+def import_pair(
+    private_key: Annotated[
+        Path, typer.Option("--private-key", help="PEM private key (RSA, at least 2048 bits).")
+    ],
+    certificate: Annotated[
+        Path, typer.Option("--certificate", help="PEM code-signing certificate of that key.")
+    ],
+    keyid: Annotated[
+        str, typer.Option("--keyid", help="Key id: the keyid of the app's codeSigningMetadata.")
+    ] = "main",
+    as_json: JsonOption = False,
+    project: ProjectOption = None,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Turn on manifest signing with a key pair you already have, such as the one
+    `npx expo-updates codesigning:generate` writes (keys/private-key.pem and
+    certs/certificate.pem).
+
+    Checked here first, as expo-updates checks it: an RSA key of at least 2048 bits, a
+    certificate that belongs to it, key usage digitalSignature, extended key usage
+    codeSigning, valid today. Use the keyid your app names in `codeSigningMetadata`.
+
+    Example: lumora codesigning import --project my-app --keyid main
+    --private-key keys/private-key.pem --certificate certs/certificate.pem
+    """
+    chosen = pick_project(project)
+    private_pem = _read_pem(private_key, "private key")
+    cert_pem = _read_pem(certificate, "certificate")
+    # Imported here so the other commands do not pay for loading cryptography.
+    from lumora_ota.signing import SigningError, load_signing_identity
+
+    try:
+        identity = load_signing_identity(keyid, private_pem, cert_pem, require_valid_now=True)
+    except SigningError as exc:
+        raise CliError(f"cannot import the key pair: {exc}") from None
+    with open_api(server, api_key) as api:
+        answer = api.put(
+            f"/projects/{chosen}/signing",
+            {
+                "keyid": keyid,
+                "privateKeyPem": private_pem.decode("ascii", errors="replace"),
+                "certificatePem": cert_pem.decode("ascii", errors="replace"),
+            },
+        )
+    result = {
+        "project": chosen,
+        "keyid": answer.get("keyid", keyid) if isinstance(answer, dict) else keyid,
+        "certificateSubject": identity.certificate.subject.rfc4514_string(),
+        "validUntil": identity.certificate.not_valid_after_utc.isoformat(),
+    }
+    if as_json:
+        print_json(result)
+        return
+    note(
+        f"signing on for {chosen} (keyid {result['keyid']}, certificate"
+        f" {result['certificateSubject']}, valid until {result['validUntil'][:10]})"
     )
 
 

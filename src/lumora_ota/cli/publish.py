@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from lumora_ota.cli.errors import CliError
+from lumora_ota.cli.expo_tools import CONFIG_COMMAND, export_app
 from lumora_ota.cli.options import (
     ApiKeyOption,
     JsonOption,
@@ -22,6 +23,7 @@ from lumora_ota.cli.options import (
 from lumora_ota.cli.output import (
     confirm,
     human_bytes,
+    note,
     print_fields,
     print_json,
     print_table,
@@ -33,7 +35,7 @@ from lumora_ota.cli.publish_plan import (
     FileDigest,
     PublishPlan,
     digest_files,
-    plan_publish,
+    plan_publishes,
     publish_request,
 )
 
@@ -83,6 +85,16 @@ def publish(
     mandatory: Annotated[
         bool, typer.Option("--mandatory", help="Clients should apply it right away.")
     ] = False,
+    expo: Annotated[
+        Path | None,
+        typer.Option(
+            "--expo",
+            metavar="APP_DIR",
+            help="Bundle the Expo app in APP_DIR first (needs Node.js): runs `npx expo export`"
+            " and `npx expo config --json --type public > dist/expoConfig.json` there, then"
+            " publishes APP_DIR/dist.",
+        ),
+    ] = None,
     yes: YesOption = False,
     as_json: JsonOption = False,
     project: ProjectOption = None,
@@ -94,50 +106,117 @@ def publish(
     Hashes every file once, asks the server which files it lacks, uploads only those and
     publishes one update per platform.
 
-    Example: npx expo export && lumora publish dist --project my-app --channel staging
+    Example: npx expo export && npx expo config --json --type public > dist/expoConfig.json
+    && lumora publish dist --project my-app --channel staging
+
+    Example: lumora publish --expo . --project my-app (runs both npx commands for you)
 
     Example: lumora publish build/ --launch-asset main.py --runtime-version 1.0 --platform all
     """
     chosen_project = pick_project(project)
-    plan = plan_publish(
-        directory, platform=platform, launch_asset=launch_asset, runtime_version=runtime_version
+    if expo is not None:
+        if launch_asset is not None:
+            raise CliError("choose either --expo or --launch-asset, not both", exit_code=2)
+        directory = export_app(expo, platform, show=not as_json)
+    plans = plan_publishes(
+        directory,
+        platform=platform,
+        launch_asset=launch_asset,
+        runtime_version=runtime_version,
+        project_dir=expo,
     )
+    if not as_json and plans[0].source == "expo-export" and "expoClient" not in plans[0].extra:
+        note(
+            f"{directory} has no expoConfig.json: the update's extra.expoClient is empty (run"
+            f" `{CONFIG_COMMAND}` in the app first, as Expo's self-hosting guide does)"
+        )
     update_message = message if message is not None else last_commit_subject(directory)
-    digests = digest_files(plan.unique_paths())
-    by_hash = {d.sha256: d for d in digests.values()}
-    total_bytes = sum(d.size for d in by_hash.values())
-    if not as_json:
-        files = f"{len(by_hash)} distinct, {human_bytes(total_bytes)}"
-        _print_summary(plan, chosen_project, channel, update_message, rollout, mandatory, files)
-    confirm("Publish this update?", assume_yes=yes)
-    with open_api(server, api_key) as api:
-        missing = _missing_hashes(api, chosen_project, sorted(by_hash))
-        to_upload = [by_hash[h] for h in sorted(missing)]
-        paths = {d.sha256: path for path, d in digests.items()}
-        _upload(api, chosen_project, to_upload, paths, show_progress=not as_json)
-        body = publish_request(
+    reports: list[dict[str, Any]] = []
+    for plan in plans:  # one per runtime version (fingerprints may differ per platform)
+        report, result = _publish_plan(
             plan,
-            digests,
             project=chosen_project,
             channel=channel,
             message=update_message,
             rollout=rollout,
             mandatory=mandatory,
+            yes=yes,
+            as_json=as_json,
+            server=server,
+            api_key=api_key,
+        )
+        reports.append(report)
+        if not as_json:
+            _print_result(report, result)
+    if as_json:
+        print_json(_merge_reports(reports))
+
+
+def _publish_plan(
+    plan: PublishPlan,
+    *,
+    project: str,
+    channel: str,
+    message: str,
+    rollout: int,
+    mandatory: bool,
+    yes: bool,
+    as_json: bool,
+    server: str | None,
+    api_key: str | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Hash, upload what is missing and publish one plan; its report and the server's answer."""
+    digests = digest_files(plan.unique_paths())
+    by_hash = {d.sha256: d for d in digests.values()}
+    total_bytes = sum(d.size for d in by_hash.values())
+    if not as_json:
+        files = f"{len(by_hash)} distinct, {human_bytes(total_bytes)}"
+        _print_summary(plan, project, channel, message, rollout, mandatory, files)
+    confirm("Publish this update?", assume_yes=yes)
+    with open_api(server, api_key) as api:
+        missing = _missing_hashes(api, project, sorted(by_hash))
+        to_upload = [by_hash[h] for h in sorted(missing)]
+        paths = {d.sha256: path for path, d in digests.items()}
+        _upload(api, project, to_upload, paths, show_progress=not as_json)
+        body = publish_request(
+            plan,
+            digests,
+            project=project,
+            channel=channel,
+            message=message,
+            rollout=rollout,
+            mandatory=mandatory,
         )
         result = api.post("/updates/publish", body)
-        manifest_url = api.url(f"/expo/{chosen_project}/manifest")
+        manifest_url = api.url(f"/expo/{project}/manifest")
     uploaded_bytes = sum(d.size for d in to_upload)
-    report = _report(result, plan, chosen_project, channel, manifest_url)
+    report = _report(result, plan, project, channel, manifest_url)
     report.update(
         uploadedBytes=uploaded_bytes,
         skippedBytes=total_bytes - uploaded_bytes,
         uploadedFiles=len(to_upload),
         skippedFiles=len(by_hash) - len(to_upload),
     )
-    if as_json:
-        print_json(report)
-        return
-    _print_result(report, result)
+    return report, result
+
+
+def _merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One ``--json`` document for the updates of several runtime versions (the shape of a
+    single publish; ``groupIds`` and ``runtimeVersions`` list each group's)."""
+    merged = dict(reports[0])
+    if len(reports) == 1:
+        return merged
+    for report in reports[1:]:
+        merged["updates"] = {**merged["updates"], **report["updates"]}
+        merged["updateIds"] = [*merged["updateIds"], *report["updateIds"]]
+        merged["manifestUrls"] = {**merged["manifestUrls"], **report["manifestUrls"]}
+        for key in ("uploadedBytes", "skippedBytes", "uploadedFiles", "skippedFiles"):
+            merged[key] += report[key]
+    merged["groupIds"] = [r["groupId"] for r in reports]
+    merged["runtimeVersions"] = {
+        platform: r["runtimeVersion"] for r in reports for platform in r["updates"]
+    }
+    return merged
 
 
 def last_commit_subject(directory: Path) -> str:

@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from lumora_ota.cli.errors import CliError
+from lumora_ota.cli.expo_tools import CONFIG_COMMAND
 
 PLATFORMS = ("ios", "android", "web")
 ALL_PLATFORMS = "all"
@@ -118,23 +119,56 @@ def plan_publish(
     platform: str = ALL_PLATFORMS,
     launch_asset: str | None = None,
     runtime_version: str | None = None,
+    project_dir: Path | None = None,
 ) -> PublishPlan:
-    """Read ``root`` into a plan; raises ``CliError`` on anything that cannot be published."""
+    """Read ``root`` into one plan; raises ``CliError`` on anything that cannot be published
+    (including platforms that resolve to different runtime versions)."""
+    plans = plan_publishes(
+        root,
+        platform=platform,
+        launch_asset=launch_asset,
+        runtime_version=runtime_version,
+        project_dir=project_dir,
+    )
+    if len(plans) > 1:
+        listed = ", ".join(f"{name}={p.runtime_version}" for p in plans for name in p.platforms)
+        raise CliError(
+            f"the platforms have different runtime versions ({listed});"
+            " publish them one at a time with --platform"
+        )
+    return plans[0]
+
+
+def plan_publishes(
+    root: Path,
+    *,
+    platform: str = ALL_PLATFORMS,
+    launch_asset: str | None = None,
+    runtime_version: str | None = None,
+    project_dir: Path | None = None,
+) -> list[PublishPlan]:
+    """Read ``root`` into plans, one per runtime version: an export whose runtime version
+    is a ``fingerprint`` policy resolves per platform (``project_dir`` is the app, by
+    default the export's parent when it holds a package.json), and platforms whose
+    fingerprints differ are published as separate updates. Raises ``CliError`` on anything
+    that cannot be published."""
     if not root.is_dir():
         raise CliError(f"not a directory: {root}")
     if platform != ALL_PLATFORMS and platform not in PLATFORMS:
         raise CliError(f"unknown platform {platform!r}: choose ios, android, web or all")
     if launch_asset is not None:
-        return _plan_directory(root, platform, launch_asset, runtime_version)
+        return [_plan_directory(root, platform, launch_asset, runtime_version)]
     if (root / "metadata.json").is_file():
-        return _plan_expo_export(root, platform, runtime_version)
+        return _plan_expo_export(root, platform, runtime_version, project_dir)
     raise CliError(
         f"{root} is not an `expo export` output (no metadata.json);"
         " pass --launch-asset FILE to publish any directory"
     )
 
 
-def _plan_expo_export(root: Path, platform: str, runtime_version: str | None) -> PublishPlan:
+def _plan_expo_export(
+    root: Path, platform: str, runtime_version: str | None, project_dir: Path | None
+) -> list[PublishPlan]:
     metadata = _read_json_object(root / "metadata.json")
     file_metadata = metadata.get("fileMetadata")
     if not isinstance(file_metadata, dict) or not file_metadata:
@@ -153,16 +187,28 @@ def _plan_expo_export(root: Path, platform: str, runtime_version: str | None) ->
     expo_config: dict[str, Any] | None = None
     if (root / "expoConfig.json").is_file():
         expo_config = _read_json_object(root / "expoConfig.json")
-    if runtime_version is None:
-        runtime_version = runtime_version_from_config(expo_config, chosen) if expo_config else None
-    if not runtime_version:
+    if runtime_version is None and expo_config is None:
         raise CliError(
-            "no runtime version: pass --runtime-version"
-            " (the export has no runtimeVersion in expoConfig.json)"
+            f"no runtime version: {root} has no expoConfig.json (`npx expo export` does not"
+            f" write it). In the app, run `{CONFIG_COMMAND}` as Expo's self-hosting guide does"
+            " (or use `lumora publish --expo APP_DIR`), or pass --runtime-version (then the"
+            " update's extra.expoClient is empty and expo-constants sees no app config)"
         )
+    if runtime_version is not None:
+        by_platform = dict.fromkeys(chosen, runtime_version)
+    else:
+        assert expo_config is not None
+        by_platform = {
+            name: _runtime_version_for(expo_config, name, app_dir=project_dir or root.parent)
+            for name in chosen
+        }
     platforms = {name: _platform_from_metadata(root, name, file_metadata[name]) for name in chosen}
     extra: dict[str, Any] = {"expoClient": expo_config} if expo_config is not None else {}
-    return PublishPlan("expo-export", root, runtime_version, platforms, extra)
+    plans: list[PublishPlan] = []
+    for version in dict.fromkeys(by_platform.values()):
+        subset = {n: platforms[n] for n in chosen if by_platform[n] == version}
+        plans.append(PublishPlan("expo-export", root, version, subset, extra))
+    return plans
 
 
 def _platform_from_metadata(root: Path, platform: str, entry: Any) -> PlatformPlan:
@@ -250,7 +296,8 @@ def runtime_version_from_config(expo_config: Mapping[str, Any], platforms: Itera
     ``version``; ``nativeVersion`` gives ``version(buildNumber)`` on iOS and
     ``version(versionCode)`` on Android; ``sdkVersion`` gives ``exposdk:<sdkVersion>``.
     A platform section's own ``runtimeVersion`` wins over the top-level one. The
-    ``fingerprint`` policy needs Expo's tooling, so it asks for ``--runtime-version``.
+    ``fingerprint`` policy needs Expo's tooling, so it asks for ``--runtime-version`` here
+    (``plan_publishes`` resolves it with the app's own tooling).
     """
     values = {name: _runtime_version_for(expo_config, name) for name in platforms}
     distinct = set(values.values())
@@ -265,7 +312,9 @@ def runtime_version_from_config(expo_config: Mapping[str, Any], platforms: Itera
     return distinct.pop()
 
 
-def _runtime_version_for(config: Mapping[str, Any], platform: str) -> str:
+def _runtime_version_for(
+    config: Mapping[str, Any], platform: str, *, app_dir: Path | None = None
+) -> str:
     section = config.get(platform)
     section = section if isinstance(section, dict) else {}
     declared = section.get("runtimeVersion", config.get("runtimeVersion"))
@@ -284,6 +333,15 @@ def _runtime_version_for(config: Mapping[str, Any], platform: str) -> str:
     sdk_version = config.get("sdkVersion")
     if policy == "sdkVersion" and isinstance(sdk_version, str):
         return f"exposdk:{sdk_version}"
+    if policy == "fingerprint":
+        if app_dir is None or not (app_dir / "package.json").is_file():
+            raise CliError(
+                "the runtime version policy is fingerprint: pass --expo APP_DIR (the app whose"
+                " expo-updates computes it) or --runtime-version"
+            )
+        from lumora_ota.cli.expo_tools import resolve_runtime_version
+
+        return resolve_runtime_version(app_dir, platform)
     raise CliError(
         f"cannot work out the runtime version from policy {declared!r} in expoConfig.json;"
         " pass --runtime-version"

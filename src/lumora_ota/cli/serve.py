@@ -111,9 +111,11 @@ def _migrate(settings: Settings) -> None:
     from lumora_ota.store.db import MIGRATED_ENV, create_db_engine, migrate, migration_stamp
 
     os.environ.pop(MIGRATED_ENV, None)
+    from lumora_ota.store.blobs import open_blob_store
+
     engine = create_db_engine(settings.resolved_database_url)
     try:
-        migrate(engine)
+        migrate(engine, open_blob_store(settings.resolved_storage_url))
         os.environ[MIGRATED_ENV] = migration_stamp(engine)
     finally:
         engine.dispose()

@@ -196,11 +196,14 @@ def rollback_update(
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Roll back an update.
+    """Roll back an update and move the devices that run it.
 
-    Without options the update is marked rolled back and devices fall back to the update
-    published before it; --to re-publishes a chosen earlier update; --to-embedded tells
-    devices to run the update embedded in the app binary.
+    Without options the update published before it is republished as a new update (devices
+    launch only an update newer than the one they run, so this is how they move back), or
+    devices return to the embedded update when there was none; --to republishes a chosen
+    earlier update; --to-embedded tells devices to run the update embedded in the app binary.
+    (To stop an update spreading without taking it back from devices that have it, pause it:
+    lumora updates edit UPDATE_ID --rollout 0.)
 
     Example: lumora updates rollback 0b7e6c1e-... --to 5d1f2a9b-... --yes
     """
@@ -220,12 +223,19 @@ def rollback_update(
     if as_json:
         print_json(result)
         return
-    if isinstance(result, dict) and result.get("id") != update_id:
+    replacement = result.get("replacement") if isinstance(result, dict) else None
+    if isinstance(replacement, dict):
+        new_id = replacement.get("id")
+        note(f"rolled back {update_id}: devices now get {target} (new update {new_id})")
+    elif isinstance(result, dict) and result.get("id") != update_id:
         note(f"rolled back {update_id}: devices now get {target} (new update {result.get('id')})")
     else:
-        note(f"rolled back {update_id}: devices now get {target}")
+        note(f"rolled back {update_id}: no device needed moving (a newer update replaces it)")
     if isinstance(result, dict):
-        print_table(UPDATE_COLUMNS, [update_row(result)])
+        rows = [update_row(result)]
+        if isinstance(replacement, dict):
+            rows.append(update_row(replacement))
+        print_table(UPDATE_COLUMNS, rows)
 
 
 @app.command("promote")
@@ -267,6 +277,9 @@ def edit_update(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Change an update's rollout percentage (raise, lower, or pause at 0) or mandatory flag.
+
+    Lowering or pausing a rollout only stops the update spreading: devices that already run
+    it keep it (as in EAS). To move them off it, use lumora updates rollback.
 
     Example: lumora updates edit 0b7e6c1e-... --rollout 50
     """

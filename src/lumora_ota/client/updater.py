@@ -35,6 +35,7 @@ from lumora_ota.client._internal.manifest import Manifest, ManifestAsset, parse_
 from lumora_ota.client._internal.signature import load_trusted_certificate
 from lumora_ota.client.errors import LumoraClientError, ServerResponseError
 from lumora_ota.client.fetcher import FetcherInterface, HttpxFetcher
+from lumora_ota.client.selection import is_launchable
 from lumora_ota.event_types import EventType
 
 log = logging.getLogger("lumora_ota.client")
@@ -246,7 +247,10 @@ class UpdateManager:
     def launch(self) -> Path | None:
         """The directory the app should load now (``embedded_dir`` when running no update).
 
-        Applies a pending update, counts launches of unconfirmed updates and, when an update
+        Updates built for another runtime version (the app was upgraded to a new binary) never
+        launch: they are forgotten, their files deleted, and the new ``embedded_dir`` (or the
+        newest good update of this runtime) runs. Applies a pending update, counts launches of
+        unconfirmed updates and, when an update
         was launched ``max_failed_launches`` times without ``mark_launch_successful``,
         marks it failed and falls back to the previous good update or the embedded files.
         Never raises: on a file-system error it reports through ``on_error`` and returns the
@@ -254,13 +258,16 @@ class UpdateManager:
         """
         try:
             with self._lock:
-                decision = sm.begin_launch(
-                    self._state, self.max_failed_launches, self._is_launchable
+                state, stale = sm.forget_other_runtimes(
+                    self._state, self.runtime_version, self._is_launchable
                 )
+                decision = sm.begin_launch(state, self.max_failed_launches, self._is_launchable)
                 self._save(decision.state)
                 self._launched = decision.update_id
             for rollback in decision.rollbacks:
                 self._report_rollback(rollback)
+            if stale:
+                self._collect_garbage_safely()  # updates of the old binary's runtime
             if decision.update_id is None:
                 return self.embedded_dir
             return self._updates_dir / decision.update_id
@@ -397,6 +404,8 @@ class UpdateManager:
                     blobs=tuple(sorted({a.sha256 for a in manifest.files})),
                     installed_at=utc_now_iso(),
                     message=message,
+                    runtime_version=manifest.runtime_version,
+                    created_at=manifest.created_at,
                 )
                 self._save(sm.record_installed(self._state, manifest.id, info))
         finally:
@@ -466,6 +475,8 @@ class UpdateManager:
     def _is_launchable(self, update_id: str) -> bool:
         info = self._state.installed.get(update_id)
         if info is None:
+            return False
+        if not is_launchable(info.candidate(update_id, self.runtime_version), self.runtime_version):
             return False
         return (self._updates_dir / update_id / info.launch_asset).is_file()
 

@@ -26,13 +26,15 @@ def asset_url(asset_base_url: str, sha256: str, file_extension: str = "") -> str
 
 
 def manifest_asset_key(asset: AssetRecord) -> str:
-    """The manifest ``key`` of an asset: a flat, content-derived name.
+    """The manifest ``key`` of an asset: the md5 of its bytes, in lowercase hex.
 
-    expo-updates stores each asset under a file name made from its key, so the key must not
-    contain path separators; a content-derived key (as Expo's own tooling uses) also lets the
-    client share identical files between updates.
+    expo-updates maps each key to the downloaded file (``localAssets``) and expo-asset looks
+    images and fonts up there by Metro's asset hash, the md5 of the file (also its name under
+    ``assets/`` in an export, and what Expo's reference server sends). A flat, content-derived
+    key also lets the client share identical files between updates. Only a blob whose bytes
+    the server could not read yet has no md5; it falls back to a SHA-256-derived key.
     """
-    return asset.sha256[:32]
+    return asset.md5 or asset.sha256[:32]
 
 
 def _asset_entry(
@@ -51,6 +53,19 @@ def _asset_entry(
         entry["sha256"] = asset.sha256
         entry["size"] = asset.size
     return entry
+
+
+def _distinct_assets(update: UpdateRecord) -> list[AssetRecord]:
+    """The update's assets, one per manifest key: files published under two paths with the
+    same bytes share a key, and expo-updates stores one file per key."""
+    seen = {manifest_asset_key(update.launch_asset)} if update.launch_asset else set()
+    distinct: list[AssetRecord] = []
+    for asset in update.assets:
+        key = manifest_asset_key(asset)
+        if key not in seen:
+            seen.add(key)
+            distinct.append(asset)
+    return distinct
 
 
 def build_manifest(
@@ -77,7 +92,7 @@ def build_manifest(
         ),
         "assets": [
             _asset_entry(a, asset_base_url, launch=False, lumora_fields=lumora_fields)
-            for a in update.assets
+            for a in _distinct_assets(update)
         ],
         "metadata": dict(update.metadata),
         "extra": dict(update.extra),

@@ -21,6 +21,7 @@ class AssetRecord:
     size: int
     content_type: str
     file_extension: str  # with a leading dot, or "" when the file has none
+    md5: str | None = None  # lowercase hex md5 of the bytes: the manifest key
 
 
 @dataclass(frozen=True, slots=True)

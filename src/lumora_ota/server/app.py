@@ -38,6 +38,7 @@ from lumora_ota.server.request_guard import RequestGuardMiddleware
 from lumora_ota.settings import Settings
 from lumora_ota.store.blobs import open_blob_store
 from lumora_ota.store.db import create_db_engine, make_session_factory, migrate
+from lumora_ota.store.digests import fill_missing_md5
 
 log = logging.getLogger("lumora_ota.server")
 
@@ -97,7 +98,11 @@ def create_app(settings: Settings) -> LumoraApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        migrate(engine)
+        migrate(engine, ctx.blobs)
+        # Blobs a migration could not read (run without the blob store) get their md5 now,
+        # before any device is answered.
+        with engine.begin() as conn:
+            fill_missing_md5(conn, ctx.blobs)
         await lifecycle.start()
         settle_garbage_collector()
         try:

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     # server workers started by ``lumora serve`` skip it (see ``migrate``), saving their memory.
     from alembic.config import Config
 
+    from lumora_ota.store.blobs import BlobStore
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Set by ``lumora serve`` after it migrated, for the server processes it starts: see ``migrate``.
 MIGRATED_ENV = "LUMORA_SCHEMA_MIGRATED"
@@ -143,8 +145,11 @@ def migration_stamp(engine: Engine) -> str:
     return hashlib.sha256("\n".join([url, *versions]).encode()).hexdigest()
 
 
-def migrate(engine: Engine) -> None:
+def migrate(engine: Engine, blobs: BlobStore | None = None) -> None:
     """Bring the schema to the newest revision, holding the migration lock meanwhile.
+
+    ``blobs`` lets migrations that fix stored data read the stored files (0003 computes each
+    blob's md5); without it they leave that data for ``store.digests.fill_missing_md5``.
 
     Skipped when ``LUMORA_SCHEMA_MIGRATED`` equals ``migration_stamp(engine)``: ``lumora serve``
     migrates once before it starts the server and hands the stamp to the processes it starts,
@@ -159,6 +164,7 @@ def migrate(engine: Engine) -> None:
     with _migration_lock(engine) as conn:
         cfg = alembic_config(engine)
         cfg.attributes["connection"] = conn
+        cfg.attributes["blobs"] = blobs
         command.upgrade(cfg, "head")
         conn.commit()
 

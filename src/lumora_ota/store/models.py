@@ -97,6 +97,9 @@ class Blob(Base):
     # Sizes of the precomputed compressed variants, None where none is stored (not worth it).
     br_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     gzip_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Lowercase hex md5 of the bytes: Metro's asset hash, the manifest ``key`` (issue 14).
+    # Computed by the server (at upload, or from the stored bytes), never taken from a client.
+    md5: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class ProjectBlob(Base):
@@ -172,6 +175,8 @@ class UpdateAsset(Base):
     content_type: Mapped[str] = mapped_column(String(255))
     file_extension: Mapped[str] = mapped_column(String(32), default="")
     is_launch_asset: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The blob's md5 (``Blob.md5``), kept here so loading an update's manifest needs no join.
+    md5: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     update: Mapped[Update] = relationship(back_populates="assets")
 

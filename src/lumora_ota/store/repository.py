@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import and_, or_, select
+from sqlalchemy import update as sql_update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
@@ -42,6 +43,7 @@ KIND_ROLLBACK_TO_EMBEDDED = "rollback_to_embedded"
 STATUS_ACTIVE = "active"
 STATUS_ROLLED_BACK = "rolled_back"
 _IN_CHUNK = 500
+_PREVIOUS_SCAN = 50  # earlier updates a rollback looks through for different files
 
 
 class StoreError(Exception):
@@ -227,9 +229,17 @@ def rename_channel(session: Session, channel: Channel, name: str) -> Channel:
 # ---------------------------------------------------------------- blobs
 
 
-def record_blob(session: Session, project_id: str, sha256: str, size: int) -> None:
-    """Note that ``project_id`` uploaded the blob ``sha256`` (idempotent, race-safe)."""
-    insert_ignore(session, Blob, [{"sha256": sha256, "size": size, "created_at": utcnow()}])
+def record_blob(
+    session: Session, project_id: str, sha256: str, size: int, md5: str | None = None
+) -> None:
+    """Note that ``project_id`` uploaded the blob ``sha256`` (idempotent, race-safe), with the
+    md5 the server computed from the bytes."""
+    row = {"sha256": sha256, "size": size, "created_at": utcnow(), "md5": md5}
+    insert_ignore(session, Blob, [row])
+    if md5 is not None:
+        session.execute(
+            sql_update(Blob).where(Blob.sha256 == sha256, Blob.md5.is_(None)).values(md5=md5)
+        )
     insert_ignore(session, ProjectBlob, [{"project_id": project_id, "sha256": sha256}])
 
 
@@ -248,6 +258,17 @@ def blob_sizes(session: Session, project_id: str, hashes: Collection[str]) -> di
             .where(ProjectBlob.project_id == project_id, Blob.sha256.in_(chunk))
         )
         found.update({sha: size for sha, size in rows})
+    return found
+
+
+def blob_md5s(session: Session, hashes: Collection[str]) -> dict[str, str]:
+    """The md5 of those of ``hashes`` whose md5 is known."""
+    found: dict[str, str] = {}
+    for chunk in _chunks(sorted(set(hashes))):
+        rows = session.execute(
+            select(Blob.sha256, Blob.md5).where(Blob.sha256.in_(chunk), Blob.md5.is_not(None))
+        )
+        found.update({sha: md5 for sha, md5 in rows if md5})
     return found
 
 
@@ -282,6 +303,7 @@ def publish(session: Session, spec: PublishSpec) -> list[Update]:
     missing = sorted(referenced - sizes.keys())
     if missing:
         raise Conflict(f"{len(missing)} referenced file(s) have not been uploaded", missing=missing)
+    md5s = blob_md5s(session, referenced)
     channel = ensure_channel(session, spec.project_id, spec.channel)
     now = utcnow()
     group = _new_group(session, spec.project_id, spec.message, now)
@@ -311,6 +333,7 @@ def publish(session: Session, spec: PublishSpec) -> list[Update]:
                     content_type=asset.content_type,
                     file_extension=asset.file_extension,
                     is_launch_asset=position == 0,
+                    md5=md5s.get(asset.sha256),
                 )
                 for position, asset in enumerate(files.all_assets())
             ],
@@ -360,6 +383,7 @@ def _copy_update(
                 content_type=a.content_type,
                 file_extension=a.file_extension,
                 is_launch_asset=a.is_launch_asset,
+                md5=a.md5,
             )
             for a in source.assets
         ],
@@ -371,12 +395,82 @@ def _copy_update(
 
 
 def mark_rolled_back(session: Session, update: Update) -> Update:
-    """Mark ``update`` rolled back, so devices fall back to the previous eligible update."""
+    """Mark ``update`` rolled back: it is served to no device from now on.
+
+    Alone this only stops it spreading: expo-updates launches an update only when its
+    ``createdAt`` is newer than the one it runs, so devices that run ``update`` keep it even
+    when the server offers an older one. ``rollback`` moves them off it.
+    """
     if update.status != STATUS_ROLLED_BACK:
         update.status = STATUS_ROLLED_BACK
         session.flush()
         bump_delivery_revision(session)
     return update
+
+
+def _stream(update: Update) -> Any:
+    """The condition selecting the updates that compete with ``update`` for its devices."""
+    return and_(
+        Update.project_id == update.project_id,
+        Update.channel_id == update.channel_id,
+        Update.platform == update.platform,
+        Update.runtime_version == update.runtime_version,
+        Update.id != update.id,
+    )
+
+
+def _launch_sha256(update: Update) -> str | None:
+    return next((a.sha256 for a in update.assets if a.is_launch_asset), None)
+
+
+def rollback(session: Session, update: Update, *, created_by: str | None) -> Update | None:
+    """Roll ``update`` back and move the devices that run it to what came before it.
+
+    What came before is the newest active update (or roll-back-to-embedded marker) of the
+    same channel, platform and runtime version published before ``update`` with a rollout
+    above 0 and another launch asset (earlier copies of the same bundle are as bad). It is
+    republished as a new update (new id, ``createdAt`` now, rollout 100), as
+    EAS does, because expo-updates ignores an update older than the one it runs; a marker,
+    or nothing at all, gives a new roll-back-to-embedded marker instead. Returns that new
+    update or marker, or None when nothing needs to move: ``update`` was rolled back already,
+    or a newer active update replaces it for its devices anyway.
+    """
+    if update.status == STATUS_ROLLED_BACK:
+        return None
+    mark_rolled_back(session, update)
+    newer = session.scalars(
+        select(Update.id)
+        .where(_stream(update), Update.status == STATUS_ACTIVE, Update.rollout > 0)
+        .where(Update.created_at >= update.created_at)
+        .limit(1)
+    ).first()
+    if newer is not None:
+        return None
+    # The same files published earlier (the update this one republished, say) are as bad.
+    bad_launch = _launch_sha256(update)
+    earlier = session.scalars(
+        select(Update)
+        .where(_stream(update), Update.status == STATUS_ACTIVE, Update.rollout > 0)
+        .where(Update.created_at <= update.created_at)
+        .order_by(Update.created_at.desc(), Update.id.desc())
+        .options(selectinload(Update.assets))
+        .limit(_PREVIOUS_SCAN)
+    )
+    previous = next(
+        (u for u in earlier if u.kind != KIND_UPDATE or _launch_sha256(u) != bad_launch), None
+    )
+    if previous is None or previous.kind == KIND_ROLLBACK_TO_EMBEDDED:
+        return _embedded_marker(session, update, created_by=created_by)
+    copy = _copy_update(
+        session,
+        previous,
+        channel=update.channel,
+        rollout=100,
+        mandatory=previous.mandatory,
+        created_by=created_by,
+    )
+    bump_delivery_revision(session)
+    return copy
 
 
 def rollback_to(
@@ -412,6 +506,12 @@ def rollback_to_embedded(session: Session, update: Update, *, created_by: str | 
     """Roll ``update`` back and record a roll-back-to-embedded marker for its channel,
     platform and runtime version: devices there return to the build's embedded update."""
     mark_rolled_back(session, update)
+    return _embedded_marker(session, update, created_by=created_by)
+
+
+def _embedded_marker(session: Session, update: Update, *, created_by: str | None) -> Update:
+    """A new roll-back-to-embedded marker for ``update``'s channel, platform and runtime
+    version (its ``createdAt``, now, is the directive's ``commitTime``)."""
     now = utcnow()
     group = _new_group(session, update.project_id, "Roll back to the embedded update", now)
     marker = Update(
@@ -566,6 +666,7 @@ def _asset_record(asset: UpdateAsset) -> AssetRecord:
         size=asset.size,
         content_type=asset.content_type,
         file_extension=asset.file_extension,
+        md5=asset.md5,
     )
 
 

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from lumora_ota.client.selection import Candidate, is_launchable, parse_created_at
+
 STATE_VERSION = 1
 MAX_FAILED_REMEMBERED = 50
 
@@ -29,6 +31,10 @@ class InstalledInfo:
     blobs: tuple[str, ...]  # sha256 of every file, for blob garbage collection
     installed_at: str
     message: str = ""
+    # The runtime version the update was built for and its manifest ``createdAt``; "" in
+    # state files of SDKs that did not record them (such updates are taken to match).
+    runtime_version: str = ""
+    created_at: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """JSON form."""
@@ -37,6 +43,8 @@ class InstalledInfo:
             "blobs": list(self.blobs),
             "installedAt": self.installed_at,
             "message": self.message,
+            "runtimeVersion": self.runtime_version,
+            "createdAt": self.created_at,
         }
 
     @classmethod
@@ -47,6 +55,17 @@ class InstalledInfo:
             blobs=tuple(str(b) for b in raw.get("blobs", [])),
             installed_at=str(raw.get("installedAt", "")),
             message=str(raw.get("message", "")),
+            runtime_version=str(raw.get("runtimeVersion", "")),
+            created_at=str(raw.get("createdAt", "")),
+        )
+
+    def candidate(self, update_id: str, runtime_version: str) -> Candidate:
+        """The update as the shared launch rules see it (``client.selection``); an update
+        without a recorded runtime version counts as built for ``runtime_version``."""
+        return Candidate(
+            id=update_id,
+            runtime_version=self.runtime_version or runtime_version,
+            created_at=parse_created_at(self.created_at),
         )
 
 
@@ -167,6 +186,34 @@ def mark_failed(
         ready=None if state.ready == update_id else state.ready,
     )
     return new_state, Rollback(update_id, fallback, reason)
+
+
+def forget_other_runtimes(
+    state: ClientState, runtime_version: str, available: Callable[[str], bool]
+) -> tuple[ClientState, tuple[str, ...]]:
+    """After a binary upgrade (or downgrade): forget every update built for another runtime
+    version, so it never launches again (``client.selection.is_launchable``). They did not
+    fail, so they are not remembered as failed; their files become garbage. A stale running
+    update gives way to the newest good update of this runtime, or the embedded files.
+    Returns the new state and the ids forgotten."""
+    stale = tuple(
+        update_id
+        for update_id, info in state.installed.items()
+        if not is_launchable(info.candidate(update_id, runtime_version), runtime_version)
+    )
+    if not stale:
+        return state, ()
+    for update_id in stale:
+        state = _forget(state, update_id)
+    state = replace(
+        state,
+        current=None if state.current in stale else state.current,
+        pending=None if state.pending in stale else state.pending,
+        ready=None if state.ready in stale else state.ready,
+    )
+    if state.current is None and state.pending is None and not state.embedded_requested:
+        state = replace(state, current=previous_good(state, None, available))
+    return state, stale
 
 
 def _forget(state: ClientState, update_id: str) -> ClientState:

@@ -41,6 +41,7 @@ from lumora_ota.server.management.publish import SHA256_PATTERN
 from lumora_ota.server.problems import ProblemError
 from lumora_ota.store import repository
 from lumora_ota.store.blobs import HashMismatch, SizeExceeded
+from lumora_ota.store.digests import Md5Tap
 
 router = APIRouter(tags=["assets"], route_class=GuardedJSONRoute)
 
@@ -78,10 +79,10 @@ def _upload_target(
 
 
 def _record_upload(
-    request: Request, principal: Principal, project_id: str, sha256: str, size: int
+    request: Request, principal: Principal, project_id: str, sha256: str, size: int, md5: str
 ) -> None:
     with app_context(request).sessions() as session:
-        repository.record_blob(session, project_id, sha256, size)
+        repository.record_blob(session, project_id, sha256, size, md5)
         record_audit(
             session,
             principal,
@@ -137,8 +138,9 @@ async def upload_asset(
     if declared is not None and declared.isdigit() and int(declared) > limit:
         await _drain(body, DRAIN_LIMIT)
         raise ProblemError(413, f"the upload exceeds the {limit}-byte limit")
+    tap = Md5Tap(body)  # the manifest key of the file (store/digests.py)
     try:
-        stored = await app_context(request).blobs.put_stream(sha256, body, max_bytes=limit)
+        stored = await app_context(request).blobs.put_stream(sha256, tap.chunks(), max_bytes=limit)
     except UploadStalled:
         idle = settings.upload_idle_timeout
         raise ProblemError(
@@ -149,7 +151,9 @@ async def upload_asset(
         raise ProblemError(413, f"the upload exceeds the {limit}-byte limit") from None
     except HashMismatch as exc:
         raise ProblemError(400, str(exc), title="Hash mismatch") from None
-    await run_in_threadpool(_record_upload, request, principal, project_id, sha256, stored.size)
+    await run_in_threadpool(
+        _record_upload, request, principal, project_id, sha256, stored.size, tap.hexdigest()
+    )
     return JSONResponse({"sha256": sha256, "size": stored.size, "created": True}, status_code=201)
 
 

@@ -2,8 +2,9 @@
 
 The publisher first uploads what ``POST /assets/missing`` reports (see ``assets.py``); the
 publish then only references files by SHA-256, every one of which must already be uploaded
-for the project. Compressed variants of the new files are computed after the commit, on a
-background thread.
+for the project. The gzip variant of each new compressible file is stored before the commit
+(so no device ever gets an uncompressed bundle it could have had compressed); brotli, which
+takes seconds, follows after the commit on a background thread.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from lumora_ota.server.management.deployments import CHANNEL_PATTERN
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel, store_errors
 from lumora_ota.server.management.updates import Flag, PlatformName, Rollout, update_json
 from lumora_ota.store import repository
+from lumora_ota.store.digests import fill_missing_md5
 from lumora_ota.store.patches import schedule_patches
-from lumora_ota.store.variants import VariantWorker
+from lumora_ota.store.variants import VariantWorker, gzip_before_publish
 
 router = APIRouter(tags=["publish"], route_class=GuardedJSONRoute)
 
@@ -168,8 +170,17 @@ def publish_updates(
             for platform, files in body.platforms.items()
         },
     )
+    # Blobs uploaded before the server kept md5s (or by an older process during an upgrade)
+    # get theirs now: every manifest key is the md5 of the file (store/digests.py).
+    fill_missing_md5(
+        session.connection(),
+        ctx.blobs,
+        {a.sha256 for files in spec.platforms.values() for a in files.all_assets()},
+    )
     with store_errors():
         updates = repository.publish(session, spec)
+    # Compressed before visible: devices asking right after the commit get gzip at least.
+    gzip_before_publish(session, ctx.blobs, _spec_files(spec))
     record_audit(
         session,
         principal,
@@ -190,14 +201,19 @@ def publish_updates(
     }
 
 
+def _spec_files(spec: repository.PublishSpec) -> list[tuple[str, str, str]]:
+    """(sha256, content type, file extension) of every file of a publish."""
+    return [
+        (a.sha256, a.content_type, a.file_extension)
+        for files in spec.platforms.values()
+        for a in files.all_assets()
+    ]
+
+
 def _queue_variants(ctx: AppContext, spec: repository.PublishSpec) -> None:
     worker = ctx.components.get(VARIANT_WORKER)
     if isinstance(worker, VariantWorker):
-        worker.submit(
-            (a.sha256, a.content_type, a.file_extension)
-            for files in spec.platforms.values()
-            for a in files.all_assets()
-        )
+        worker.submit(_spec_files(spec))
 
 
 def install(ctx: AppContext, lifecycle: Lifecycle) -> None:

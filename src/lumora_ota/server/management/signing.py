@@ -102,7 +102,7 @@ def put_signing(
         else read_private_key_file(body.private_key_path or "")
     )
     try:
-        load_signing_identity(body.keyid, private_pem, body.certificate_pem)
+        load_signing_identity(body.keyid, private_pem, body.certificate_pem, require_valid_now=True)
     except SigningError as exc:
         raise ProblemError(400, str(exc), title="Unusable signing key") from None
     row = _upsert(session, found.id, body)

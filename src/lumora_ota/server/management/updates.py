@@ -72,6 +72,7 @@ def _asset_json(asset: AssetRecord, settings: Settings) -> dict[str, Any]:
     return {
         "key": asset.key,
         "sha256": asset.sha256,
+        "md5": asset.md5,  # the manifest key (null only while the server cannot read the blob)
         "hash": b64url_from_hex(asset.sha256),
         "size": asset.size,
         "contentType": asset.content_type,
@@ -193,30 +194,54 @@ def rollback_update(
     principal: CurrentPrincipal,
     session: WriteSession,
 ) -> JSONResponse:
-    """``{}`` marks the update rolled back (200); ``{to}`` also re-publishes that earlier
-    update as a new one (201); ``{toEmbedded: true}`` also records a roll-back-to-embedded for
-    the update's channel, platform and runtime version (201)."""
+    """Every form moves the devices that run the update, because expo-updates launches only
+    an update newer than the one it runs (as EAS does it):
+
+    * ``{}`` (200): the update, marked rolled back, with ``replacement``: the update served
+      before it republished as a new update (new id, ``createdAt`` now), or a new
+      roll-back-to-embedded marker when there was none; null when nothing had to move (it was
+      rolled back already, or a newer update replaces it anyway).
+    * ``{to}`` (201): that earlier update republished as a new update.
+    * ``{toEmbedded: true}`` (201): a roll-back-to-embedded marker for the update's channel,
+      platform and runtime version.
+    """
     update = visible_update(session, principal, update_id)
     principal.require("publish")
     settings = app_context(request).settings
+    replacement: Update | None
     with store_errors():
         if body.to is not None:
             target = visible_update(session, principal, body.to)
-            result = repository.rollback_to(session, update, target, created_by=principal.key_id)
+            replacement = repository.rollback_to(
+                session, update, target, created_by=principal.key_id
+            )
         elif body.to_embedded:
-            result = repository.rollback_to_embedded(session, update, created_by=principal.key_id)
+            replacement = repository.rollback_to_embedded(
+                session, update, created_by=principal.key_id
+            )
         else:
-            result = repository.mark_rolled_back(session, update)
+            replacement = repository.rollback(session, update, created_by=principal.key_id)
     record_audit(
         session,
         principal,
         "update.rollback",
         project_id=update.project_id,
         target=update.id,
-        detail={"to": body.to, "toEmbedded": body.to_embedded, "newUpdateId": result.id},
+        detail={
+            "to": body.to,
+            "toEmbedded": body.to_embedded,
+            "newUpdateId": replacement.id if replacement is not None else None,
+        },
     )
     session.commit()
-    return JSONResponse(update_json(result, settings), status_code=200 if result is update else 201)
+    if body.to is None and not body.to_embedded:
+        answer = update_json(update, settings)
+        answer["replacement"] = (
+            update_json(replacement, settings) if replacement is not None else None
+        )
+        return JSONResponse(answer, status_code=200)
+    assert replacement is not None
+    return JSONResponse(update_json(replacement, settings), status_code=201)
 
 
 @router.post("/updates/{update_id}/promote", status_code=201, summary="Promote to another channel")

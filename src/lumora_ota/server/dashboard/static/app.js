@@ -358,7 +358,8 @@
   async function rollBack(update) {
     const ok = await confirmAction(
       `Roll back update ${update.id.slice(0, 8)} on ${update.channel} (${update.platform})? ` +
-      "Devices fall back to the previous eligible update.");
+      "The update served before it is republished as a new update, so devices running " +
+      "this one move back (or to the embedded update when there was none).");
     if (!ok) return false;
     await api(`/api/v1/updates/${encodeURIComponent(update.id)}/rollback`, { method: "POST", body: {} });
     return true;
