@@ -65,7 +65,24 @@ def recorder(engine: Engine) -> StatsRecorder:
     return StatsRecorder(engine, clock=lambda: NOW)
 
 
-def report(engine: Engine, project_id: str, **kw: object) -> dict:
+def serve(rec: StatsRecorder, pid: str, update_id: str, device: str, source: str = "") -> None:
+    """A check that offered ``update_id`` to ``device``: its served-to record."""
+    rec.record_check(
+        project_id=pid,
+        channel="production",
+        platform="ios",
+        served_update_id=update_id,
+        device_id=device,
+        source=source,
+    )
+
+
+def report(
+    engine: Engine,
+    project_id: str,
+    thresholds: HealthThresholds = HealthThresholds(),
+    **kw: object,
+) -> dict:
     with make_session_factory(engine)() as s:
         query = StatsQuery(
             project_ids=[project_id],
@@ -73,7 +90,7 @@ def report(engine: Engine, project_id: str, **kw: object) -> dict:
             until=kw.pop("until", TODAY),  # type: ignore[arg-type]
             **kw,  # type: ignore[arg-type]
         )
-        return build_report(s, query, thresholds=HealthThresholds(), now=NOW)
+        return build_report(s, query, thresholds=thresholds, now=NOW)
 
 
 def test_two_recorders_add_up_exactly(engine: Engine, request: pytest.FixtureRequest) -> None:
@@ -122,6 +139,8 @@ def test_two_recorders_add_up_exactly(engine: Engine, request: pytest.FixtureReq
         ClientEvent("install", android),
         ClientEvent("launch_success", android),
     ]
+    serve(a, pid, android, "d4")
+    serve(b, pid, android, "d5")
     a.record_events(pid, "d4", sdk)
     b.record_events(pid, "d4", sdk)
     b.record_events(pid, "d5", [ClientEvent("launch_failure", android)])
@@ -134,20 +153,20 @@ def test_two_recorders_add_up_exactly(engine: Engine, request: pytest.FixtureReq
 
     body = report(engine, pid)
     totals = body["totals"]
-    assert totals["checks"] == 3 + 4 + 2 + 1
+    assert totals["checks"] == 3 + 4 + 2 + 1 + 2
     # A failed launch implies a download and an install: d1, d2, d3 (ios) + d4, d5 (android).
     assert totals["downloads"] == 3 + 2
     assert totals["installs"] == 5
     assert totals["launchSuccesses"] == 3  # d1, d2, d4
     assert totals["launchFailures"] == 2  # d3 (ios, header), d5 (android, event)
     assert totals["rollbacks"] == 1
-    assert totals["uniqueDevices"] == 3  # d1..d3 checked in; SDK events do not check in
-    assert totals["activeDevices"] == {"1d": 3, "7d": 3, "30d": 3}
+    assert totals["uniqueDevices"] == 5  # d1..d5 checked in
+    assert totals["activeDevices"] == {"1d": 5, "7d": 5, "30d": 5}
     assert totals["successRate"] == pytest.approx(0.6)
     assert totals["failureRate"] == pytest.approx(0.4)
     today = body["daily"][-1]
     assert today["date"] == TODAY.isoformat()
-    assert today["checks"] == 10 and today["installs"] == 5
+    assert today["checks"] == 12 and today["installs"] == 5
     assert all(p["checks"] == 0 for p in body["daily"][:-1])
     per_update = {u["updateId"]: u for u in body["updates"]}
     assert per_update[ios]["checks"] == 3 + 4
@@ -172,7 +191,7 @@ def test_newest_device_observation_wins(engine: Engine, request: pytest.FixtureR
         project_id=pid,
         channel="production",
         platform="ios",
-        served_update_id=None,
+        served_update_id=ios,
         device_id="dx",
         current_update_id=ios,
         embedded_update_id="e",
@@ -202,19 +221,19 @@ def test_flushed_device_days_and_facts_stay_out_of_later_batches(
             project_id=pid,
             channel="production",
             platform="ios",
-            served_update_id=None,
+            served_update_id=ios,
             device_id=device,
             current_update_id=ios,
             embedded_update_id="e",
         )
 
     check("d1")
-    # checks counter, device, device day and the three running facts
-    assert rec.pending == 6 and rec.flush() == 6
-    check("d1")  # the same device, day and facts again: only the counter and the device
+    # checks counter, device, device day, served-to record and the three running facts
+    assert rec.pending == 7 and rec.flush() == 7
+    check("d1")  # the same device, day, record and facts again: the counter and the device
     assert rec.pending == 2
-    check("d2")  # a new device brings its own device day and facts
-    assert rec.pending == 2 + 1 + 1 + 3
+    check("d2")  # a new device brings its own device day, served-to record and facts
+    assert rec.pending == 2 + 1 + 1 + 1 + 3
     rec.flush()
     totals = report(engine, pid, update_id=ios)["totals"]
     assert totals["activeDevices"]["1d"] == 2
@@ -240,24 +259,27 @@ def test_auto_pause_once(engine: Engine, request: pytest.FixtureRequest) -> None
     pid, (ios, android) = make_project(engine, f"pause-{request.node.callspec.id}", auto_pause=True)
     rec = recorder(engine)
     for i in range(18):
+        serve(rec, pid, ios, f"ok{i}", source=f"10.0.0.{i}")
         rec.record_events(pid, f"ok{i}", [ClientEvent("launch_success", ios)])
     for i in range(2):
+        serve(rec, pid, ios, f"bad{i}", source=f"10.0.1.{i}")
         rec.record_events(pid, f"bad{i}", [ClientEvent("launch_failure", ios)])
     rec.flush()
+    thresholds = HealthThresholds(min_failures=2)
     sessions = make_session_factory(engine)
     revision_before = _revision(engine)
     with sessions() as s:
         # 2 / 20 = 10% > 5% over 20 launches: flagged and paused, once.
-        assert auto_pause_failing(s, [(pid, ios), (pid, android)], HealthThresholds()) == [ios]
+        assert auto_pause_failing(s, [(pid, ios), (pid, android)], thresholds) == [ios]
     with sessions() as s:
-        assert auto_pause_failing(s, [(pid, ios)], HealthThresholds()) == []
+        assert auto_pause_failing(s, [(pid, ios)], thresholds) == []
         assert s.get(Update, ios).rollout == 0  # type: ignore[union-attr]
         assert s.get(Update, android).rollout == 100  # type: ignore[union-attr]
         audit = s.scalars(select(AuditEntry).where(AuditEntry.target == ios)).all()
         assert [a.action for a in audit] == ["update.autoPause"]
         assert audit[0].detail["previousRollout"] == 100
     assert _revision(engine) == revision_before + 1
-    flags = report(engine, pid)["flags"]
+    flags = report(engine, pid, thresholds=thresholds)["flags"]
     assert [f["updateId"] for f in flags] == [ios]
     assert flags[0]["launches"] == 20 and flags[0]["failures"] == 2
 
@@ -267,13 +289,15 @@ def _revision(engine: Engine) -> int:
         return s.get(DeliveryState, 1).revision  # type: ignore[union-attr]
 
 
-@given(st.integers(0, 200), st.integers(0, 200))
-def test_health_rule(successes: int, failures: int) -> None:
-    thresholds = HealthThresholds(failure_rate=0.05, min_launches=20)
+@given(st.integers(0, 200), st.integers(0, 200), st.integers(0, 30))
+def test_health_rule(successes: int, failures: int, min_failures: int) -> None:
+    thresholds = HealthThresholds(failure_rate=0.05, min_launches=20, min_failures=min_failures)
     health = evaluate_health(successes, failures, thresholds)
     launches = successes + failures
     assert health.launches == launches
-    assert health.flagged == (launches >= 20 and failures * 100 > launches * 5)
+    assert health.flagged == (
+        launches >= 20 and failures >= min_failures and failures * 100 > launches * 5
+    )
     assert health.status == (
         "failing" if health.flagged else "ok" if launches >= 20 else "insufficientData"
     )

@@ -65,6 +65,15 @@ class Settings:
     # ``health_min_launches`` launches (devices that launched it or failed to).
     health_failure_rate: float = 0.05
     health_min_launches: int = 20
+    # ... and at least this many devices failed to launch it (see SECURITY.md: what anonymous
+    # devices can influence).
+    health_min_failures: int = 10
+    # Devices one client address (IPv6: its /64) adds to an update's health figure, per
+    # outcome: bounds what one source can do with invented device ids.
+    stats_devices_per_source: int = 3
+    # Days of detailed statistics kept: older device days are rolled up into daily counters,
+    # devices not seen for this long (and their outcome rows) rolled up and deleted.
+    stats_retention_days: int = 90
     workers: int = 1
     server: str = "granian"
     log_level: str = "info"
@@ -140,6 +149,9 @@ class Settings:
             stats_flush_interval=_env_float("LUMORA_STATS_FLUSH_INTERVAL", 1.0),
             health_failure_rate=_env_float("LUMORA_HEALTH_FAILURE_RATE", 0.05),
             health_min_launches=_env_int("LUMORA_HEALTH_MIN_LAUNCHES", 20),
+            health_min_failures=_env_int("LUMORA_HEALTH_MIN_FAILURES", 10),
+            stats_devices_per_source=_env_int("LUMORA_STATS_DEVICES_PER_SOURCE", 3),
+            stats_retention_days=_env_int("LUMORA_STATS_RETENTION_DAYS", 90),
             workers=_env_int("LUMORA_WORKERS", 1),
             server=env("LUMORA_SERVER_IMPL") or "granian",
             log_level=env("LUMORA_LOG_LEVEL") or "info",

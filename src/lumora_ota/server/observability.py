@@ -13,7 +13,7 @@ from lumora_ota.server.device import events
 from lumora_ota.server.lifecycle import Lifecycle
 from lumora_ota.server.metrics import MetricsMiddleware, build_registry, metrics_endpoint
 from lumora_ota.stats import StatsBatch, StatsRecorder
-from lumora_ota.stats_report import HealthThresholds, auto_pause_failing
+from lumora_ota.stats_report import auto_pause_failing, health_thresholds
 
 log = logging.getLogger("lumora_ota.stats")
 
@@ -22,7 +22,7 @@ def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
     """Register the stats recorder, the events route and Prometheus metrics."""
     settings = ctx.settings
     recorder = StatsRecorder(ctx.engine, flush_interval=settings.stats_flush_interval)
-    thresholds = HealthThresholds(settings.health_failure_rate, settings.health_min_launches)
+    thresholds = health_thresholds(settings)
 
     def pause_failing_updates(batch: StatsBatch) -> None:
         # Only a new failure can push an update over the threshold.

@@ -116,6 +116,7 @@ class _Generation:
         default_factory=lambda: BoundedCache(MAX_FULL_UPDATES)
     )
     signing: dict[str, SigningIdentity | None] = field(default_factory=dict)
+    update_ids: dict[str, frozenset[str]] = field(default_factory=dict)
     bodies: BoundedCache[Hashable, Any] = field(default_factory=lambda: BoundedCache(MAX_BODIES))
     # Loads in flight, by key: concurrent misses share one (single flight).
     loading: dict[Hashable, asyncio.Future[Any]] = field(default_factory=dict)
@@ -193,6 +194,11 @@ def load_candidates(
         )
         for row in session.execute(query)
     )
+
+
+def load_update_ids(session: Session, project_id: str) -> frozenset[str]:
+    """The ids of every update of the project (any status)."""
+    return frozenset(session.scalars(select(Update.id).where(Update.project_id == project_id)))
 
 
 def load_full_update(session: Session, update_id: str) -> UpdateRecord | None:
@@ -467,6 +473,27 @@ class DeliveryCache:
             return loaded
 
         return await self._load_once(generation, ("signing", project_id), load)
+
+    async def update_ids(self, project_id: str) -> frozenset[str]:
+        """The ids of every update of the project: what device reports may name (statistics
+        drop the rest). One query per project and generation."""
+        generation = self._generation
+        known = generation.update_ids.get(project_id)
+        if known is not None:
+            return known
+
+        async def load() -> frozenset[str]:
+            loaded = await run_in_threadpool(self._run_in_session, load_update_ids, project_id)
+            generation.update_ids[project_id] = loaded
+            return loaded
+
+        return await self._load_once(generation, ("update-ids", project_id), load)
+
+    def known_channel(self, project_id: str, channel: str) -> bool:
+        """Whether the project has a channel named ``channel`` (from the project map; True
+        before the map is loaded). Statistics file checks of other names under ""."""
+        projects = self._generation.projects
+        return projects is None or channel in projects.channels.get(project_id, ())
 
     def memoize(self, key: Hashable, build: Callable[[], V]) -> V:
         """``build()``, computed once per key and generation (bodies, signatures)."""
