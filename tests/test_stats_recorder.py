@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
+from lumora_ota.settings import Settings, SettingsError
 from lumora_ota.stats import ClientEvent, StatsRecorder, event_time
 from lumora_ota.stats_report import (
     HealthThresholds,
@@ -22,8 +23,18 @@ from lumora_ota.stats_report import (
     build_report,
     evaluate_health,
 )
+from lumora_ota.stats_retention import PruneResult, prune_statistics
 from lumora_ota.store.db import create_db_engine, make_session_factory, migrate
-from lumora_ota.store.models import AuditEntry, Channel, DeliveryState, Project, Update, UpdateGroup
+from lumora_ota.store.models import (
+    AuditEntry,
+    Channel,
+    DeliveryState,
+    DeviceState,
+    DeviceUpdateFact,
+    Project,
+    Update,
+    UpdateGroup,
+)
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 TODAY = NOW.date()
@@ -309,3 +320,49 @@ def test_event_time_is_clamped() -> None:
     assert event_time(NOW - timedelta(days=400), NOW) == NOW
     assert event_time(NOW + timedelta(days=3), NOW) == NOW
     assert event_time(datetime(2026, 11, 25, 1, 0), NOW).date() == date(2026, 11, 25)
+
+
+def test_retention_rolls_up_and_prunes(engine: Engine, request: pytest.FixtureRequest) -> None:
+    """Detailed rows older than the retention become daily counters: the figures of those
+    days stay, the rows (and device ids) go; a second run changes nothing."""
+    pid, (ios, _android) = make_project(engine, f"ret-{request.node.callspec.id}")
+    old_time = NOW - timedelta(days=100)
+    old = StatsRecorder(engine, clock=lambda: old_time)
+    serve(old, pid, ios, "gone")
+    old.record_events(pid, "gone", [ClientEvent("launch_success", ios, at=old_time)])
+    old.record_events(pid, "never-served", [ClientEvent("launch_failure", ios, at=old_time)])
+    old.flush()
+    fresh = recorder(engine)
+    serve(fresh, pid, ios, "here")
+    fresh.record_events(pid, "here", [ClientEvent("install", ios)])
+    fresh.flush()
+    window = {"since": old_time.date(), "until": TODAY}
+    before = report(engine, pid, **window)
+
+    assert prune_statistics(engine, NOW, 90) == PruneResult(
+        device_days=1, devices=1, facts=6, served=1
+    )
+    assert prune_statistics(engine, NOW, 90) == PruneResult()
+    after = report(engine, pid, **window)
+    assert after["daily"] == before["daily"]
+    assert after["totals"]["launchSuccesses"] == 1 and after["totals"]["installs"] == 2
+    per_update = {u["updateId"]: u for u in after["updates"]}
+    assert per_update[ios]["launchSuccesses"] == 1  # rolled up, still in the figure
+    with make_session_factory(engine)() as s:
+        assert s.scalars(
+            select(DeviceState.device_id).where(DeviceState.project_id == pid)
+        ).all() == ["here"]
+        left = s.scalars(
+            select(DeviceUpdateFact.device_id).where(DeviceUpdateFact.project_id == pid)
+        ).all()
+        assert set(left) == {"here"}
+
+
+def test_retention_and_caps_refuse_values_that_switch_them_off() -> None:
+    for name, value in (
+        ("stats_retention_days", 30),
+        ("stats_devices_per_source", 0),
+        ("health_min_failures", 0),
+    ):
+        with pytest.raises(SettingsError, match="must be at least"):
+            Settings(**{name: value})  # type: ignore[arg-type]

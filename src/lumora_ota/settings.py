@@ -94,6 +94,17 @@ class Settings:
     asset_memory_bytes: int = 32 * 1024 * 1024
     asset_memory_file_bytes: int = 4 * 1024 * 1024
 
+    def __post_init__(self) -> None:
+        # What bounds anonymous devices' influence and the statistics' storage: refused when
+        # it would switch the bound off (SECURITY.md).
+        for name, value, least in (
+            ("LUMORA_STATS_RETENTION_DAYS", self.stats_retention_days, 31),
+            ("LUMORA_STATS_DEVICES_PER_SOURCE", self.stats_devices_per_source, 1),
+            ("LUMORA_HEALTH_MIN_FAILURES", self.health_min_failures, 1),
+        ):
+            if value < least:
+                raise SettingsError(f"{name} must be at least {least}, not {value}")
+
     @property
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL, defaulting to ``<data_dir>/lumora.db``."""

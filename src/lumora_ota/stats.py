@@ -52,12 +52,12 @@ import functools
 import ipaddress
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Insert
+from sqlalchemy import Connection, Engine, Insert
 from sqlalchemy.dialects import postgresql, sqlite
 
 from lumora_ota.store.models import (
@@ -454,17 +454,24 @@ def write_batch(engine: Engine, batch: StatsBatch, *, chunk_rows: int | None = N
             with engine.begin() as conn:
                 conn.execute(statement, chunk)
     if batch.counters:
-        stmt = _insert(engine, StatCounter.__table__)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["project_id", "channel", "update_id", "day", "metric"],
-            set_={"value": StatCounter.__table__.c.value + stmt.excluded.value},
-        )
-        rows = [
-            {"project_id": p, "channel": c, "update_id": u, "day": d, "metric": m, "value": n}
-            for (p, c, u, d, m), n in sorted(batch.counters.items())
-        ]
         with engine.begin() as conn:
-            conn.execute(stmt, rows)
+            write_counters(conn, batch.counters)
+
+
+def write_counters(conn: Connection, counters: Mapping[CounterKey, int]) -> None:
+    """Add ``counters`` to ``stat_counters`` (additive upserts) in ``conn``'s transaction."""
+    if not counters:
+        return
+    stmt = _insert(conn.engine, StatCounter.__table__)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["project_id", "channel", "update_id", "day", "metric"],
+        set_={"value": StatCounter.__table__.c.value + stmt.excluded.value},
+    )
+    rows = [
+        {"project_id": p, "channel": c, "update_id": u, "day": d, "metric": m, "value": n}
+        for (p, c, u, d, m), n in sorted(counters.items())
+    ]
+    conn.execute(stmt, rows)
 
 
 def _idempotent_writes(engine: Engine, batch: StatsBatch) -> list[tuple[Any, list[dict[str, Any]]]]:

@@ -195,6 +195,36 @@ def _counter_rows(session: Session, query: StatsQuery) -> dict[date, int]:
     return {_as_date(day): int(n or 0) for day, n in session.execute(stmt)}
 
 
+ROLLED_FACT_PREFIX = "fact_"  # rolled-up facts (lumora_ota.stats_retention)
+ROLLED_DEVICES = "devices"
+
+
+def _rolled(query: StatsQuery, *columns: Any) -> Any:
+    """SELECT over the counters that statistics retention rolled detailed rows up into,
+    narrowed by the query (day range, projects, channel, update)."""
+    stmt = (
+        select(*columns)
+        .where(_in_projects(StatCounter.project_id, query))
+        .where(StatCounter.project_id != "")
+        .where(_in_range(StatCounter.day, query))
+    )
+    if query.channel:
+        stmt = stmt.where(StatCounter.channel == query.channel)
+    if query.update_id:
+        stmt = stmt.where(StatCounter.update_id == query.update_id)
+    return stmt
+
+
+def _rolled_facts(session: Session, query: StatsQuery, key: Any) -> dict[tuple[Any, str], int]:
+    """Rolled-up fact counts by (``key`` column value, fact)."""
+    rows = session.execute(
+        _rolled(query, key, StatCounter.metric, func.sum(StatCounter.value))
+        .where(StatCounter.metric.like(ROLLED_FACT_PREFIX + "%"))
+        .group_by(key, StatCounter.metric)
+    )
+    return {(k, metric.removeprefix(ROLLED_FACT_PREFIX)): int(n or 0) for k, metric, n in rows}
+
+
 def _as_date(value: Any) -> date:
     if isinstance(value, datetime):
         return value.date()
@@ -228,7 +258,16 @@ def _unique_devices(session: Session, query: StatsQuery) -> tuple[int, dict[date
             select(day_col, func.count(func.distinct(dev_col))).group_by(day_col)
         )
     }
-    return int(total), per_day
+    if not query.update_id:
+        # Days past the retention: the rolled-up daily figures. The device ids are gone, so
+        # a range reaching back there reports at least its busiest day.
+        for day, n in session.execute(
+            _rolled(query, StatCounter.day, func.sum(StatCounter.value))
+            .where(StatCounter.metric == ROLLED_DEVICES)
+            .group_by(StatCounter.day)
+        ):
+            per_day[_as_date(day)] = per_day.get(_as_date(day), 0) + int(n or 0)
+    return max(int(total), max(per_day.values(), default=0)), per_day
 
 
 def _active_devices(session: Session, query: StatsQuery, now: datetime) -> dict[str, int]:
@@ -267,6 +306,8 @@ def _per_update(
             .group_by(DeviceUpdateFact.update_id, DeviceUpdateFact.fact)
         )
     }
+    for ukey, n in _rolled_facts(session, query, StatCounter.update_id).items():
+        in_range[ukey] = in_range.get(ukey, 0) + n
     all_time = health_counts(
         session,
         thresholds,
@@ -374,6 +415,8 @@ def build_report(
         .group_by(DeviceUpdateFact.day, DeviceUpdateFact.fact)
     ):
         facts[(_as_date(day), fact)] = int(n)
+    for (day, fact), n in _rolled_facts(session, query, StatCounter.day).items():
+        facts[(_as_date(day), fact)] = facts.get((_as_date(day), fact), 0) + n
     unique_total, unique_daily = _unique_devices(session, query)
 
     daily: list[dict[str, Any]] = []
