@@ -89,6 +89,10 @@ class Settings:
     # of a stream, and served only when smaller than this fraction of the brotli bundle.
     patch_bases: int = 3
     patch_max_ratio: float = 0.5
+    # Bounds on computing a patch: bundles over this size are not diffed, nor pairs whose
+    # diff would need more memory than the budget (bsdiff holds ~17 bytes per base byte).
+    patch_max_bundle_bytes: int = 32 * 1024 * 1024
+    patch_memory_bytes: int = 512 * 1024 * 1024
     # Asset bytes each server process keeps in memory for the device edge (most-recently
     # used first; only files up to ``asset_memory_file_bytes``); 0 turns it off.
     asset_memory_bytes: int = 32 * 1024 * 1024
@@ -172,6 +176,8 @@ class Settings:
             rate_limit_per_client=env("LUMORA_RATE_LIMIT_PER_CLIENT") or "",
             patch_bases=_env_int("LUMORA_PATCH_BASES", 3),
             patch_max_ratio=_env_float("LUMORA_PATCH_MAX_RATIO", 0.5),
+            patch_max_bundle_bytes=_env_int("LUMORA_PATCH_MAX_BUNDLE_BYTES", 32 * 1024 * 1024),
+            patch_memory_bytes=_env_int("LUMORA_PATCH_MEMORY_BYTES", 512 * 1024 * 1024),
             asset_memory_bytes=_env_int("LUMORA_ASSET_MEMORY_BYTES", 32 * 1024 * 1024),
             asset_memory_file_bytes=_env_int("LUMORA_ASSET_MEMORY_FILE_BYTES", 4 * 1024 * 1024),
         )
