@@ -266,3 +266,27 @@ def test_requests_from_one_device_add_no_rows_once_counted(
     assert after["device_state"] - before["device_state"] == 2
     # At most one counter row: the checks that offered nothing ("device already on it").
     assert after["stat_counters"] - before["stat_counters"] <= 1
+
+
+def test_invented_device_ids_add_rows_only_up_to_a_per_address_cap(
+    server_factory: Callable[..., ServerProcess], backend: str, unique: str, tmp_path: Path
+) -> None:
+    """Invented device ids are the one way requests add rows (3 per device); one address
+    adds at most LUMORA_STATS_NEW_DEVICES_PER_SOURCE new devices a day, the rest count as
+    checks only. Devices of other addresses (the sentinels, from 127.0.0.1) still count."""
+    server = server_factory(backend, extra_env={"LUMORA_STATS_NEW_DEVICES_PER_SOURCE": "20"})
+    slug = f"inv-{unique}"
+    with server.client() as client:
+        project = create_project(client, slug)
+        publish_export(client, slug, make_export(tmp_path / "export", seed=unique))
+    with from_address(server, 9) as attacker:
+        for _ in range(200):
+            manifest(attacker, slug, eas_client_id=uuid.uuid4().hex)
+    wait_flushed(server, slug, project["id"])
+    with database(server) as engine:
+        counts = row_counts(engine, project["id"])
+    assert counts["device_state"] == 20 + 2, counts
+    assert counts["device_days"] == 20 + 2, counts
+    with server.client() as client:
+        totals = client.get("/api/v1/stats", params={"project": slug}).json()["totals"]
+    assert totals["checks"] == 200 + 2

@@ -71,6 +71,9 @@ class Settings:
     # Devices one client address (IPv6: its /64) adds to an update's health figure, per
     # outcome: bounds what one source can do with invented device ids.
     stats_devices_per_source: int = 3
+    # Device ids new today that one client address may add to the statistics, per server
+    # process (more are counted as checks only): what bounds rows of invented device ids.
+    stats_new_devices_per_source: int = 5000
     # Days of detailed statistics kept: older device days are rolled up into daily counters,
     # devices not seen for this long (and their outcome rows) rolled up and deleted.
     stats_retention_days: int = 90
@@ -104,6 +107,7 @@ class Settings:
         for name, value, least in (
             ("LUMORA_STATS_RETENTION_DAYS", self.stats_retention_days, 31),
             ("LUMORA_STATS_DEVICES_PER_SOURCE", self.stats_devices_per_source, 1),
+            ("LUMORA_STATS_NEW_DEVICES_PER_SOURCE", self.stats_new_devices_per_source, 1),
             ("LUMORA_HEALTH_MIN_FAILURES", self.health_min_failures, 1),
         ):
             if value < least:
@@ -166,6 +170,7 @@ class Settings:
             health_min_launches=_env_int("LUMORA_HEALTH_MIN_LAUNCHES", 20),
             health_min_failures=_env_int("LUMORA_HEALTH_MIN_FAILURES", 10),
             stats_devices_per_source=_env_int("LUMORA_STATS_DEVICES_PER_SOURCE", 3),
+            stats_new_devices_per_source=_env_int("LUMORA_STATS_NEW_DEVICES_PER_SOURCE", 5000),
             stats_retention_days=_env_int("LUMORA_STATS_RETENTION_DAYS", 90),
             workers=_env_int("LUMORA_WORKERS", 1),
             server=env("LUMORA_SERVER_IMPL") or "granian",

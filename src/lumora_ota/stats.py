@@ -99,6 +99,12 @@ MAX_FAILED_IDS_COUNTED = 5
 # Rows a batch may hold while flushes fail or lag: past it, new device rows are dropped
 # (counted in ``totals["stats_dropped"]``) so a flood cannot grow memory without bound.
 MAX_PENDING_ROWS = 200_000
+# Devices new today (to this process) that one source may add; past it that source's new
+# device ids are counted as checks only. Invented device ids are the one way anonymous
+# requests add rows (3 a device); this bounds them per address and day. The map of sources
+# is forgotten past SOURCES_LIMIT entries (memory stays bounded under a spread-out flood).
+DEFAULT_NEW_DEVICES_PER_SOURCE = 5000
+SOURCES_LIMIT = 100_000
 EVENT_TIME_FUTURE = timedelta(days=1)
 # Bound on remembered already-flushed facts and device days (keeps re-sent ones out of later
 # batches; the writes ignore duplicates anyway). They are remembered by ``hash()`` of the key,
@@ -216,6 +222,7 @@ class StatsRecorder:
         *,
         flush_interval: float = 1.0,
         clock: Callable[[], datetime] = utc_now,
+        new_devices_per_source: int = DEFAULT_NEW_DEVICES_PER_SOURCE,
     ) -> None:
         self._engine = engine
         # A floor keeps a zero or negative setting from spinning the flush loop.
@@ -227,6 +234,9 @@ class StatsRecorder:
         self._seen_facts: set[int] = set()  # hash() of FactKey
         self._seen_days: set[int] = set()  # hash() of DeviceDayKey
         self._seen_served: set[int] = set()  # hash() of ServedKey
+        self._new_devices_per_source = new_devices_per_source
+        self._new_devices: dict[str, int] = {}  # source -> devices new today
+        self._new_devices_day: date | None = None
         self._task: asyncio.Task[None] | None = None
         self._after_flush: list[FlushHook] = []
         # Process-local running totals, read by /metrics.
@@ -269,14 +279,15 @@ class StatsRecorder:
             self.totals["checks"] = self.totals.get("checks", 0) + 1
             if not device_id:
                 return
-            if len(batch) > MAX_PENDING_ROWS:
+            dkey = (project_id, day, channel, device_id)
+            new_today = hash(dkey) not in self._seen_days and dkey not in batch.device_days
+            if len(batch) > MAX_PENDING_ROWS or (new_today and not self._admit(source, day)):
                 self.totals["stats_dropped"] = self.totals.get("stats_dropped", 0) + 1
                 return
             batch.devices[(project_id, device_id)] = DeviceObservation(
                 channel, platform, current_update_id, embedded_update_id, now
             )
-            dkey = (project_id, day, channel, device_id)
-            if hash(dkey) not in self._seen_days:
+            if new_today:
                 batch.device_days.add(dkey)
             if served_update_id:
                 skey = (project_id, served_update_id, device_id)
@@ -288,6 +299,17 @@ class StatsRecorder:
             for failed_id in failed:
                 for fact in EVENT_FACTS["launch_failure"]:
                     self._add_fact((project_id, device_id, failed_id, fact), now)
+
+    def _admit(self, source: str, day: date) -> bool:
+        """Whether ``source`` may add one more device new today (caller holds the lock)."""
+        if day != self._new_devices_day or len(self._new_devices) > SOURCES_LIMIT:
+            self._new_devices.clear()
+            self._new_devices_day = day
+        count = self._new_devices.get(source, 0)
+        if count >= self._new_devices_per_source:
+            return False
+        self._new_devices[source] = count + 1
+        return True
 
     def record_asset(self, *, nbytes: int, variant: str = "identity") -> None:
         """Count one asset response of ``nbytes`` bytes (server-wide)."""

@@ -62,7 +62,11 @@ class RetentionTask:
 def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
     """Register the stats recorder, the events route and Prometheus metrics."""
     settings = ctx.settings
-    recorder = StatsRecorder(ctx.engine, flush_interval=settings.stats_flush_interval)
+    recorder = StatsRecorder(
+        ctx.engine,
+        flush_interval=settings.stats_flush_interval,
+        new_devices_per_source=settings.stats_new_devices_per_source,
+    )
     thresholds = health_thresholds(settings)
 
     def pause_failing_updates(batch: StatsBatch) -> None:
