@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
 from lumora_ota.settings import Settings, SettingsError
-from lumora_ota.stats import ClientEvent, StatsRecorder, event_time
+from lumora_ota.stats import ClientEvent, StatsRecorder, event_time, stats_source
 from lumora_ota.stats_report import (
     HealthThresholds,
     StatsQuery,
@@ -366,3 +366,35 @@ def test_retention_and_caps_refuse_values_that_switch_them_off() -> None:
     ):
         with pytest.raises(SettingsError, match="must be at least"):
             Settings(**{name: value})  # type: ignore[arg-type]
+
+
+def test_sources_group_ipv6_by_64() -> None:
+    """An IPv6 subscriber gets a /64 (or more): all its addresses are one source."""
+    assert stats_source("2001:db8:1:2::a") == stats_source("2001:db8:1:2:ffff::1")
+    assert stats_source("2001:db8:1:2::a") == "2001:db8:1:2::/64"
+    assert stats_source("2001:db8:1:3::a") != stats_source("2001:db8:1:2::a")
+    assert stats_source("::ffff:10.0.0.1") == "10.0.0.1" == stats_source("10.0.0.1")
+    assert stats_source(None) == "" and stats_source("not-an-ip") == "not-an-ip"
+
+
+def test_one_source_adds_a_bounded_number_of_new_devices(
+    engine: Engine, request: pytest.FixtureRequest
+) -> None:
+    pid, (ios, _android) = make_project(engine, f"cap-{request.node.callspec.id}")
+    rec = StatsRecorder(engine, clock=lambda: NOW, new_devices_per_source=3)
+    for i in range(10):
+        rec.record_check(
+            project_id=pid,
+            channel="production",
+            platform="ios",
+            served_update_id=ios,
+            device_id=f"a{i}",
+            source="10.9.9.9",
+        )
+    serve(rec, pid, ios, "a0", source="10.9.9.9")  # an admitted device keeps counting
+    serve(rec, pid, ios, "b0", source="10.9.9.8")  # another source has its own budget
+    rec.flush()
+    totals = report(engine, pid)["totals"]
+    assert totals["uniqueDevices"] == 4
+    assert totals["checks"] == 12
+    assert rec.totals["stats_dropped"] == 7
