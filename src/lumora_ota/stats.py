@@ -237,6 +237,7 @@ class StatsRecorder:
         self._new_devices_per_source = new_devices_per_source
         self._new_devices: dict[str, int] = {}  # source -> devices new today
         self._new_devices_day: date | None = None
+        self._seen_reporters: set[int] = set()  # hash() of (project, day, device): events
         self._task: asyncio.Task[None] | None = None
         self._after_flush: list[FlushHook] = []
         # Process-local running totals, read by /metrics.
@@ -284,6 +285,8 @@ class StatsRecorder:
             if len(batch) > MAX_PENDING_ROWS or (new_today and not self._admit(source, day)):
                 self.totals["stats_dropped"] = self.totals.get("stats_dropped", 0) + 1
                 return
+            if new_today:  # its events later today draw on no budget again
+                self._seen_reporters.add(hash((project_id, day, device_id)))
             batch.devices[(project_id, device_id)] = DeviceObservation(
                 channel, platform, current_update_id, embedded_update_id, now
             )
@@ -343,21 +346,34 @@ class StatsRecorder:
         events: Iterable[ClientEvent],
         *,
         known: Callable[[str], bool] = lambda _update_id: True,
+        source: str = "",
     ) -> None:
         """File client events (already validated) as device facts; events naming no update
-        of the project (``known``) are dropped."""
+        of the project (``known``) are dropped, and so are the events of a device id new to
+        this process today past ``source``'s new-device budget."""
         now = self._clock()
+        events = list(events)
         with self._lock:
             for event in events:
                 self.totals[f"events_{event.type}"] = self.totals.get(f"events_{event.type}", 0) + 1
-                if not event.update_id or not known(event.update_id):
-                    continue
+            relevant = [(e, e.update_id) for e in events if e.update_id and known(e.update_id)]
+            if not relevant:
+                return
+            reporter = hash((project_id, now.date(), device_id))
+            if reporter not in self._seen_reporters:
+                if not self._admit(source, now.date()):
+                    self.totals["stats_dropped"] = self.totals.get("stats_dropped", 0) + 1
+                    return
+                if len(self._seen_reporters) > SEEN_FACTS_LIMIT:
+                    self._seen_reporters.clear()
+                self._seen_reporters.add(reporter)
+            for event, update_id in relevant:
                 if len(self._batch) > MAX_PENDING_ROWS:
                     self.totals["stats_dropped"] = self.totals.get("stats_dropped", 0) + 1
                     continue
                 at = event_time(event.at, now)
                 for fact in EVENT_FACTS.get(event.type, ()):
-                    self._add_fact((project_id, device_id, event.update_id, fact), at)
+                    self._add_fact((project_id, device_id, update_id, fact), at)
 
     def _add_fact(self, key: FactKey, at: datetime) -> None:
         # Caller holds self._lock.

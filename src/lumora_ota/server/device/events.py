@@ -21,7 +21,7 @@ from lumora_ota.server.context import AppContext, app_context
 from lumora_ota.server.device.cache import load_update_ids
 from lumora_ota.server.management.guards import GuardedJSONRoute
 from lumora_ota.server.problems import ProblemError
-from lumora_ota.stats import ClientEvent, StatsRecorder
+from lumora_ota.stats import ClientEvent, StatsRecorder, stats_source
 from lumora_ota.store.models import Project
 
 MAX_EVENTS_PER_REQUEST = 100
@@ -137,5 +137,6 @@ async def post_events(body: EventsIn, request: Request) -> JSONResponse:
             for e in body.events
         ],
         known=(await project_update_ids(ctx, project_id)).__contains__,
+        source=stats_source(request.client.host if request.client else None),
     )
     return JSONResponse({"accepted": len(body.events)}, status_code=202)
