@@ -259,6 +259,7 @@ def test_statistics_chart_shows_the_recorded_points(
     assert page.locator("#stats-totals [data-total='failureRate'] strong").inner_text() == "100.0%"
     health = page.locator(f"#health-table tr[data-update-id='{ios_id}']")
     assert "not enough launches" in health.inner_text()
+    expect(page.locator("#stats-thresholds")).to_contain_text("from at least 10 devices")
 
 
 def test_sign_in_rejects_bad_key_and_sets_safe_headers(
