@@ -70,8 +70,10 @@ def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
     thresholds = health_thresholds(settings)
 
     def pause_failing_updates(batch: StatsBatch) -> None:
-        # Only a new failure can push an update over the threshold.
+        # Only a new failure can push an update over the threshold, or a served-to record
+        # that makes a failure stored earlier count (another process flushed it first).
         candidates = [(p, u) for (p, _d, u, f) in batch.facts if f == "launch_failure"]
+        candidates += [(p, u) for (p, u, _d) in batch.served]
         if not candidates:
             return
         with ctx.session() as session:
