@@ -72,3 +72,34 @@ def test_quick_bench_reports_every_scenario(tmp_path: Path) -> None:
     assert publish["first"]["uploadedBytes"] > 0
     assert publish["again"]["uploadedBytes"] == 0
     assert {t["scenario"] for t in results["targets"]} >= {"expo_manifest_signed", "publish_again"}
+
+
+def test_stats_flood_bench_runs_and_stores_by_devices(tmp_path: Path) -> None:
+    """``python -m bench.stats_flood`` (security issue 15, item 3) for 2 s: it reports the
+    database and memory figures, and the flood's made-up ids added no fact rows."""
+    output = tmp_path / "flood.json"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.stats_flood",
+            "--seconds",
+            "2",
+            "--connections",
+            "2",
+            "--devices",
+            "10",
+            "--json",
+            str(output),
+        ],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    result = json.loads(output.read_text())
+    assert result["load"]["requests"] > 0 and result["load"]["errors"] == 0
+    rows = result["after"]["rows"]
+    assert rows["device_update_facts"] == 0
+    assert rows["device_state"] <= 10 + 1  # the pool and the probe
+    assert result["after"]["databaseBytes"] > 0 and result["after"]["workersRssBytes"] > 0

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
+from device_helpers import expo_get
 from harness import (
     REPO_ROOT,
     ServerProcess,
@@ -223,6 +224,8 @@ def test_statistics_chart_shows_the_recorded_points(
             "events": [{"type": "launch_failure", "updateId": ios_id, "message": "boom"}],
         }
     ]
+    for body in events:  # each device is served the update first: only then do reports count
+        assert ios_id in expo_get(server, slug, eas_client_id=body["deviceId"]).text
     with server.anon() as anon:
         for body in events:
             assert anon.post("/api/v1/events", json=body).status_code == 202
@@ -256,6 +259,7 @@ def test_statistics_chart_shows_the_recorded_points(
     assert page.locator("#stats-totals [data-total='failureRate'] strong").inner_text() == "100.0%"
     health = page.locator(f"#health-table tr[data-update-id='{ios_id}']")
     assert "not enough launches" in health.inner_text()
+    expect(page.locator("#stats-thresholds")).to_contain_text("from at least 10 devices")
 
 
 def test_sign_in_rejects_bad_key_and_sets_safe_headers(

@@ -15,11 +15,17 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from lumora_ota.domain.delta import patch_object_name
+from lumora_ota.domain.delta import (
+    DEFAULT_MAX_BUNDLE_BYTES,
+    DEFAULT_MEMORY_BUDGET,
+    bsdiff_memory,
+    patch_object_name,
+    patch_skip_reason,
+)
 from lumora_ota.store import repository
 from lumora_ota.store.blobs import FileBlobStore
 from lumora_ota.store.db import create_db_engine, make_session_factory, migrate
-from lumora_ota.store.models import DeliveryState, DeltaPatch, EmbeddedBundle, utcnow
+from lumora_ota.store.models import DeliveryState, DeltaPatch, EmbeddedBundle, StatCounter, utcnow
 from lumora_ota.store.patches import (
     PatchPolicy,
     PatchWorker,
@@ -232,3 +238,66 @@ def test_a_stopped_batch_records_what_it_computed_and_leaves_the_rest(store: Sto
     assert revisions(store)[1] == patch + 1
     with store.sessions() as session:
         assert ids[2] in updates_without_patches(session)  # the next catch-up's work
+
+
+@pytest.mark.parametrize(
+    ("policy", "reason"),
+    [
+        (PatchPolicy(bases=2, max_bundle_bytes=50_000), "too-large"),
+        (PatchPolicy(bases=2, memory_budget=1_000_000), "over-memory-budget"),
+    ],
+)
+def test_bundles_past_the_size_cap_or_memory_budget_are_not_diffed(
+    store: Store, policy: PatchPolicy, reason: str
+) -> None:
+    """Issue 15, item 15: a patch is computed only within a size cap and a memory budget; a
+    skipped pair is recorded as done (not useful, size 0, no object) and noted in the stats."""
+    base_data, target_data = js_bundle(1), js_bundle(2)  # about 120 kB each
+    assert (
+        patch_skip_reason(
+            len(base_data),
+            len(target_data),
+            max_bundle_bytes=policy.max_bundle_bytes,
+            memory_budget=policy.memory_budget,
+        )
+        == reason
+    )
+    publish(store, base_data)
+    target = publish(store, target_data)
+    assert compute_patches(store.blobs, store.sessions, policy, [target]) == 1
+    (row,) = rows(store, target).values()
+    assert (row.size, row.useful) == (0, False)
+    assert store.blobs.size(patch_object_name(row.target_sha256, row.base_sha256)) is None
+    assert compute_patches(store.blobs, store.sessions, policy, [target]) == 0  # done
+    with store.sessions() as session:
+        skipped = session.scalars(
+            select(StatCounter.value).where(
+                StatCounter.update_id == target, StatCounter.metric == "patch_skipped"
+            )
+        ).all()
+    assert skipped == [1]
+
+
+def test_bsdiff_memory_estimate_covers_a_measured_diff() -> None:
+    """The estimate is at least the 15 bytes per base byte measured for bsdiff4 (plus both
+    inputs), and defaults keep a 48 MiB bundle (the issue's 1.27 GB diff) out."""
+    mib = 1024 * 1024
+    assert bsdiff_memory(16 * mib, 16 * mib) >= (15 + 2) * 16 * mib
+    assert (
+        patch_skip_reason(
+            48 * mib,
+            48 * mib,
+            max_bundle_bytes=DEFAULT_MAX_BUNDLE_BYTES,
+            memory_budget=DEFAULT_MEMORY_BUDGET,
+        )
+        == "too-large"
+    )
+    assert (
+        patch_skip_reason(
+            8 * mib,
+            8 * mib,
+            max_bundle_bytes=DEFAULT_MAX_BUNDLE_BYTES,
+            memory_budget=DEFAULT_MEMORY_BUDGET,
+        )
+        is None
+    )

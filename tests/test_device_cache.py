@@ -7,18 +7,23 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
 from delta_helpers import launch_path, updates_by_platform, wait_for_patch
 from device_helpers import expo_headers, in_process_app
 from harness import create_project, make_export, publish_export
+from lumora_ota.domain.model import UpdateRecord
+from lumora_ota.domain.runtime import runtime_matches
 from lumora_ota.domain.selection import SelectionRequest
-from lumora_ota.server.device.cache import DeliveryCache
+from lumora_ota.server.device.cache import MAX_RUNTIME_LISTS, DeliveryCache, RuntimeIndex
 from lumora_ota.server.device.delivery import select_for_device
 from lumora_ota.server.device.patches import PATCH_INDEX
 from lumora_ota.store.db import (
@@ -203,3 +208,50 @@ def test_new_patches_are_served_without_emptying_the_delivery_cache(tmp_path: Pa
         assert again.status_code == 200 and again.content == first.content
         assert seen == []
         assert cache.invalidations == invalidations
+
+
+DECLARED = st.sampled_from(["1", "1.0.0", "1.2.0", "2.0.0", "1.2.x", "^1.0.0", ">=2.0.0", "abc"])
+REQUESTED = st.one_of(DECLARED, st.sampled_from(["1.2.3", "2.5", "0.9", "x"]), st.text(max_size=8))
+
+
+@given(st.lists(DECLARED, max_size=40), REQUESTED)
+def test_runtime_index_finds_what_a_full_scan_finds(declared: list[str], requested: str) -> None:
+    """Issue 15, item 14: the index answers from the distinct declared versions, and must
+    agree with matching every update of the history one by one."""
+    history = tuple(
+        UpdateRecord(
+            id=f"u{i}",
+            group_id="g",
+            project_id="p",
+            channel="production",
+            platform="ios",
+            runtime_version=version,
+            created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        )
+        for i, version in enumerate(declared)
+    )
+    expected = [i for i, u in enumerate(history) if runtime_matches(u.runtime_version, requested)]
+    assert list(RuntimeIndex(history).positions(requested)) == expected
+
+
+def test_unknown_runtime_versions_are_remembered_apart(
+    published: tuple[Any, dict[str, Any]],
+) -> None:
+    """Random runtime versions are answered from a bounded negative cache, and do not evict
+    the candidate list real devices use (every later request for it is still a hit)."""
+    ctx, _ios = published
+    cache: DeliveryCache = ctx.components["delivery"]
+
+    async def lookups() -> tuple[int, int]:
+        pid = await cache.project_id("cached")
+        assert pid is not None
+        assert await cache.candidates(pid, "production", "ios", "1")
+        for i in range(MAX_RUNTIME_LISTS + 100):
+            assert not await cache.candidates(pid, "production", "ios", f"random-{i}")
+        hits = cache.hits
+        assert await cache.candidates(pid, "production", "ios", "1")
+        assert not await cache.candidates(pid, "production", "ios", "random-7")
+        return hits, cache.hits
+
+    before, after = asyncio.run(lookups())
+    assert after == before + 2

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from conftest import BACKENDS
 from device_helpers import expo_get
 from harness import ServerProcess, create_project, make_export, publish_export
 
@@ -50,6 +51,27 @@ def post_events(
         )
     assert resp.status_code == 202, resp.text
     assert resp.json() == {"accepted": len(events)}
+
+
+def check_in(
+    server: ServerProcess, slug: str, device: str, platform: str, **fields: Any
+) -> dict[str, Any]:
+    """A Lumora check by ``device``; the answer (an offered update is served to it)."""
+    with server.anon() as anon:
+        resp = anon.post(
+            "/api/v1/updates/check",
+            json={
+                "projectId": slug,
+                "channel": "production",
+                "platform": platform,
+                "runtimeVersion": "1",
+                "deviceId": device,
+                **fields,
+            },
+        )
+    assert resp.status_code == 200, resp.text
+    body: dict[str, Any] = resp.json()
+    return body
 
 
 def stats(server: ServerProcess, **params: str) -> dict[str, Any]:
@@ -114,7 +136,10 @@ def test_two_processes_add_up_exactly(
     expo(
         a, slug, eas_client_id="dev2", expo_embedded_update_id=EMBEDDED, expo_current_update_id=ios
     )  # runs it
-    for proc in (a, b):  # dev3 reports ios as failed, on every request
+    # dev3 is offered ios (a served-to record), crashes on it, then reports it as failed on
+    # every request.
+    expo(a, slug, eas_client_id="dev3", expo_embedded_update_id=EMBEDDED)
+    for proc in (a, b):
         expo(
             proc,
             slug,
@@ -143,6 +168,7 @@ def test_two_processes_add_up_exactly(
     ]
     post_events(b, slug, "dev4", sdk_events)
     post_events(a, slug, "dev4", sdk_events)
+    check_in(a, slug, "dev5", "android")  # served android: its reports count
     post_events(
         a,
         slug,
@@ -157,15 +183,15 @@ def test_two_processes_add_up_exactly(
     assert b.proc is not None and b.proc.returncode == 0
 
     expected = {
-        "checks": 8,
+        "checks": 10,
         "downloads": 5,  # ios: dev1, dev2, dev3; android: dev4, dev5
         "installs": 5,
         "launchSuccesses": 3,  # ios: dev1, dev2; android: dev4
         "launchFailures": 2,  # ios: dev3; android: dev5
         "rollbacks": 1,
         "downloadFailures": 0,
-        "uniqueDevices": 4,  # dev1..dev4 checked in
-        "activeDevices": {"1d": 4, "7d": 4, "30d": 4},
+        "uniqueDevices": 5,  # dev1..dev5 checked in
+        "activeDevices": {"1d": 5, "7d": 5, "30d": 5},
         "successRate": 0.6,
         "failureRate": 0.4,
     }
@@ -176,22 +202,23 @@ def test_two_processes_add_up_exactly(
     today = body["daily"][-1]
     assert today["date"] == body["until"]
     assert {k: today[k] for k in ("checks", "downloads", "installs", "launchFailures")} == {
-        "checks": 8,
+        "checks": 10,
         "downloads": 5,
         "installs": 5,
         "launchFailures": 2,
     }
     per_update = {u["updateId"]: u for u in body["updates"]}
-    assert per_update[ios]["checks"] == 3  # the answers that offered it: dev1, dev2, anonymous
+    # The answers that offered it: dev1, dev2, dev3 (first request), anonymous.
+    assert per_update[ios]["checks"] == 4
     assert per_update[ios]["activeDevices"] == {"1d": 2, "7d": 2, "30d": 2}
     assert (per_update[ios]["launchSuccesses"], per_update[ios]["launchFailures"]) == (2, 1)
-    assert per_update[android]["checks"] == 1
+    assert per_update[android]["checks"] == 2
     assert per_update[android]["rollbacks"] == 1
     assert per_update[ios]["health"]["status"] == "insufficientData"
     assert body["flags"] == []
 
     only_ios = stats(a, project=slug, update=ios)["totals"]
-    assert (only_ios["checks"], only_ios["installs"], only_ios["uniqueDevices"]) == (3, 3, 3)
+    assert (only_ios["checks"], only_ios["installs"], only_ios["uniqueDevices"]) == (4, 3, 3)
     assert stats(a, project=slug, channel="staging")["totals"]["checks"] == 0
 
     # /metrics: per-route request counts, and the cluster-wide figures from the database.
@@ -201,13 +228,13 @@ def test_two_processes_add_up_exactly(
         assert resp.status_code == 200
         return resp.text
 
-    text = poll(scrape, lambda t: metric(t, "lumora_stats_checks", project=slug) == 8, "metrics")
+    text = poll(scrape, lambda t: metric(t, "lumora_stats_checks", project=slug) == 10, "metrics")
     route = "/api/v1/expo/{project}/manifest"
     served = metric(text, "lumora_http_requests_total", method="GET", route=route, status="200")
     assert served is not None and served >= 3
     assert metric(text, "lumora_http_request_duration_seconds_count", method="GET", route=route)
     assert metric(text, "lumora_stats_device_outcomes", project=slug, outcome="install") == 5
-    assert metric(text, "lumora_stats_active_devices", project=slug, window="1d") == 4
+    assert metric(text, "lumora_stats_active_devices", project=slug, window="1d") == 5
     assert metric(text, "lumora_updates_published", project=slug) == 2
     assert metric(text, "lumora_publishes", project=slug) == 1
 
@@ -276,7 +303,12 @@ def test_stats_access_and_range_checks(server: ServerProcess, unique: str) -> No
             params={"project": mine["slug"], "since": "2026-11-01", "until": "2026-11-03"},
         ).json()
         assert [d["date"] for d in body["daily"]] == ["2026-11-01", "2026-11-02", "2026-11-03"]
-        assert body["thresholds"] == {"failureRate": 0.05, "minLaunches": 20}
+        assert body["thresholds"] == {
+            "failureRate": 0.05,
+            "minLaunches": 20,
+            "minFailures": 10,
+            "devicesPerSource": 3,
+        }
     with server.client(key) as scoped:
         assert scoped.get("/api/v1/stats", params={"project": other["slug"]}).status_code == 404
         assert scoped.get("/api/v1/stats", params={"project": mine["slug"]}).status_code == 200
@@ -285,9 +317,16 @@ def test_stats_access_and_range_checks(server: ServerProcess, unique: str) -> No
         assert anon.get("/api/v1/stats").status_code == 401
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_failing_update_is_flagged_and_auto_paused(
-    server: ServerProcess, unique: str, tmp_path: Path
+    server_factory: Callable[..., ServerProcess], unique: str, tmp_path: Path, backend: str
 ) -> None:
+    # Every device checks from 127.0.0.1 here: lift the per-source cap, and ask for 2 failing
+    # devices (test_security_stats.py covers the caps and the default minimum).
+    server = server_factory(
+        backend,
+        extra_env={"LUMORA_HEALTH_MIN_FAILURES": "2", "LUMORA_STATS_DEVICES_PER_SOURCE": "100"},
+    )
     slug = f"pause-{unique}"
     with server.client() as client:
         create_project(client, slug)
@@ -296,6 +335,8 @@ def test_failing_update_is_flagged_and_auto_paused(
         answer, _ = publish_export(client, slug, make_export(tmp_path / "export", seed=unique))
     ids = {u["platform"]: u["id"] for u in answer["updates"]}
     ios, android = ids["ios"], ids["android"]
+    for device in [f"ok-{i}" for i in range(19)] + ["bad-0", "bad-1"]:
+        assert check_in(server, slug, device, "ios")["updateAvailable"] is True
     # 19 devices launch ios fine; one fails: 1/20 = 5% is not above the 5% threshold.
     for i in range(19):
         post_events(server, slug, f"ok-{i}", [{"type": "launch_success", "updateId": ios}])

@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
-from lumora_ota.stats import ClientEvent, StatsRecorder, event_time
+from lumora_ota.settings import Settings, SettingsError
+from lumora_ota.stats import ClientEvent, StatsRecorder, event_time, stats_source
 from lumora_ota.stats_report import (
     HealthThresholds,
     StatsQuery,
@@ -22,8 +23,18 @@ from lumora_ota.stats_report import (
     build_report,
     evaluate_health,
 )
+from lumora_ota.stats_retention import PruneResult, prune_statistics
 from lumora_ota.store.db import create_db_engine, make_session_factory, migrate
-from lumora_ota.store.models import AuditEntry, Channel, DeliveryState, Project, Update, UpdateGroup
+from lumora_ota.store.models import (
+    AuditEntry,
+    Channel,
+    DeliveryState,
+    DeviceState,
+    DeviceUpdateFact,
+    Project,
+    Update,
+    UpdateGroup,
+)
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 TODAY = NOW.date()
@@ -65,7 +76,24 @@ def recorder(engine: Engine) -> StatsRecorder:
     return StatsRecorder(engine, clock=lambda: NOW)
 
 
-def report(engine: Engine, project_id: str, **kw: object) -> dict:
+def serve(rec: StatsRecorder, pid: str, update_id: str, device: str, source: str = "") -> None:
+    """A check that offered ``update_id`` to ``device``: its served-to record."""
+    rec.record_check(
+        project_id=pid,
+        channel="production",
+        platform="ios",
+        served_update_id=update_id,
+        device_id=device,
+        source=source,
+    )
+
+
+def report(
+    engine: Engine,
+    project_id: str,
+    thresholds: HealthThresholds = HealthThresholds(),
+    **kw: object,
+) -> dict:
     with make_session_factory(engine)() as s:
         query = StatsQuery(
             project_ids=[project_id],
@@ -73,7 +101,7 @@ def report(engine: Engine, project_id: str, **kw: object) -> dict:
             until=kw.pop("until", TODAY),  # type: ignore[arg-type]
             **kw,  # type: ignore[arg-type]
         )
-        return build_report(s, query, thresholds=HealthThresholds(), now=NOW)
+        return build_report(s, query, thresholds=thresholds, now=NOW)
 
 
 def test_two_recorders_add_up_exactly(engine: Engine, request: pytest.FixtureRequest) -> None:
@@ -122,6 +150,8 @@ def test_two_recorders_add_up_exactly(engine: Engine, request: pytest.FixtureReq
         ClientEvent("install", android),
         ClientEvent("launch_success", android),
     ]
+    serve(a, pid, android, "d4")
+    serve(b, pid, android, "d5")
     a.record_events(pid, "d4", sdk)
     b.record_events(pid, "d4", sdk)
     b.record_events(pid, "d5", [ClientEvent("launch_failure", android)])
@@ -134,20 +164,20 @@ def test_two_recorders_add_up_exactly(engine: Engine, request: pytest.FixtureReq
 
     body = report(engine, pid)
     totals = body["totals"]
-    assert totals["checks"] == 3 + 4 + 2 + 1
+    assert totals["checks"] == 3 + 4 + 2 + 1 + 2
     # A failed launch implies a download and an install: d1, d2, d3 (ios) + d4, d5 (android).
     assert totals["downloads"] == 3 + 2
     assert totals["installs"] == 5
     assert totals["launchSuccesses"] == 3  # d1, d2, d4
     assert totals["launchFailures"] == 2  # d3 (ios, header), d5 (android, event)
     assert totals["rollbacks"] == 1
-    assert totals["uniqueDevices"] == 3  # d1..d3 checked in; SDK events do not check in
-    assert totals["activeDevices"] == {"1d": 3, "7d": 3, "30d": 3}
+    assert totals["uniqueDevices"] == 5  # d1..d5 checked in
+    assert totals["activeDevices"] == {"1d": 5, "7d": 5, "30d": 5}
     assert totals["successRate"] == pytest.approx(0.6)
     assert totals["failureRate"] == pytest.approx(0.4)
     today = body["daily"][-1]
     assert today["date"] == TODAY.isoformat()
-    assert today["checks"] == 10 and today["installs"] == 5
+    assert today["checks"] == 12 and today["installs"] == 5
     assert all(p["checks"] == 0 for p in body["daily"][:-1])
     per_update = {u["updateId"]: u for u in body["updates"]}
     assert per_update[ios]["checks"] == 3 + 4
@@ -172,7 +202,7 @@ def test_newest_device_observation_wins(engine: Engine, request: pytest.FixtureR
         project_id=pid,
         channel="production",
         platform="ios",
-        served_update_id=None,
+        served_update_id=ios,
         device_id="dx",
         current_update_id=ios,
         embedded_update_id="e",
@@ -202,19 +232,19 @@ def test_flushed_device_days_and_facts_stay_out_of_later_batches(
             project_id=pid,
             channel="production",
             platform="ios",
-            served_update_id=None,
+            served_update_id=ios,
             device_id=device,
             current_update_id=ios,
             embedded_update_id="e",
         )
 
     check("d1")
-    # checks counter, device, device day and the three running facts
-    assert rec.pending == 6 and rec.flush() == 6
-    check("d1")  # the same device, day and facts again: only the counter and the device
+    # checks counter, device, device day, served-to record and the three running facts
+    assert rec.pending == 7 and rec.flush() == 7
+    check("d1")  # the same device, day, record and facts again: the counter and the device
     assert rec.pending == 2
-    check("d2")  # a new device brings its own device day and facts
-    assert rec.pending == 2 + 1 + 1 + 3
+    check("d2")  # a new device brings its own device day, served-to record and facts
+    assert rec.pending == 2 + 1 + 1 + 1 + 3
     rec.flush()
     totals = report(engine, pid, update_id=ios)["totals"]
     assert totals["activeDevices"]["1d"] == 2
@@ -240,24 +270,27 @@ def test_auto_pause_once(engine: Engine, request: pytest.FixtureRequest) -> None
     pid, (ios, android) = make_project(engine, f"pause-{request.node.callspec.id}", auto_pause=True)
     rec = recorder(engine)
     for i in range(18):
+        serve(rec, pid, ios, f"ok{i}", source=f"10.0.0.{i}")
         rec.record_events(pid, f"ok{i}", [ClientEvent("launch_success", ios)])
     for i in range(2):
+        serve(rec, pid, ios, f"bad{i}", source=f"10.0.1.{i}")
         rec.record_events(pid, f"bad{i}", [ClientEvent("launch_failure", ios)])
     rec.flush()
+    thresholds = HealthThresholds(min_failures=2)
     sessions = make_session_factory(engine)
     revision_before = _revision(engine)
     with sessions() as s:
         # 2 / 20 = 10% > 5% over 20 launches: flagged and paused, once.
-        assert auto_pause_failing(s, [(pid, ios), (pid, android)], HealthThresholds()) == [ios]
+        assert auto_pause_failing(s, [(pid, ios), (pid, android)], thresholds) == [ios]
     with sessions() as s:
-        assert auto_pause_failing(s, [(pid, ios)], HealthThresholds()) == []
+        assert auto_pause_failing(s, [(pid, ios)], thresholds) == []
         assert s.get(Update, ios).rollout == 0  # type: ignore[union-attr]
         assert s.get(Update, android).rollout == 100  # type: ignore[union-attr]
         audit = s.scalars(select(AuditEntry).where(AuditEntry.target == ios)).all()
         assert [a.action for a in audit] == ["update.autoPause"]
         assert audit[0].detail["previousRollout"] == 100
     assert _revision(engine) == revision_before + 1
-    flags = report(engine, pid)["flags"]
+    flags = report(engine, pid, thresholds=thresholds)["flags"]
     assert [f["updateId"] for f in flags] == [ios]
     assert flags[0]["launches"] == 20 and flags[0]["failures"] == 2
 
@@ -267,13 +300,15 @@ def _revision(engine: Engine) -> int:
         return s.get(DeliveryState, 1).revision  # type: ignore[union-attr]
 
 
-@given(st.integers(0, 200), st.integers(0, 200))
-def test_health_rule(successes: int, failures: int) -> None:
-    thresholds = HealthThresholds(failure_rate=0.05, min_launches=20)
+@given(st.integers(0, 200), st.integers(0, 200), st.integers(0, 30))
+def test_health_rule(successes: int, failures: int, min_failures: int) -> None:
+    thresholds = HealthThresholds(failure_rate=0.05, min_launches=20, min_failures=min_failures)
     health = evaluate_health(successes, failures, thresholds)
     launches = successes + failures
     assert health.launches == launches
-    assert health.flagged == (launches >= 20 and failures * 100 > launches * 5)
+    assert health.flagged == (
+        launches >= 20 and failures >= min_failures and failures * 100 > launches * 5
+    )
     assert health.status == (
         "failing" if health.flagged else "ok" if launches >= 20 else "insufficientData"
     )
@@ -285,3 +320,81 @@ def test_event_time_is_clamped() -> None:
     assert event_time(NOW - timedelta(days=400), NOW) == NOW
     assert event_time(NOW + timedelta(days=3), NOW) == NOW
     assert event_time(datetime(2026, 11, 25, 1, 0), NOW).date() == date(2026, 11, 25)
+
+
+def test_retention_rolls_up_and_prunes(engine: Engine, request: pytest.FixtureRequest) -> None:
+    """Detailed rows older than the retention become daily counters: the figures of those
+    days stay, the rows (and device ids) go; a second run changes nothing."""
+    pid, (ios, _android) = make_project(engine, f"ret-{request.node.callspec.id}")
+    old_time = NOW - timedelta(days=100)
+    old = StatsRecorder(engine, clock=lambda: old_time)
+    serve(old, pid, ios, "gone")
+    old.record_events(pid, "gone", [ClientEvent("launch_success", ios, at=old_time)])
+    old.record_events(pid, "never-served", [ClientEvent("launch_failure", ios, at=old_time)])
+    old.flush()
+    fresh = recorder(engine)
+    serve(fresh, pid, ios, "here")
+    fresh.record_events(pid, "here", [ClientEvent("install", ios)])
+    fresh.flush()
+    window = {"since": old_time.date(), "until": TODAY}
+    before = report(engine, pid, **window)
+
+    assert prune_statistics(engine, NOW, 90) == PruneResult(
+        device_days=1, devices=1, facts=6, served=1
+    )
+    assert prune_statistics(engine, NOW, 90) == PruneResult()
+    after = report(engine, pid, **window)
+    assert after["daily"] == before["daily"]
+    assert after["totals"]["launchSuccesses"] == 1 and after["totals"]["installs"] == 2
+    per_update = {u["updateId"]: u for u in after["updates"]}
+    assert per_update[ios]["launchSuccesses"] == 1  # rolled up, still in the figure
+    with make_session_factory(engine)() as s:
+        assert s.scalars(
+            select(DeviceState.device_id).where(DeviceState.project_id == pid)
+        ).all() == ["here"]
+        left = s.scalars(
+            select(DeviceUpdateFact.device_id).where(DeviceUpdateFact.project_id == pid)
+        ).all()
+        assert set(left) == {"here"}
+
+
+def test_retention_and_caps_refuse_values_that_switch_them_off() -> None:
+    for name, value in (
+        ("stats_retention_days", 30),
+        ("stats_devices_per_source", 0),
+        ("health_min_failures", 0),
+    ):
+        with pytest.raises(SettingsError, match="must be at least"):
+            Settings(**{name: value})  # type: ignore[arg-type]
+
+
+def test_sources_group_ipv6_by_64() -> None:
+    """An IPv6 subscriber gets a /64 (or more): all its addresses are one source."""
+    assert stats_source("2001:db8:1:2::a") == stats_source("2001:db8:1:2:ffff::1")
+    assert stats_source("2001:db8:1:2::a") == "2001:db8:1:2::/64"
+    assert stats_source("2001:db8:1:3::a") != stats_source("2001:db8:1:2::a")
+    assert stats_source("::ffff:10.0.0.1") == "10.0.0.1" == stats_source("10.0.0.1")
+    assert stats_source(None) == "" and stats_source("not-an-ip") == "not-an-ip"
+
+
+def test_one_source_adds_a_bounded_number_of_new_devices(
+    engine: Engine, request: pytest.FixtureRequest
+) -> None:
+    pid, (ios, _android) = make_project(engine, f"cap-{request.node.callspec.id}")
+    rec = StatsRecorder(engine, clock=lambda: NOW, new_devices_per_source=3)
+    for i in range(10):
+        rec.record_check(
+            project_id=pid,
+            channel="production",
+            platform="ios",
+            served_update_id=ios,
+            device_id=f"a{i}",
+            source="10.9.9.9",
+        )
+    serve(rec, pid, ios, "a0", source="10.9.9.9")  # an admitted device keeps counting
+    serve(rec, pid, ios, "b0", source="10.9.9.8")  # another source has its own budget
+    rec.flush()
+    totals = report(engine, pid)["totals"]
+    assert totals["uniqueDevices"] == 4
+    assert totals["checks"] == 12
+    assert rec.totals["stats_dropped"] == 7

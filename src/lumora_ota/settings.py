@@ -65,6 +65,18 @@ class Settings:
     # ``health_min_launches`` launches (devices that launched it or failed to).
     health_failure_rate: float = 0.05
     health_min_launches: int = 20
+    # ... and at least this many devices failed to launch it (see SECURITY.md: what anonymous
+    # devices can influence).
+    health_min_failures: int = 10
+    # Devices one client address (IPv6: its /64) adds to an update's health figure, per
+    # outcome: bounds what one source can do with invented device ids.
+    stats_devices_per_source: int = 3
+    # Device ids new today that one client address may add to the statistics, per server
+    # process (more are counted as checks only): what bounds rows of invented device ids.
+    stats_new_devices_per_source: int = 5000
+    # Days of detailed statistics kept: older device days are rolled up into daily counters,
+    # devices not seen for this long (and their outcome rows) rolled up and deleted.
+    stats_retention_days: int = 90
     workers: int = 1
     server: str = "granian"
     log_level: str = "info"
@@ -80,10 +92,26 @@ class Settings:
     # of a stream, and served only when smaller than this fraction of the brotli bundle.
     patch_bases: int = 3
     patch_max_ratio: float = 0.5
+    # Bounds on computing a patch: bundles over this size are not diffed, nor pairs whose
+    # diff would need more memory than the budget (bsdiff holds ~17 bytes per base byte).
+    patch_max_bundle_bytes: int = 32 * 1024 * 1024
+    patch_memory_bytes: int = 512 * 1024 * 1024
     # Asset bytes each server process keeps in memory for the device edge (most-recently
     # used first; only files up to ``asset_memory_file_bytes``); 0 turns it off.
     asset_memory_bytes: int = 32 * 1024 * 1024
     asset_memory_file_bytes: int = 4 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        # What bounds anonymous devices' influence and the statistics' storage: refused when
+        # it would switch the bound off (SECURITY.md).
+        for name, value, least in (
+            ("LUMORA_STATS_RETENTION_DAYS", self.stats_retention_days, 31),
+            ("LUMORA_STATS_DEVICES_PER_SOURCE", self.stats_devices_per_source, 1),
+            ("LUMORA_STATS_NEW_DEVICES_PER_SOURCE", self.stats_new_devices_per_source, 1),
+            ("LUMORA_HEALTH_MIN_FAILURES", self.health_min_failures, 1),
+        ):
+            if value < least:
+                raise SettingsError(f"{name} must be at least {least}, not {value}")
 
     @property
     def resolved_database_url(self) -> str:
@@ -140,6 +168,10 @@ class Settings:
             stats_flush_interval=_env_float("LUMORA_STATS_FLUSH_INTERVAL", 1.0),
             health_failure_rate=_env_float("LUMORA_HEALTH_FAILURE_RATE", 0.05),
             health_min_launches=_env_int("LUMORA_HEALTH_MIN_LAUNCHES", 20),
+            health_min_failures=_env_int("LUMORA_HEALTH_MIN_FAILURES", 10),
+            stats_devices_per_source=_env_int("LUMORA_STATS_DEVICES_PER_SOURCE", 3),
+            stats_new_devices_per_source=_env_int("LUMORA_STATS_NEW_DEVICES_PER_SOURCE", 5000),
+            stats_retention_days=_env_int("LUMORA_STATS_RETENTION_DAYS", 90),
             workers=_env_int("LUMORA_WORKERS", 1),
             server=env("LUMORA_SERVER_IMPL") or "granian",
             log_level=env("LUMORA_LOG_LEVEL") or "info",
@@ -149,6 +181,8 @@ class Settings:
             rate_limit_per_client=env("LUMORA_RATE_LIMIT_PER_CLIENT") or "",
             patch_bases=_env_int("LUMORA_PATCH_BASES", 3),
             patch_max_ratio=_env_float("LUMORA_PATCH_MAX_RATIO", 0.5),
+            patch_max_bundle_bytes=_env_int("LUMORA_PATCH_MAX_BUNDLE_BYTES", 32 * 1024 * 1024),
+            patch_memory_bytes=_env_int("LUMORA_PATCH_MEMORY_BYTES", 512 * 1024 * 1024),
             asset_memory_bytes=_env_int("LUMORA_ASSET_MEMORY_BYTES", 32 * 1024 * 1024),
             asset_memory_file_bytes=_env_int("LUMORA_ASSET_MEMORY_FILE_BYTES", 4 * 1024 * 1024),
         )

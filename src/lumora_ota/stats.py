@@ -7,7 +7,7 @@ Hot-path API (all O(1), no I/O; safe from the event loop and from worker threads
                           served_update_id=None | "<update id>",
                           device_id=None | "<eas-client-id / deviceId>",
                           current_update_id=None | "...", embedded_update_id=None | "...",
-                          failed_update_ids=("...",))
+                          failed_update_ids=("...",), source="<client address>")
     recorder.record_asset(nbytes=..., variant="identity" | "br" | "gzip" | "patch")
     recorder.record_events(project_id, device_id, [ClientEvent(...), ...])
 
@@ -24,6 +24,14 @@ What is counted, and why it can be trusted:
   later stage implies the earlier ones (an install implies a download, a failed launch an
   install). So downloads >= installs >= launch successes (and failures) always hold, and no
   retry or repeated header inflates a figure. Reports without a device id count as checks.
+* **Served-to records** (security): a check answered with an update, for a device id, records
+  that the update was served to that device, and from which *source* (``stats_source``: the
+  client address, an IPv6 /64). Outcome facts of a device count in figures (``stats_report``)
+  only when such a record exists: a device id that was never sent an update cannot report a
+  launch or a failure of it, and the health figure (auto-pause) counts at most
+  ``devices_per_source`` devices from each source. Callers pass only update ids that name an
+  update of the project (``known``): made-up ids are dropped before they cost memory or a row,
+  and at most ``MAX_FAILED_IDS_COUNTED`` failed ids of one request count.
 * Each (project, UTC day, channel, device) that checks in is stored once: unique devices.
 * The device's latest observation (channel, platform, current update, last seen) feeds the
   active-device figures; the newest observation wins across processes.
@@ -40,17 +48,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ipaddress
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Insert
+from sqlalchemy import Connection, Engine, Insert
 from sqlalchemy.dialects import postgresql, sqlite
 
-from lumora_ota.store.models import DeviceDay, DeviceState, DeviceUpdateFact, StatCounter
+from lumora_ota.store.models import (
+    DeviceDay,
+    DeviceServed,
+    DeviceState,
+    DeviceUpdateFact,
+    StatCounter,
+)
 
 log = logging.getLogger("lumora_ota.stats")
 
@@ -76,6 +92,19 @@ EVENT_FACTS: dict[str, tuple[str, ...]] = {
 RUNNING_FACTS: tuple[str, ...] = ("download", "install", "launch_success")
 # How far a client-supplied event time may be trusted; outside it the server's clock is used.
 EVENT_TIME_PAST = timedelta(days=30)
+# expo-updates reports at most the 5 newest updates that failed to launch
+# (UpdateDao.loadRecentUpdateIdsWithFailedLaunch: ``... ORDER BY commit_time DESC LIMIT 5``);
+# more ids in one request count no further.
+MAX_FAILED_IDS_COUNTED = 5
+# Rows a batch may hold while flushes fail or lag: past it, new device rows are dropped
+# (counted in ``totals["stats_dropped"]``) so a flood cannot grow memory without bound.
+MAX_PENDING_ROWS = 200_000
+# Devices new today (to this process) that one source may add; past it that source's new
+# device ids are counted as checks only. Invented device ids are the one way anonymous
+# requests add rows (3 a device); this bounds them per address and day. The map of sources
+# is forgotten past SOURCES_LIMIT entries (memory stays bounded under a spread-out flood).
+DEFAULT_NEW_DEVICES_PER_SOURCE = 5000
+SOURCES_LIMIT = 100_000
 EVENT_TIME_FUTURE = timedelta(days=1)
 # Bound on remembered already-flushed facts and device days (keeps re-sent ones out of later
 # batches; the writes ignore duplicates anyway). They are remembered by ``hash()`` of the key,
@@ -89,6 +118,7 @@ CounterKey = tuple[str, str, str, date, str]  # project, channel, update, day, m
 FactKey = tuple[str, str, str, str]  # project, device, update, fact
 DeviceKey = tuple[str, str]  # project, device
 DeviceDayKey = tuple[str, date, str, str]  # project, day, channel, device
+ServedKey = tuple[str, str, str]  # project, update, device
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,14 +149,21 @@ class StatsBatch:
     facts: dict[FactKey, datetime]
     devices: dict[DeviceKey, DeviceObservation]
     device_days: set[DeviceDayKey]
+    served: dict[ServedKey, tuple[str, datetime]]  # -> (source, first served at)
 
     @classmethod
     def empty(cls) -> StatsBatch:
         """A batch with nothing in it."""
-        return cls(counters={}, facts={}, devices={}, device_days=set())
+        return cls(counters={}, facts={}, devices={}, device_days=set(), served={})
 
     def __len__(self) -> int:
-        return len(self.counters) + len(self.facts) + len(self.devices) + len(self.device_days)
+        return (
+            len(self.counters)
+            + len(self.facts)
+            + len(self.devices)
+            + len(self.device_days)
+            + len(self.served)
+        )
 
     def merge(self, newer: StatsBatch) -> None:
         """Fold ``newer`` (recorded later) into this batch."""
@@ -136,6 +173,25 @@ class StatsBatch:
             self.facts.setdefault(fkey, at)
         self.devices.update(newer.devices)
         self.device_days |= newer.device_days
+        for skey, value in newer.served.items():
+            self.served.setdefault(skey, value)
+
+
+@functools.lru_cache(maxsize=4096)
+def stats_source(host: str | None) -> str:
+    """The source a request is counted under: its client address, IPv6 by /64 network (one
+    subscriber's allocation), "" when unknown. Per-source caps are applied to this value."""
+    if not host:
+        return ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host[:64]
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is None:
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
 
 
 def event_time(reported: datetime | None, now: datetime) -> datetime:
@@ -166,6 +222,7 @@ class StatsRecorder:
         *,
         flush_interval: float = 1.0,
         clock: Callable[[], datetime] = utc_now,
+        new_devices_per_source: int = DEFAULT_NEW_DEVICES_PER_SOURCE,
     ) -> None:
         self._engine = engine
         # A floor keeps a zero or negative setting from spinning the flush loop.
@@ -176,6 +233,11 @@ class StatsRecorder:
         self._flush_lock = threading.Lock()
         self._seen_facts: set[int] = set()  # hash() of FactKey
         self._seen_days: set[int] = set()  # hash() of DeviceDayKey
+        self._seen_served: set[int] = set()  # hash() of ServedKey
+        self._new_devices_per_source = new_devices_per_source
+        self._new_devices: dict[str, int] = {}  # source -> devices new today
+        self._new_devices_day: date | None = None
+        self._seen_reporters: set[int] = set()  # hash() of (project, day, device): events
         self._task: asyncio.Task[None] | None = None
         self._after_flush: list[FlushHook] = []
         # Process-local running totals, read by /metrics.
@@ -196,31 +258,61 @@ class StatsRecorder:
         current_update_id: str | None = None,
         embedded_update_id: str | None = None,
         failed_update_ids: Sequence[str] = (),
+        source: str = "",
+        known: Callable[[str], bool] = lambda _update_id: True,
     ) -> None:
-        """Count one answered manifest/check request and what its headers say."""
+        """Count one answered manifest/check request and what its headers say.
+
+        ``served_update_id`` is the update the answer offered (a served-to record for
+        ``device_id``, from ``source``). ``known(update_id)`` says whether an id names an
+        update of the project: the running and failed ids that do not are not recorded.
+        """
         now = self._clock()
         day = now.date()
         ckey = (project_id, channel, served_update_id or "", day, "checks")
         running = current_update_id if current_update_id != embedded_update_id else None
+        failed = [f for f in failed_update_ids if f and f != embedded_update_id and known(f)][
+            :MAX_FAILED_IDS_COUNTED
+        ]
         with self._lock:
             batch = self._batch
             batch.counters[ckey] = batch.counters.get(ckey, 0) + 1
             self.totals["checks"] = self.totals.get("checks", 0) + 1
             if not device_id:
                 return
+            dkey = (project_id, day, channel, device_id)
+            new_today = hash(dkey) not in self._seen_days and dkey not in batch.device_days
+            if len(batch) > MAX_PENDING_ROWS or (new_today and not self._admit(source, day)):
+                self.totals["stats_dropped"] = self.totals.get("stats_dropped", 0) + 1
+                return
+            if new_today:  # its events later today draw on no budget again
+                self._seen_reporters.add(hash((project_id, day, device_id)))
             batch.devices[(project_id, device_id)] = DeviceObservation(
                 channel, platform, current_update_id, embedded_update_id, now
             )
-            dkey = (project_id, day, channel, device_id)
-            if hash(dkey) not in self._seen_days:
+            if new_today:
                 batch.device_days.add(dkey)
-            if running:
+            if served_update_id:
+                skey = (project_id, served_update_id, device_id)
+                if hash(skey) not in self._seen_served and skey not in batch.served:
+                    batch.served[skey] = (source, now)
+            if running and known(running):
                 for fact in RUNNING_FACTS:
                     self._add_fact((project_id, device_id, running, fact), now)
-            for failed in failed_update_ids:
-                if failed and failed != embedded_update_id:
-                    for fact in EVENT_FACTS["launch_failure"]:
-                        self._add_fact((project_id, device_id, failed, fact), now)
+            for failed_id in failed:
+                for fact in EVENT_FACTS["launch_failure"]:
+                    self._add_fact((project_id, device_id, failed_id, fact), now)
+
+    def _admit(self, source: str, day: date) -> bool:
+        """Whether ``source`` may add one more device new today (caller holds the lock)."""
+        if day != self._new_devices_day or len(self._new_devices) > SOURCES_LIMIT:
+            self._new_devices.clear()
+            self._new_devices_day = day
+        count = self._new_devices.get(source, 0)
+        if count >= self._new_devices_per_source:
+            return False
+        self._new_devices[source] = count + 1
+        return True
 
     def record_asset(self, *, nbytes: int, variant: str = "identity") -> None:
         """Count one asset response of ``nbytes`` bytes (server-wide)."""
@@ -247,17 +339,41 @@ class StatsRecorder:
             counters[key] = counters.get(key, 0) + value
             self.totals[metric] = self.totals.get(metric, 0) + value
 
-    def record_events(self, project_id: str, device_id: str, events: Iterable[ClientEvent]) -> None:
-        """File client events (already validated) as device facts."""
+    def record_events(
+        self,
+        project_id: str,
+        device_id: str,
+        events: Iterable[ClientEvent],
+        *,
+        known: Callable[[str], bool] = lambda _update_id: True,
+        source: str = "",
+    ) -> None:
+        """File client events (already validated) as device facts; events naming no update
+        of the project (``known``) are dropped, and so are the events of a device id new to
+        this process today past ``source``'s new-device budget."""
         now = self._clock()
+        events = list(events)
         with self._lock:
             for event in events:
                 self.totals[f"events_{event.type}"] = self.totals.get(f"events_{event.type}", 0) + 1
-                if not event.update_id:
+            relevant = [(e, e.update_id) for e in events if e.update_id and known(e.update_id)]
+            if not relevant:
+                return
+            reporter = hash((project_id, now.date(), device_id))
+            if reporter not in self._seen_reporters:
+                if not self._admit(source, now.date()):
+                    self.totals["stats_dropped"] = self.totals.get("stats_dropped", 0) + 1
+                    return
+                if len(self._seen_reporters) > SEEN_FACTS_LIMIT:
+                    self._seen_reporters.clear()
+                self._seen_reporters.add(reporter)
+            for event, update_id in relevant:
+                if len(self._batch) > MAX_PENDING_ROWS:
+                    self.totals["stats_dropped"] = self.totals.get("stats_dropped", 0) + 1
                     continue
                 at = event_time(event.at, now)
                 for fact in EVENT_FACTS.get(event.type, ()):
-                    self._add_fact((project_id, device_id, event.update_id, fact), at)
+                    self._add_fact((project_id, device_id, update_id, fact), at)
 
     def _add_fact(self, key: FactKey, at: datetime) -> None:
         # Caller holds self._lock.
@@ -306,6 +422,9 @@ class StatsRecorder:
                 if len(self._seen_days) + len(batch.device_days) > SEEN_FACTS_LIMIT:
                     self._seen_days.clear()
                 self._seen_days.update(map(hash, batch.device_days))
+                if len(self._seen_served) + len(batch.served) > SEEN_FACTS_LIMIT:
+                    self._seen_served.clear()
+                self._seen_served.update(map(hash, batch.served))
             for hook in self._after_flush:
                 try:
                     hook(batch)
@@ -373,22 +492,39 @@ def write_batch(engine: Engine, batch: StatsBatch, *, chunk_rows: int | None = N
             with engine.begin() as conn:
                 conn.execute(statement, chunk)
     if batch.counters:
-        stmt = _insert(engine, StatCounter.__table__)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["project_id", "channel", "update_id", "day", "metric"],
-            set_={"value": StatCounter.__table__.c.value + stmt.excluded.value},
-        )
-        rows = [
-            {"project_id": p, "channel": c, "update_id": u, "day": d, "metric": m, "value": n}
-            for (p, c, u, d, m), n in sorted(batch.counters.items())
-        ]
         with engine.begin() as conn:
-            conn.execute(stmt, rows)
+            write_counters(conn, batch.counters)
+
+
+def write_counters(conn: Connection, counters: Mapping[CounterKey, int]) -> None:
+    """Add ``counters`` to ``stat_counters`` (additive upserts) in ``conn``'s transaction."""
+    if not counters:
+        return
+    stmt = _insert(conn.engine, StatCounter.__table__)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["project_id", "channel", "update_id", "day", "metric"],
+        set_={"value": StatCounter.__table__.c.value + stmt.excluded.value},
+    )
+    rows = [
+        {"project_id": p, "channel": c, "update_id": u, "day": d, "metric": m, "value": n}
+        for (p, c, u, d, m), n in sorted(counters.items())
+    ]
+    conn.execute(stmt, rows)
 
 
 def _idempotent_writes(engine: Engine, batch: StatsBatch) -> list[tuple[Any, list[dict[str, Any]]]]:
     """(statement, rows) of the batch's facts, device days and device states."""
     writes: list[tuple[Any, list[dict[str, Any]]]] = []
+    if batch.served:
+        sstmt: Insert = _insert(engine, DeviceServed.__table__)
+        sstmt = sstmt.on_conflict_do_nothing(  # type: ignore[attr-defined]
+            index_elements=["project_id", "update_id", "device_id"]
+        )
+        rows = [
+            {"project_id": p, "update_id": u, "device_id": dev, "source": src, "at": at}
+            for (p, u, dev), (src, at) in sorted(batch.served.items())
+        ]
+        writes.append((sstmt, rows))
     if batch.facts:
         fstmt: Insert = _insert(engine, DeviceUpdateFact.__table__)
         fstmt = fstmt.on_conflict_do_nothing(  # type: ignore[attr-defined]

@@ -4,9 +4,15 @@
 for a set of projects, optionally narrowed to a channel, an update and a day range. Figures
 are defined in ``lumora_ota.stats``; device outcomes count devices, never raw reports.
 
+Device outcomes count only for devices the server served the update to (a ``device_served``
+row, see ``lumora_ota.stats``): ``counted_facts`` is the one place that rule is applied.
+
 ``evaluate_health`` is the pure health rule: an update is flagged when at least
-``min_launches`` devices launched it (successfully or not) and the share that failed exceeds
-``failure_rate``. ``auto_pause_failing`` applies it after each flush and, for projects with
+``min_launches`` devices launched it (successfully or not), at least ``min_failures`` failed,
+and the share that failed exceeds ``failure_rate``. The health figure (``health_counts``)
+counts at most ``devices_per_source`` devices of each source (client address) per outcome, so
+one address cannot pause a rollout, nor dilute real failures, with invented device ids.
+``auto_pause_failing`` applies it after each flush and, for projects with
 ``auto_pause_on_failure``, sets a failing update's rollout to 0 (audited, delivery revision
 bumped) exactly once even when several processes notice at the same time.
 """
@@ -26,6 +32,7 @@ from lumora_ota.store.models import (
     AuditEntry,
     Channel,
     DeviceDay,
+    DeviceServed,
     DeviceState,
     DeviceUpdateFact,
     Project,
@@ -55,6 +62,21 @@ class HealthThresholds:
 
     failure_rate: float = 0.05
     min_launches: int = 20
+    # Failing devices (after the per-source cap) needed before an update is flagged.
+    min_failures: int = 10
+    # Devices one source (client address) adds to an update's health figure, per outcome.
+    devices_per_source: int = 3
+
+
+def health_thresholds(settings: Any) -> HealthThresholds:
+    """The thresholds a ``Settings`` configures (``LUMORA_HEALTH_*``,
+    ``LUMORA_STATS_DEVICES_PER_SOURCE``)."""
+    return HealthThresholds(
+        failure_rate=settings.health_failure_rate,
+        min_launches=settings.health_min_launches,
+        min_failures=settings.health_min_failures,
+        devices_per_source=settings.stats_devices_per_source,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +102,14 @@ def rate(part: int, whole: int) -> float | None:
 
 
 def evaluate_health(successes: int, failures: int, thresholds: HealthThresholds) -> Health:
-    """The health rule: flagged when launches >= min and the failure share exceeds the rate."""
+    """The health rule: flagged when launches >= min, failures >= min and the failure share
+    exceeds the rate."""
     launches = successes + failures
     failure_rate = rate(failures, launches)
     flagged = (
         launches >= thresholds.min_launches
         and launches > 0
+        and failures >= thresholds.min_failures
         and failures / launches > thresholds.failure_rate
     )
     enough = launches >= thresholds.min_launches
@@ -111,9 +135,21 @@ def _in_projects(column: Any, query: StatsQuery) -> Any:
     return column.in_(query.project_ids) if query.project_ids is not None else column.isnot(None)
 
 
-def _fact_query(query: StatsQuery, *columns: Any) -> Any:
-    """SELECT over facts of real updates of the projects, narrowed by the query."""
-    stmt = (
+def served_join(fact: Any = DeviceUpdateFact) -> Any:
+    """The join condition of a fact (or device state: ``current_update_id``) with the record
+    that its update was served to its device."""
+    update_col = fact.update_id if fact is DeviceUpdateFact else fact.current_update_id
+    return and_(
+        DeviceServed.project_id == fact.project_id,
+        DeviceServed.update_id == update_col,
+        DeviceServed.device_id == fact.device_id,
+    )
+
+
+def counted_facts(*columns: Any) -> Any:
+    """SELECT ``columns`` over the facts that count: of real updates of their project, from
+    devices the update was served to."""
+    return (
         select(*columns)
         .select_from(DeviceUpdateFact)
         .join(
@@ -123,8 +159,13 @@ def _fact_query(query: StatsQuery, *columns: Any) -> Any:
                 Update.project_id == DeviceUpdateFact.project_id,
             ),
         )
-        .where(_in_projects(DeviceUpdateFact.project_id, query))
+        .join(DeviceServed, served_join())
     )
+
+
+def _fact_query(query: StatsQuery, *columns: Any) -> Any:
+    """SELECT over the counted facts of the projects, narrowed by the query."""
+    stmt = counted_facts(*columns).where(_in_projects(DeviceUpdateFact.project_id, query))
     if query.update_id:
         stmt = stmt.where(DeviceUpdateFact.update_id == query.update_id)
     if query.channel:
@@ -152,6 +193,36 @@ def _counter_rows(session: Session, query: StatsQuery) -> dict[date, int]:
     if query.update_id:
         stmt = stmt.where(StatCounter.update_id == query.update_id)
     return {_as_date(day): int(n or 0) for day, n in session.execute(stmt)}
+
+
+ROLLED_FACT_PREFIX = "fact_"  # rolled-up facts (lumora_ota.stats_retention)
+ROLLED_DEVICES = "devices"
+
+
+def _rolled(query: StatsQuery, *columns: Any) -> Any:
+    """SELECT over the counters that statistics retention rolled detailed rows up into,
+    narrowed by the query (day range, projects, channel, update)."""
+    stmt = (
+        select(*columns)
+        .where(_in_projects(StatCounter.project_id, query))
+        .where(StatCounter.project_id != "")
+        .where(_in_range(StatCounter.day, query))
+    )
+    if query.channel:
+        stmt = stmt.where(StatCounter.channel == query.channel)
+    if query.update_id:
+        stmt = stmt.where(StatCounter.update_id == query.update_id)
+    return stmt
+
+
+def _rolled_facts(session: Session, query: StatsQuery, key: Any) -> dict[tuple[Any, str], int]:
+    """Rolled-up fact counts by (``key`` column value, fact)."""
+    rows = session.execute(
+        _rolled(query, key, StatCounter.metric, func.sum(StatCounter.value))
+        .where(StatCounter.metric.like(ROLLED_FACT_PREFIX + "%"))
+        .group_by(key, StatCounter.metric)
+    )
+    return {(k, metric.removeprefix(ROLLED_FACT_PREFIX)): int(n or 0) for k, metric, n in rows}
 
 
 def _as_date(value: Any) -> date:
@@ -187,7 +258,16 @@ def _unique_devices(session: Session, query: StatsQuery) -> tuple[int, dict[date
             select(day_col, func.count(func.distinct(dev_col))).group_by(day_col)
         )
     }
-    return int(total), per_day
+    if not query.update_id:
+        # Days past the retention: the rolled-up daily figures. The device ids are gone, so
+        # a range reaching back there reports at least its busiest day.
+        for day, n in session.execute(
+            _rolled(query, StatCounter.day, func.sum(StatCounter.value))
+            .where(StatCounter.metric == ROLLED_DEVICES)
+            .group_by(StatCounter.day)
+        ):
+            per_day[_as_date(day)] = per_day.get(_as_date(day), 0) + int(n or 0)
+    return max(int(total), max(per_day.values(), default=0)), per_day
 
 
 def _active_devices(session: Session, query: StatsQuery, now: datetime) -> dict[str, int]:
@@ -201,7 +281,10 @@ def _active_devices(session: Session, query: StatsQuery, now: datetime) -> dict[
     if query.channel:
         stmt = stmt.where(DeviceState.channel == query.channel)
     if query.update_id:
-        stmt = stmt.where(DeviceState.current_update_id == query.update_id)
+        # Active on an update: devices running it that were served it.
+        stmt = stmt.join(DeviceServed, served_join(DeviceState)).where(
+            DeviceState.current_update_id == query.update_id
+        )
     row = session.execute(stmt).one()
     return {f"{n}d": int(v or 0) for n, v in zip(ACTIVE_WINDOWS, row, strict=True)}
 
@@ -223,14 +306,14 @@ def _per_update(
             .group_by(DeviceUpdateFact.update_id, DeviceUpdateFact.fact)
         )
     }
-    all_time = {
-        (uid, fact): int(n)
-        for uid, fact, n in session.execute(
-            _fact_query(query, DeviceUpdateFact.update_id, DeviceUpdateFact.fact, func.count())
-            .where(DeviceUpdateFact.fact.in_(("launch_success", "launch_failure")))
-            .group_by(DeviceUpdateFact.update_id, DeviceUpdateFact.fact)
-        )
-    }
+    for ukey, n in _rolled_facts(session, query, StatCounter.update_id).items():
+        in_range[ukey] = in_range.get(ukey, 0) + n
+    all_time = health_counts(
+        session,
+        thresholds,
+        project_ids=query.project_ids,
+        update_id=query.update_id,
+    )
     checks_stmt = (
         select(StatCounter.update_id, func.sum(StatCounter.value))
         .where(_in_projects(StatCounter.project_id, query))
@@ -249,6 +332,7 @@ def _per_update(
     ]
     active_stmt = (
         select(DeviceState.current_update_id, *active_cols)
+        .join(DeviceServed, served_join(DeviceState))
         .where(_in_projects(DeviceState.project_id, query))
         .where(DeviceState.current_update_id.isnot(None))
         .where(DeviceState.last_seen >= now - timedelta(days=max(ACTIVE_WINDOWS)))
@@ -260,7 +344,7 @@ def _per_update(
         row[0]: {f"{n}d": int(v or 0) for n, v in zip(ACTIVE_WINDOWS, row[1:], strict=True)}
         for row in session.execute(active_stmt)
     }
-    ids = {uid for uid, _ in in_range} | {uid for uid, _ in all_time} | set(checks) | set(active)
+    ids = {uid for uid, _ in in_range} | set(all_time) | set(checks) | set(active)
     if not ids:
         return []
     ustmt = (
@@ -291,11 +375,7 @@ def _per_update(
             figures[name] = in_range.get((upd.id, fact), 0)
         figures["activeDevices"] = active.get(upd.id, {f"{n}d": 0 for n in ACTIVE_WINDOWS})
         _rates(figures)
-        health = evaluate_health(
-            all_time.get((upd.id, "launch_success"), 0),
-            all_time.get((upd.id, "launch_failure"), 0),
-            thresholds,
-        )
+        health = evaluate_health(*all_time.get(upd.id, (0, 0)), thresholds)
         figures["health"] = health_json(health)
         rows.append(figures)
     return rows
@@ -335,6 +415,8 @@ def build_report(
         .group_by(DeviceUpdateFact.day, DeviceUpdateFact.fact)
     ):
         facts[(_as_date(day), fact)] = int(n)
+    for (day, fact), n in _rolled_facts(session, query, StatCounter.day).items():
+        facts[(_as_date(day), fact)] = facts.get((_as_date(day), fact), 0) + n
     unique_total, unique_daily = _unique_devices(session, query)
 
     daily: list[dict[str, Any]] = []
@@ -379,6 +461,8 @@ def build_report(
         "thresholds": {
             "failureRate": thresholds.failure_rate,
             "minLaunches": thresholds.min_launches,
+            "minFailures": thresholds.min_failures,
+            "devicesPerSource": thresholds.devices_per_source,
         },
     }
 
@@ -386,20 +470,53 @@ def build_report(
 # ---------------------------------------------------------------------- auto-pause
 
 
-def launch_counts(session: Session, project_id: str, update_id: str) -> tuple[int, int]:
-    """All-time (successes, failures) device counts of one update."""
-    rows = dict(
-        session.execute(
-            select(DeviceUpdateFact.fact, func.count())
-            .where(
-                DeviceUpdateFact.project_id == project_id,
-                DeviceUpdateFact.update_id == update_id,
-                DeviceUpdateFact.fact.in_(("launch_success", "launch_failure")),
-            )
-            .group_by(DeviceUpdateFact.fact)
-        ).all()
+def health_counts(
+    session: Session,
+    thresholds: HealthThresholds,
+    *,
+    project_ids: Sequence[str] | None = None,
+    update_id: str | None = None,
+) -> dict[str, tuple[int, int]]:
+    """All-time (successes, failures) device counts per update: counted facts only, and at
+    most ``thresholds.devices_per_source`` devices of each source per outcome (the first to
+    report it)."""
+    rank = (
+        func.row_number()
+        .over(
+            partition_by=(
+                DeviceUpdateFact.project_id,
+                DeviceUpdateFact.update_id,
+                DeviceServed.source,
+                DeviceUpdateFact.fact,
+            ),
+            order_by=(DeviceUpdateFact.at, DeviceUpdateFact.device_id),
+        )
+        .label("rank")
     )
-    return int(rows.get("launch_success", 0)), int(rows.get("launch_failure", 0))
+    ranked = counted_facts(DeviceUpdateFact.update_id, DeviceUpdateFact.fact, rank).where(
+        DeviceUpdateFact.fact.in_(("launch_success", "launch_failure"))
+    )
+    if project_ids is not None:
+        ranked = ranked.where(DeviceUpdateFact.project_id.in_(project_ids))
+    if update_id is not None:
+        ranked = ranked.where(DeviceUpdateFact.update_id == update_id)
+    sub = ranked.subquery()
+    counts: dict[str, list[int]] = {}
+    for uid, fact, n in session.execute(
+        select(sub.c.update_id, sub.c.fact, func.count())
+        .where(sub.c.rank <= max(thresholds.devices_per_source, 1))
+        .group_by(sub.c.update_id, sub.c.fact)
+    ):
+        counts.setdefault(uid, [0, 0])[0 if fact == "launch_success" else 1] = int(n)
+    return {uid: (ok, failed) for uid, (ok, failed) in counts.items()}
+
+
+def launch_counts(
+    session: Session, project_id: str, update_id: str, thresholds: HealthThresholds
+) -> tuple[int, int]:
+    """All-time (successes, failures) device counts of one update's health figure."""
+    counts = health_counts(session, thresholds, project_ids=[project_id], update_id=update_id)
+    return counts.get(update_id, (0, 0))
 
 
 def auto_pause_failing(
@@ -415,7 +532,9 @@ def auto_pause_failing(
         upd = session.get(Update, update_id)
         if upd is None or upd.project_id != project_id or upd.rollout == 0:
             continue
-        health = evaluate_health(*launch_counts(session, project_id, update_id), thresholds)
+        health = evaluate_health(
+            *launch_counts(session, project_id, update_id, thresholds), thresholds
+        )
         if not health.flagged:
             continue
         previous = upd.rollout

@@ -25,7 +25,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lumora_ota.server.context import AppContext
 from lumora_ota.stats import StatsRecorder
-from lumora_ota.stats_report import ACTIVE_WINDOWS, HealthThresholds, evaluate_health
+from lumora_ota.stats_report import (
+    ACTIVE_WINDOWS,
+    counted_facts,
+    evaluate_health,
+    health_counts,
+    health_thresholds,
+)
 from lumora_ota.store.models import (
     DeviceState,
     DeviceUpdateFact,
@@ -209,7 +215,7 @@ class DatabaseFiguresCollector(Collector):
 
     def _read(self) -> list[Metric]:
         settings = self._ctx.settings
-        thresholds = HealthThresholds(settings.health_failure_rate, settings.health_min_launches)
+        thresholds = health_thresholds(settings)
         now = utcnow()
         with self._ctx.session() as session:
             slugs = dict(session.execute(select(Project.id, Project.slug)).all())
@@ -236,9 +242,9 @@ class DatabaseFiguresCollector(Collector):
                 labels=["project", "outcome"],
             )
             for pid, fact, n in session.execute(
-                select(DeviceUpdateFact.project_id, DeviceUpdateFact.fact, func.count())
-                .join(Update, Update.id == DeviceUpdateFact.update_id)
-                .group_by(DeviceUpdateFact.project_id, DeviceUpdateFact.fact)
+                counted_facts(
+                    DeviceUpdateFact.project_id, DeviceUpdateFact.fact, func.count()
+                ).group_by(DeviceUpdateFact.project_id, DeviceUpdateFact.fact)
             ):
                 if pid in slugs:
                     outcomes.add_metric([slugs[pid], fact], float(n))
@@ -273,32 +279,19 @@ class DatabaseFiguresCollector(Collector):
             ):
                 if pid in slugs:
                     groups.add_metric([slugs[pid]], float(n))
-            launches: dict[tuple[str, str], dict[str, int]] = {}
-            for pid, uid, fact, n in session.execute(
-                select(
-                    DeviceUpdateFact.project_id,
-                    DeviceUpdateFact.update_id,
-                    DeviceUpdateFact.fact,
-                    func.count(),
-                )
-                .where(DeviceUpdateFact.fact.in_(("launch_success", "launch_failure")))
-                .group_by(
-                    DeviceUpdateFact.project_id, DeviceUpdateFact.update_id, DeviceUpdateFact.fact
-                )
-            ):
-                launches.setdefault((pid, uid), {})[fact] = int(n)
+            launches = health_counts(session, thresholds)
             flagged = GaugeMetricFamily(
                 "lumora_updates_flagged",
                 "Updates whose launch-failure rate crosses the health threshold.",
                 labels=["project"],
             )
             per_project: dict[str, int] = {}
-            for (pid, _uid), counts in launches.items():
-                health = evaluate_health(
-                    counts.get("launch_success", 0), counts.get("launch_failure", 0), thresholds
-                )
-                if health.flagged and pid in slugs:
-                    per_project[slugs[pid]] = per_project.get(slugs[pid], 0) + 1
+            for uid, counts in launches.items():
+                if not evaluate_health(*counts, thresholds).flagged:
+                    continue
+                owner = session.scalar(select(Update.project_id).where(Update.id == uid))
+                if owner is not None and owner in slugs:
+                    per_project[slugs[owner]] = per_project.get(slugs[owner], 0) + 1
             for slug, n in sorted(per_project.items()):
                 flagged.add_metric([slug], float(n))
         return [checks, asset_bytes, outcomes, active, published, groups, flagged]

@@ -343,6 +343,23 @@ class DeviceUpdateFact(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class DeviceServed(Base):
+    """The server answered ``device_id``'s check with ``update_id`` (a served-to record), from
+    ``source`` (the client address; an IPv6 /64). Only devices served an update can report
+    outcomes of it: facts without this record count in no figure (security: anonymous devices
+    cannot invent launches or failures of an update they were never sent). Legacy rows
+    (before this record existed) have the source ``device:<id>``."""
+
+    __tablename__ = "device_served"
+    __table_args__ = (Index("ix_device_served_source", "project_id", "update_id", "source"),)
+
+    project_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    update_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    source: Mapped[str] = mapped_column(String(220), default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class DeviceDay(Base):
     """A device that checked in on a UTC day through a channel, stored once: the source of
     exact unique-device figures per day and range."""

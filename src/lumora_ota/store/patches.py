@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,7 +35,16 @@ import bsdiff4
 from sqlalchemy import and_, exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from lumora_ota.domain.delta import BaseCandidate, is_useful, patch_object_name, select_bases
+from lumora_ota.domain.delta import (
+    DEFAULT_MAX_BUNDLE_BYTES,
+    DEFAULT_MEMORY_BUDGET,
+    BaseCandidate,
+    is_useful,
+    patch_object_name,
+    patch_skip_reason,
+    select_bases,
+)
+from lumora_ota.stats import write_counters
 from lumora_ota.store.blobs import BlobStore
 from lumora_ota.store.db import bump_patch_revision
 from lumora_ota.store.models import (
@@ -64,6 +74,10 @@ VARIANT_WAIT_SECONDS = 120.0
 VARIANT_POLL_SECONDS = 0.5
 # Rows per INSERT statement when a batch records its patches (7 parameters a row).
 RECORD_CHUNK = 500
+# The size recorded for a patch that was not computed (a real BSDIFF40 patch has a 32-byte
+# header at least): the row marks the pair as done, not useful, and counts in the stats.
+SKIPPED_SIZE = 0
+SKIPPED_METRIC = "patch_skipped"
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,10 @@ class PatchPolicy:
 
     bases: int = 3
     max_ratio: float = 0.5
+    # Bundles larger than this are not diffed, nor pairs whose diff would need more memory
+    # than the budget (``domain.delta.patch_skip_reason``): devices get the full bundle.
+    max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
 
 
 @dataclass(frozen=True)
@@ -213,7 +231,26 @@ def plan_patches(
     if not todo:
         return []
     sizes = {b.launch_sha256: 0 for b in todo}
+    target_size = (_blob_sizes(sessions, target.sha256) or (0, None))[0]
     for base_sha in sizes:
+        base_size = (_blob_sizes(sessions, base_sha) or (0, None))[0]
+        reason = patch_skip_reason(
+            base_size,
+            target_size,
+            max_bundle_bytes=policy.max_bundle_bytes,
+            memory_budget=policy.memory_budget,
+        )
+        if reason is not None:
+            log.warning(
+                "no patch from %s to %s (%d and %d bytes): %s",
+                base_sha[:12],
+                target.sha256[:12],
+                base_size,
+                target_size,
+                reason,
+            )
+            sizes[base_sha] = SKIPPED_SIZE
+            continue
         sizes[base_sha] = ensure_patch_object(blobs, base_sha, target.sha256)
     full = full_bundle_size(blobs, sessions, target)
     now = utcnow()
@@ -224,8 +261,10 @@ def plan_patches(
             "base_sha256": base.launch_sha256,
             "target_sha256": target.sha256,
             "size": sizes[base.launch_sha256],
-            "useful": is_useful(sizes[base.launch_sha256], full, policy.max_ratio),
+            "useful": sizes[base.launch_sha256] != SKIPPED_SIZE
+            and is_useful(sizes[base.launch_sha256], full, policy.max_ratio),
             "created_at": now,
+            "project_id": target.project_id,
         }
         for base in todo
     ]
@@ -236,9 +275,17 @@ def record_patches(sessions: sessionmaker[Session], rows: list[dict[str, Any]]) 
     transaction; nothing at all when there are no rows. Returns how many rows were given."""
     if not rows:
         return 0
+    skipped = Counter(
+        (row["project_id"], "", row["target_update_id"], row["created_at"].date(), SKIPPED_METRIC)
+        for row in rows
+        if row["size"] == SKIPPED_SIZE
+    )
+    table_rows = [{k: v for k, v in row.items() if k != "project_id"} for row in rows]
     with sessions() as session:
         for start in range(0, len(rows), RECORD_CHUNK):  # bounded statement parameters
-            insert_ignore(session, DeltaPatch, rows[start : start + RECORD_CHUNK])
+            insert_ignore(session, DeltaPatch, table_rows[start : start + RECORD_CHUNK])
+        # Skipped pairs are noted in the statistics (GET /updates/{id}/delta: patchesSkipped).
+        write_counters(session.connection(), skipped)
         bump_patch_revision(session)
         session.commit()
     return len(rows)

@@ -47,7 +47,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from lumora_ota.domain.model import UpdateKind, UpdateRecord, UpdateStatus
-from lumora_ota.domain.runtime import runtime_matches
+from lumora_ota.domain.runtime import is_runtime_range, runtime_matches
 from lumora_ota.domain.selection import IndexedCandidates
 from lumora_ota.signing import SigningError, SigningIdentity, load_signing_identity
 from lumora_ota.store.db import DELIVERY_BUMPED, PATCH_BUMPED, read_revisions
@@ -62,6 +62,8 @@ V = TypeVar("V")
 # Bounds on what devices can make us remember: each distinct runtime version a device sends
 # (ranges accept many) gets a filtered candidate list and its own manifest bodies.
 MAX_RUNTIME_LISTS = 4096
+# Remembered runtime versions that match no update of their channel (about 200 bytes each).
+MAX_NO_MATCH = 16384
 MAX_BODIES = 8192
 # Full records (with assets) of served updates: devices are served a channel's newest few.
 MAX_FULL_UPDATES = 512
@@ -106,6 +108,12 @@ class _Generation:
     projects: ProjectMap | None = None
     projects_loaded_at: float = 0.0
     candidates: dict[ChannelKey, tuple[UpdateRecord, ...]] = field(default_factory=dict)
+    runtime_indexes: dict[ChannelKey, RuntimeIndex] = field(default_factory=dict)
+    # Runtime versions that match nothing in their channel, apart from the positive lists:
+    # devices sending random versions must not evict the lists real devices use.
+    no_match: BoundedCache[tuple[str, str, str, str], bool] = field(
+        default_factory=lambda: BoundedCache(MAX_NO_MATCH)
+    )
     by_runtime: BoundedCache[tuple[str, str, str, str], IndexedCandidates] = field(
         default_factory=lambda: BoundedCache(MAX_RUNTIME_LISTS)
     )
@@ -116,9 +124,38 @@ class _Generation:
         default_factory=lambda: BoundedCache(MAX_FULL_UPDATES)
     )
     signing: dict[str, SigningIdentity | None] = field(default_factory=dict)
+    update_ids: dict[str, frozenset[str]] = field(default_factory=dict)
     bodies: BoundedCache[Hashable, Any] = field(default_factory=lambda: BoundedCache(MAX_BODIES))
     # Loads in flight, by key: concurrent misses share one (single flight).
     loading: dict[Hashable, asyncio.Future[Any]] = field(default_factory=dict)
+
+
+class RuntimeIndex:
+    """A channel's history grouped by declared runtime version, so finding the updates that
+    match a device's version costs the number of *distinct* declared versions (a handful),
+    not the length of the history: an exact version is one dictionary lookup, and only the
+    distinct range declarations (``1.2.x``, ``^1.0.0``) are matched one by one."""
+
+    __slots__ = ("_exact", "_ranges")
+
+    def __init__(self, everything: tuple[UpdateRecord, ...]) -> None:
+        by_version: dict[str, list[int]] = {}
+        for position, update in enumerate(everything):
+            by_version.setdefault(update.runtime_version, []).append(position)
+        self._exact = {v: array("I", ps) for v, ps in by_version.items()}
+        self._ranges = tuple((v, self._exact[v]) for v in by_version if is_runtime_range(v))
+
+    def positions(self, runtime_version: str) -> array[int]:
+        """Positions (ascending: newest first) of the updates matching ``runtime_version``."""
+        found = [self._exact[runtime_version]] if runtime_version in self._exact else []
+        found += [
+            ps
+            for declared, ps in self._ranges
+            if declared != runtime_version and runtime_matches(declared, runtime_version)
+        ]
+        if len(found) == 1:
+            return found[0]
+        return array("I", sorted(p for ps in found for p in ps))
 
 
 # ---------------------------------------------------------------- loaders (worker thread)
@@ -193,6 +230,11 @@ def load_candidates(
         )
         for row in session.execute(query)
     )
+
+
+def load_update_ids(session: Session, project_id: str) -> frozenset[str]:
+    """The ids of every update of the project (any status)."""
+    return frozenset(session.scalars(select(Update.id).where(Update.project_id == project_id)))
 
 
 def load_full_update(session: Session, update_id: str) -> UpdateRecord | None:
@@ -386,6 +428,9 @@ class DeliveryCache:
         if matching is not None:
             self.hits += 1
             return matching
+        if generation.no_match.get(runtime_key):
+            self.hits += 1
+            return _NO_CANDIDATES
         self.misses += 1
         projects = generation.projects
         if projects is not None and channel not in projects.channels.get(project_id, ()):
@@ -406,9 +451,11 @@ class DeliveryCache:
             everything = await self._load_once(generation, ("candidates", *channel_key), load)
         matching = generation.by_runtime.get(runtime_key)
         if matching is None:  # another request may have filtered it while we waited
-            matching = generation.by_runtime.put(
-                runtime_key, self._indexed(generation, channel_key, everything, runtime_version)
-            )
+            matching = self._indexed(generation, channel_key, everything, runtime_version)
+            if not matching:
+                generation.no_match.put(runtime_key, True)
+                return matching
+            generation.by_runtime.put(runtime_key, matching)
         return matching
 
     @staticmethod
@@ -424,14 +471,12 @@ class DeliveryCache:
         matching nothing); sharing one index per distinct subset keeps memory bounded by the
         channel's history rather than by what devices send.
         """
-        positions = array(
-            "I",
-            (
-                i
-                for i, u in enumerate(everything)
-                if runtime_matches(u.runtime_version, runtime_version)
-            ),
-        )
+        index = generation.runtime_indexes.get(channel_key)
+        if index is None:
+            index = generation.runtime_indexes[channel_key] = RuntimeIndex(everything)
+        positions = index.positions(runtime_version)
+        if not positions:
+            return _NO_CANDIDATES
         subset_key = (channel_key, hashlib.blake2b(positions.tobytes(), digest_size=16).digest())
         shared = generation.indexed_subsets.get(subset_key)
         if shared is None:
@@ -467,6 +512,27 @@ class DeliveryCache:
             return loaded
 
         return await self._load_once(generation, ("signing", project_id), load)
+
+    async def update_ids(self, project_id: str) -> frozenset[str]:
+        """The ids of every update of the project: what device reports may name (statistics
+        drop the rest). One query per project and generation."""
+        generation = self._generation
+        known = generation.update_ids.get(project_id)
+        if known is not None:
+            return known
+
+        async def load() -> frozenset[str]:
+            loaded = await run_in_threadpool(self._run_in_session, load_update_ids, project_id)
+            generation.update_ids[project_id] = loaded
+            return loaded
+
+        return await self._load_once(generation, ("update-ids", project_id), load)
+
+    def known_channel(self, project_id: str, channel: str) -> bool:
+        """Whether the project has a channel named ``channel`` (from the project map; True
+        before the map is loaded). Statistics file checks of other names under ""."""
+        projects = self._generation.projects
+        return projects is None or channel in projects.channels.get(project_id, ())
 
     def memoize(self, key: Hashable, build: Callable[[], V]) -> V:
         """``build()``, computed once per key and generation (bodies, signatures)."""

@@ -51,6 +51,7 @@ from lumora_ota.server.device.delivery import (
 )
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel
 from lumora_ota.signing import SigningIdentity
+from lumora_ota.stats import stats_source
 
 ShortId = Field(default=None, min_length=1, max_length=MAX_HEADER_ID_LENGTH)
 
@@ -133,9 +134,12 @@ class CheckResponder:
         self._ctx = ctx
         self._cache = cache
 
-    async def answer(self, body: CheckRequest, *, signed: bool) -> DeviceAnswer:
+    async def answer(
+        self, body: CheckRequest, *, signed: bool, client_host: str | None = None
+    ) -> DeviceAnswer:
         """The answer to a validated check request; ``signed`` when the request asks for a
-        signature (its ``signed`` field or the ``expo-expect-signature`` header)."""
+        signature (its ``signed`` field or the ``expo-expect-signature`` header);
+        ``client_host`` is the client address (statistics' source)."""
         cache = self._cache
         project_id = await resolve_project(cache, body.project_id)
         identity = None
@@ -147,7 +151,14 @@ class CheckResponder:
         answer = cache.memoize(
             key, lambda: self._build_answer(selection, selection_req.runtime_version, identity)
         )
-        record_check(self._ctx.components, project_id, selection_req, selection)
+        await record_check(
+            self._ctx.components,
+            cache,
+            project_id,
+            selection_req,
+            selection,
+            stats_source(client_host),
+        )
         return answer
 
     def _build_answer(
@@ -197,7 +208,9 @@ def build_router(responder: CheckResponder) -> APIRouter:
     )
     async def check_for_update(body: CheckRequest, request: Request) -> Response:
         signed = "expo-expect-signature" in request.headers
-        answer = await responder.answer(body, signed=signed)
+        answer = await responder.answer(
+            body, signed=signed, client_host=request.client.host if request.client else None
+        )
         return answer.to_response()
 
     return router

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from lumora_ota.domain.selection import NO_UPDATE, Selection, SelectionRequest, select_update
@@ -28,6 +29,8 @@ class CheckRecorder(Protocol):
         current_update_id: str | None = None,
         embedded_update_id: str | None = None,
         failed_update_ids: tuple[str, ...] = (),
+        source: str = "",
+        known: Callable[[str], bool] = ...,
     ) -> None: ...
 
 
@@ -75,24 +78,45 @@ async def required_identity(cache: DeliveryCache, project_id: str) -> SigningIde
     return identity
 
 
-def record_check(
-    components: dict[str, Any], project_id: str, request: SelectionRequest, selection: Selection
+async def record_check(
+    components: dict[str, Any],
+    cache: DeliveryCache,
+    project_id: str,
+    request: SelectionRequest,
+    selection: Selection,
+    source: str,
 ) -> None:
-    """Count the answered check in the statistics (in memory; flushed in batches)."""
+    """Count the answered check in the statistics (in memory; flushed in batches).
+
+    What devices can make the server store is bounded here (security issue 15): a channel the
+    project does not have is counted as "" (random names add no rows), and only update ids of
+    the project are passed on as running or failed (the id set comes from the delivery cache:
+    no query in steady state).
+    """
     recorder: CheckRecorder | None = components.get("stats")
     if recorder is None:
         return
     served = selection.update.id if selection.kind == "update" and selection.update else None
+    channel = request.channel if cache.known_channel(project_id, request.channel) else ""
+    known: Callable[[str], bool] = _any_id
+    if request.device_id and (request.current_update_id or request.failed_update_ids):
+        known = (await cache.update_ids(project_id)).__contains__
     recorder.record_check(
         project_id=project_id,
-        channel=request.channel,
+        channel=channel,
         platform=request.platform,
         served_update_id=served,
         device_id=request.device_id,
         current_update_id=request.current_update_id,
         embedded_update_id=request.embedded_update_id,
         failed_update_ids=tuple(request.failed_update_ids),
+        source=source,
+        known=known,
     )
+
+
+def _any_id(_update_id: str) -> bool:
+    return True
 
 
 def bounded(value: str | None, name: str, limit: int = MAX_HEADER_ID_LENGTH) -> str | None:

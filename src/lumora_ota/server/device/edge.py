@@ -168,7 +168,7 @@ class DeviceEdge:
             await self.app(scope, receive, send)
             return
         try:
-            answer = await self._expo.answer(project, headers, {})
+            answer = await self._expo.answer(project, headers, {}, client_host=_client_host(scope))
         except Exception:  # the application answers it again, with its error handling
             await self.app(scope, receive, send)
             return
@@ -192,7 +192,11 @@ class DeviceEdge:
             if more or not body.strip():
                 raise Fallback
             request = CheckRequest.model_validate(parse_json_body(body))
-            answer = await self._check.answer(request, signed="expo-expect-signature" in headers)
+            answer = await self._check.answer(
+                request,
+                signed="expo-expect-signature" in headers,
+                client_host=_client_host(scope),
+            )
         except Exception:  # Fallback, a problem, invalid input or a bug: the app's to answer
             await self.app(scope, _replay(body, more, receive), send)
             return
@@ -280,6 +284,11 @@ class DeviceEdge:
         self.answered += 1
         if self._metrics is not None:
             self._metrics.observe(method, route, status, self._clock() - started)
+
+
+def _client_host(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None
 
 
 def _replay(body: bytes, more: bool, receive: Receive) -> Receive:

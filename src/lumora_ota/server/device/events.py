@@ -18,9 +18,10 @@ from starlette.responses import JSONResponse
 
 from lumora_ota.event_types import EventType
 from lumora_ota.server.context import AppContext, app_context
+from lumora_ota.server.device.cache import load_update_ids
 from lumora_ota.server.management.guards import GuardedJSONRoute
 from lumora_ota.server.problems import ProblemError
-from lumora_ota.stats import ClientEvent, StatsRecorder
+from lumora_ota.stats import ClientEvent, StatsRecorder, stats_source
 from lumora_ota.store.models import Project
 
 MAX_EVENTS_PER_REQUEST = 100
@@ -88,6 +89,21 @@ async def resolve_project(ctx: AppContext, ref: str) -> str | None:
     return await asyncio.to_thread(lookup)
 
 
+async def project_update_ids(ctx: AppContext, project_id: str) -> frozenset[str]:
+    """The ids of the project's updates: from the delivery cache (no query in steady state)
+    when the device routes registered one, else from the database."""
+    delivery = ctx.components.get("delivery")
+    if delivery is not None:
+        known: frozenset[str] = await delivery.update_ids(project_id)
+        return known
+
+    def lookup() -> frozenset[str]:
+        with ctx.sessions() as session:
+            return load_update_ids(session, project_id)
+
+    return await asyncio.to_thread(lookup)
+
+
 @router.post(
     "/events",
     status_code=202,
@@ -97,7 +113,9 @@ async def resolve_project(ctx: AppContext, ref: str) -> str | None:
         "Outcome reports from client SDKs: `download_completed`, `download_failed`, "
         "`install`, `launch_success`, `launch_failure`, `rollback` (at most "
         f"{MAX_EVENTS_PER_REQUEST} per request). Statistics count each (device, update, "
-        "outcome) once, however often it is reported. Unknown project: 404."
+        "outcome) once, however often it is reported, and only for a device the server "
+        "served that update to; events naming no update of the project are ignored. "
+        "Unknown project: 404."
     ),
     responses={404: {"description": "Unknown project"}, 422: {"description": "Invalid body"}},
 )
@@ -118,5 +136,7 @@ async def post_events(body: EventsIn, request: Request) -> JSONResponse:
             )
             for e in body.events
         ],
+        known=(await project_update_ids(ctx, project_id)).__contains__,
+        source=stats_source(request.client.host if request.client else None),
     )
     return JSONResponse({"accepted": len(body.events)}, status_code=202)

@@ -53,6 +53,7 @@ from lumora_ota.server.device.delivery import (
 from lumora_ota.server.device.negotiation import acceptable_media_types, parse_string_list
 from lumora_ota.server.problems import ProblemError
 from lumora_ota.signing import SigningIdentity
+from lumora_ota.stats import stats_source
 
 MULTIPART = "multipart/mixed"
 OFFERED_TYPES = (MULTIPART, "application/expo+json", "application/json")
@@ -264,10 +265,16 @@ class ExpoResponder:
         return DeviceAnswer(200, body, answer_headers(protocol, self._multipart.content_type))
 
     async def answer(
-        self, project: str, headers: Mapping[str, str], query: Mapping[str, str]
+        self,
+        project: str,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+        *,
+        client_host: str | None = None,
     ) -> DeviceAnswer:
         """Answer a manifest request for ``project`` (id or slug) given its headers (lowercase
-        names) and query parameters; ProblemError for what the protocol refuses."""
+        names), query parameters and client address (statistics' source); ProblemError for
+        what the protocol refuses."""
         protocol = protocol_version(headers)
         selection_req = selection_request(headers, query)
         acceptable = acceptable_media_types(headers.get("accept"), OFFERED_TYPES)
@@ -284,7 +291,14 @@ class ExpoResponder:
             identity = await required_identity(cache, project_id)
         selection = await select_for_device(cache, project_id, selection_req)
         answer = self.respond(selection, selection_req, protocol, acceptable, identity)
-        record_check(self._ctx.components, project_id, selection_req, selection)
+        await record_check(
+            self._ctx.components,
+            cache,
+            project_id,
+            selection_req,
+            selection,
+            stats_source(client_host),
+        )
         return answer
 
 
@@ -313,7 +327,12 @@ def build_router(responder: ExpoResponder) -> APIRouter:
         },
     )
     async def expo_manifest(project: str, request: Request) -> Response:
-        answer = await responder.answer(project, request.headers, request.query_params)
+        answer = await responder.answer(
+            project,
+            request.headers,
+            request.query_params,
+            client_host=request.client.host if request.client else None,
+        )
         return answer.to_response()
 
     return router

@@ -18,6 +18,7 @@ from lumora_ota.server.management.auth import CurrentPrincipal, ReadSession
 from lumora_ota.server.management.guards import GuardedJSONRoute
 from lumora_ota.server.management.updates import visible_update
 from lumora_ota.store.models import Blob, DeltaPatch, StatCounter
+from lumora_ota.store.patches import SKIPPED_SIZE
 
 router = APIRouter(tags=["delta updates"], route_class=GuardedJSONRoute)
 
@@ -25,6 +26,8 @@ SAVINGS_METRICS = {
     "patch_bytes_saved": "patchBytesSaved",
     "patch_downloads": "patchDownloads",
     "compression_bytes_saved": "compressionBytesSaved",
+    # Bases not diffed (bundle over LUMORA_PATCH_MAX_BUNDLE_BYTES or LUMORA_PATCH_MEMORY_BYTES).
+    "patch_skipped": "patchesSkipped",
 }
 
 
@@ -68,6 +71,8 @@ def update_delta(
                 "baseSha256": p.base_sha256,
                 "size": p.size,
                 "useful": p.useful,
+                # Not computed: a bundle over the size cap or the memory budget.
+                "skipped": p.size == SKIPPED_SIZE,
                 "createdAt": iso_time(p.created_at),
             }
             for p in patches

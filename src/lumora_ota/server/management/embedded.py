@@ -144,7 +144,12 @@ def list_embedded(
 
 def install(ctx: AppContext, lifecycle: Lifecycle) -> None:
     """Start the patch worker, and re-queue patch jobs a crash may have lost."""
-    policy = PatchPolicy(bases=ctx.settings.patch_bases, max_ratio=ctx.settings.patch_max_ratio)
+    policy = PatchPolicy(
+        bases=ctx.settings.patch_bases,
+        max_ratio=ctx.settings.patch_max_ratio,
+        max_bundle_bytes=ctx.settings.patch_max_bundle_bytes,
+        memory_budget=ctx.settings.patch_memory_bytes,
+    )
     worker = PatchWorker(ctx.blobs, ctx.sessions, policy)
     ctx.components[PATCH_WORKER] = worker
 

@@ -16,7 +16,7 @@ from pydantic.alias_generators import to_camel
 from lumora_ota.server.context import app_context
 from lumora_ota.server.management.auth import CurrentPrincipal, ReadSession, visible_project
 from lumora_ota.server.problems import ProblemError, not_found
-from lumora_ota.stats_report import HealthThresholds, StatsQuery, build_report
+from lumora_ota.stats_report import StatsQuery, build_report, health_thresholds
 from lumora_ota.store.models import Update, utcnow
 
 router = APIRouter(tags=["stats"])
@@ -113,6 +113,10 @@ class Thresholds(_Out):
 
     failure_rate: float
     min_launches: int
+    min_failures: int = Field(description="Failing devices needed before an update is flagged.")
+    devices_per_source: int = Field(
+        description="Devices one client address adds to an update's health figure, per outcome."
+    )
 
 
 class StatsReport(_Out):
@@ -215,6 +219,6 @@ def get_stats(
         StatsQuery(
             project_ids=project_ids, since=first, until=last, channel=channel, update_id=update
         ),
-        thresholds=HealthThresholds(settings.health_failure_rate, settings.health_min_launches),
+        thresholds=health_thresholds(settings),
     )
     return {"project": project_ref, **report}

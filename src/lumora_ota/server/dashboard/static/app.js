@@ -533,7 +533,8 @@
     renderChart($("stats-chart"), data.daily, "Checks, downloads, installs, failures and devices per day");
     $("stats-thresholds").textContent =
       `An update is flagged when more than ${fmtRate(data.thresholds.failureRate)} of at least ` +
-      `${data.thresholds.minLaunches} launches fail.`;
+      `${data.thresholds.minLaunches} launches fail, from at least ${data.thresholds.minFailures} ` +
+      `devices (at most ${data.thresholds.devicesPerSource} per network address count).`;
     const body = $("health-table").tBodies[0];
     body.textContent = "";
     for (const u of data.updates) {
