@@ -212,6 +212,7 @@ class DatabaseFiguresCollector(Collector):
         thresholds = HealthThresholds(settings.health_failure_rate, settings.health_min_launches)
         now = utcnow()
         with self._ctx.session() as session:
+            session.connection(execution_options={"readonly": True})  # no write lock
             slugs = dict(session.execute(select(Project.id, Project.slug)).all())
             checks = GaugeMetricFamily(
                 "lumora_stats_checks", "Checks answered (all processes).", labels=["project"]
