@@ -98,3 +98,14 @@ def file_size(path: Path | None) -> int:
     if path is None or not path.exists():
         return 0
     return path.stat().st_size
+
+
+FAULTS_DIR = Path(__file__).parent / "faults"
+
+
+def fault_env(*faults: str) -> dict[str, str]:
+    """Environment for a server process that installs ``faults`` (tests/faults/)."""
+    import os
+
+    path = os.pathsep.join(filter(None, [str(FAULTS_DIR), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": path, "LUMORA_FAULTS": ",".join(faults)}
