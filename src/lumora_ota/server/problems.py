@@ -143,7 +143,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         _outage_log.warning(f"503 {what}", "%s is unavailable (%s): answering 503", what, reason)
         return problem_response(
             503,
-            f"{what} is unavailable ({reason}); retry later",
+            f"{what} is unavailable ({reason})",
             title="Dependency unavailable",
             instance=request.url.path,
             headers={"retry-after": str(RETRY_AFTER_SECONDS)},
