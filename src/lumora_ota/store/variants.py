@@ -13,12 +13,13 @@ import gzip
 import logging
 import threading
 from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 import brotli
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from lumora_ota.store.background import BackgroundQueue
 from lumora_ota.store.blobs import BlobStore, variant_name
 from lumora_ota.store.models import Blob
 
@@ -118,7 +119,7 @@ class VariantWorker:
     def __init__(self, blobs: BlobStore, sessions: sessionmaker[Session]) -> None:
         self._blobs = blobs
         self._sessions = sessions
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="variants")
+        self._executor = BackgroundQueue("variants")
         self._seen: set[str] = set()
         self._lock = threading.Lock()
 
@@ -148,4 +149,4 @@ class VariantWorker:
 
     def shutdown(self) -> None:
         """Stop, dropping queued work (it is redone by a later publish of the same files)."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown()
