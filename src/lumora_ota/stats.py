@@ -51,6 +51,7 @@ from sqlalchemy import Engine, Insert
 from sqlalchemy.dialects import postgresql, sqlite
 
 from lumora_ota.store.models import DeviceDay, DeviceState, DeviceUpdateFact, StatCounter
+from lumora_ota.store.outage import ThrottledLog, describe
 
 log = logging.getLogger("lumora_ota.stats")
 
@@ -173,6 +174,7 @@ class StatsRecorder:
         self._clock = clock
         self._lock = threading.Lock()
         self._batch = StatsBatch.empty()
+        self._failure_log = ThrottledLog(log)
         self._flush_lock = threading.Lock()
         self._seen_facts: set[int] = set()  # hash() of FactKey
         self._seen_days: set[int] = set()  # hash() of DeviceDayKey
@@ -318,8 +320,13 @@ class StatsRecorder:
             await asyncio.sleep(self._flush_interval)
             try:
                 await asyncio.to_thread(self.flush)
-            except Exception:
-                log.exception("stats flush failed; will retry")
+            except Exception as exc:
+                # Once per interval, not every flush: a database outage lasts many flushes.
+                self._failure_log.warning(
+                    "flush", "stats flush failed; will retry: %s", describe(exc)
+                )
+            else:
+                self._failure_log.recovered("flush", "stats flush works again")
 
     async def start(self) -> None:
         """Start the periodic flush task."""

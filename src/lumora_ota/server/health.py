@@ -21,7 +21,7 @@ from lumora_ota import __version__
 from lumora_ota.server.context import AppContext
 from lumora_ota.server.lifecycle import Lifecycle
 from lumora_ota.store.db import is_sqlite, sqlite_write_problem
-from lumora_ota.store.outage import database_outage
+from lumora_ota.store.outage import database_outage, describe
 
 
 def _probe(name: str, fn: Callable[[], str | None]) -> dict[str, Any]:
@@ -31,8 +31,7 @@ def _probe(name: str, fn: Callable[[], str | None]) -> dict[str, Any]:
     try:
         problem = fn()
     except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
-        reason = database_outage(exc) or first_line
+        reason = database_outage(exc) or describe(exc)
         return {"name": name, "status": "down", "error": type(exc).__name__, "detail": reason}
     latency = round((time.perf_counter() - started) * 1000, 2)
     if problem is not None:

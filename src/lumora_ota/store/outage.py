@@ -45,6 +45,14 @@ class StorageFull(Exception):
         self.what = what
 
 
+def describe(exc: BaseException) -> str:
+    """``Type: first line`` of an error (of the driver's error for a SQLAlchemy one), at most
+    ~200 characters: what one-line log messages and problem details say about it."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return f"{type(orig).__name__}: {lines[0][:200]}" if lines else type(orig).__name__
+
+
 def database_name(engine: Engine) -> str:
     """How problem documents and logs name the database: ``the database (sqlite)``."""
     return f"the database ({engine.dialect.name})"

@@ -50,7 +50,7 @@ from lumora_ota.store.blobs import (
     check_blob_name,
     is_sha256,
 )
-from lumora_ota.store.outage import DependencyUnavailable, StorageFull
+from lumora_ota.store.outage import DependencyUnavailable, StorageFull, describe
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -222,7 +222,7 @@ class S3BlobStore:
         try:
             yield
         except (BotoConnectionError, HTTPClientError, NoCredentialsError) as exc:
-            raise DependencyUnavailable(self.name, str(exc)[:200]) from exc
+            raise DependencyUnavailable(self.name, describe(exc)) from exc
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))

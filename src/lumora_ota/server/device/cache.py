@@ -64,7 +64,12 @@ from lumora_ota.domain.selection import IndexedCandidates
 from lumora_ota.signing import SigningError, SigningIdentity, load_signing_identity
 from lumora_ota.store.db import DELIVERY_BUMPED, PATCH_BUMPED, read_revisions
 from lumora_ota.store.models import Channel, Project, SigningKey, Update
-from lumora_ota.store.outage import DependencyUnavailable, ThrottledLog, database_name
+from lumora_ota.store.outage import (
+    DependencyUnavailable,
+    ThrottledLog,
+    database_name,
+    describe,
+)
 from lumora_ota.store.repository import to_record
 
 log = logging.getLogger("lumora_ota.delivery")
@@ -395,7 +400,7 @@ class DeliveryCache:
             except Exception as exc:
                 # A database hiccup must not kill the poller; keep serving what we have.
                 self._outage_log.warning(
-                    "poll", "reading the delivery revisions failed: %s", _one_line(exc)
+                    "poll", "reading the delivery revisions failed: %s", describe(exc)
                 )
             else:
                 self._outage_log.recovered("poll", "reading the delivery revisions works again")
@@ -457,7 +462,7 @@ class DeliveryCache:
             return self._stale(found, old, "the database is slow")
         except SQLAlchemyError as exc:
             self._load_failed(exc)
-            return self._stale(found, old, _one_line(exc))
+            return self._stale(found, old, describe(exc))
         if self._failures:
             self._failures = 0
             self._outage_log.recovered("load", "%s answers again", self._database)
@@ -474,7 +479,7 @@ class DeliveryCache:
             "loading device answers from %s failed (%s); devices get the last good answers, "
             "retrying in %.2f s",
             self._database,
-            _one_line(exc),
+            describe(exc),
             delay,
         )
 
@@ -632,10 +637,3 @@ class DeliveryCache:
         if value is None:
             value = bodies.put(key, build())
         return value  # type: ignore[no-any-return]
-
-
-def _one_line(exc: BaseException) -> str:
-    """The first line of an error's text, for one-line log messages."""
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip().splitlines()
-    return f"{type(orig).__name__}: {text[0][:200]}" if text else type(orig).__name__
