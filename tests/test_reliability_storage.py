@@ -10,11 +10,13 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from device_helpers import publish_small
+from fault_helpers import CuttableProxy
 from harness import ServerProcess, create_project, free_port, lumora_bin
 from lumora_ota.store.outage import DependencyUnavailable
 
@@ -119,3 +121,37 @@ def test_an_unreachable_object_store_is_named(monkeypatch: pytest.MonkeyPatch) -
     sha = hashlib.sha256(b"x").hexdigest()
     with pytest.raises(DependencyUnavailable):
         asyncio.run(store.put_stream(sha, chunks(), max_bytes=10))  # type: ignore[arg-type]
+
+
+def test_an_unreachable_object_store_answers_503_naming_it(seaweed: Any, tmp_path: Path) -> None:
+    """A real server on S3 behind a proxy the test cuts: uploads get 503 problem+json naming
+    the bucket, the CLI says the server is unavailable, devices keep their answers, and
+    uploads work again once the store is back."""
+    bucket = seaweed.new_bucket("outage")
+    proxy = CuttableProxy(("127.0.0.1", seaweed.s3_port)).start()
+    srv = ServerProcess(
+        data_dir=tmp_path / "data",
+        database_url=f"sqlite:///{tmp_path / 'data' / 'lumora.db'}",
+        storage_url=seaweed.storage_url(bucket, endpoint=f"http://127.0.0.1:{proxy.port}"),
+        extra_env={**seaweed.aws_env, "LUMORA_LOG_LEVEL": "warning"},
+    ).start()
+    try:
+        with srv.client() as admin, srv.anon(follow_redirects=False) as device:
+            create_project(admin, "s3down")
+            older = publish_small(srv, "s3down", tmp_path / "small")["ios"]
+            proxy.cut()
+            data = os.urandom(4096)
+            sha = hashlib.sha256(data).hexdigest()
+            put = admin.put(f"/api/v1/assets/{sha}", params={"project": "s3down"}, content=data)
+            assert put.status_code == 503, put.text
+            assert put.headers["content-type"].startswith("application/problem+json")
+            assert f"the object store (S3 bucket {bucket})" in put.json()["detail"]
+            assert int(put.headers["retry-after"]) >= 1
+            assert _check(device, "s3down") == older["id"]  # manifests need no store
+
+            proxy.restore()
+            again = admin.put(f"/api/v1/assets/{sha}", params={"project": "s3down"}, content=data)
+            assert again.status_code == 201, again.text
+    finally:
+        srv.stop()
+        proxy.close()
