@@ -333,3 +333,28 @@ def test_a_command_group_loads_only_its_own_modules() -> None:
     assert "lumora_ota.cli.deployments" in loaded
     assert not {"lumora_ota.cli.publish", "lumora_ota.cli.keys", "lumora_ota.cli.api"} & set(loaded)
     assert "httpx" not in loaded
+
+
+def test_outage_answers_read_as_one_clear_line() -> None:
+    """507 says the server is out of space; 503 says it is unavailable and when to retry."""
+    import httpx
+
+    from lumora_ota.cli.api import _error_from
+
+    problem = {"content-type": "application/problem+json"}
+    full = httpx.Response(
+        507, headers=problem, json={"detail": "the blob store (local disk) on the server is out "
+                                    "of space; nothing was stored"},
+    )  # fmt: skip
+    assert str(_error_from(full, "http://ota")) == (
+        "the server at http://ota is out of space (507): the blob store (local disk) on the "
+        "server is out of space; nothing was stored"
+    )
+    down = httpx.Response(
+        503, headers={**problem, "retry-after": "5"},
+        json={"detail": "the database (postgresql) is unavailable (connection refused)"},
+    )  # fmt: skip
+    assert str(_error_from(down, "http://ota")) == (
+        "the server at http://ota is unavailable (503): the database (postgresql) is "
+        "unavailable (connection refused); retry in 5 s"
+    )

@@ -255,3 +255,78 @@ def test_unknown_runtime_versions_are_remembered_apart(
 
     before, after = asyncio.run(lookups())
     assert after == before + 2
+
+
+def test_failed_loads_answer_from_the_snapshot_and_back_off(
+    published: tuple[Any, dict[str, Any]],
+) -> None:
+    """Edits in a row leave the snapshot whole; while loads fail devices get it, the database
+    is left alone between retries, and the first load that works is served at once."""
+    from sqlalchemy.exc import OperationalError
+
+    from lumora_ota.store.outage import DependencyUnavailable
+
+    ctx, ios = published
+    cache: DeliveryCache = ctx.components["delivery"]
+    request = SelectionRequest(channel="production", platform="ios", runtime_version="1")
+    attempts: list[str] = []
+    failing = True
+
+    def refuse(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if threading.current_thread().name.startswith("AnyIO"):
+            attempts.append(statement)
+            if failing:
+                raise OperationalError(statement, {}, Exception("connection refused"))
+
+    async def select() -> Any:
+        pid = await cache.project_id("cached")
+        assert pid is not None
+        return await select_for_device(cache, pid, request)
+
+    assert asyncio.run(select()).update.id == ios["id"]
+    cache.invalidate()
+    cache.invalidate()  # nothing loaded in between: the snapshot must still hold it all
+    event.listen(ctx.engine, "before_cursor_execute", refuse)
+    try:
+        answers = [asyncio.run(select()) for _ in range(50)]
+        assert {a.update.id for a in answers} == {ios["id"]}
+        assert len(attempts) == 1  # then backing off: no query per request
+        assert cache.stale_answers >= 50
+
+        async def unknown_channel() -> Any:
+            pid = await cache.project_id("cached")
+            assert pid is not None
+            other = SelectionRequest(channel="production", platform="android", runtime_version="1")
+            return await select_for_device(cache, pid, other)
+
+        # The android list was never loaded: nothing to answer from but the outage.
+        cache._retry_at = 0.0
+        with pytest.raises(DependencyUnavailable):
+            asyncio.run(unknown_channel())
+
+        failing = False
+        cache._retry_at = 0.0  # the backoff elapsed
+        assert asyncio.run(select()).update.id == ios["id"]
+        assert cache._failures == 0
+        assert cache.metrics()["failed_loads"] >= 2
+    finally:
+        event.remove(ctx.engine, "before_cursor_execute", refuse)
+
+
+def test_throttled_log_writes_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from lumora_ota.store.outage import ThrottledLog
+
+    logger = logging.getLogger("lumora_ota.test_throttle")
+    throttled = ThrottledLog(logger, interval=3600)
+    with caplog.at_level(logging.INFO, logger="lumora_ota.test_throttle"):
+        written = [throttled.warning("db", "database down: %s", i) for i in range(1000)]
+        throttled.recovered("db", "database back")
+        throttled.warning("db", "database down: %s", "again")
+    assert written.count(True) == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "database down: 0",
+        "database back",
+        "database down: again",
+    ]

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from fault_helpers import fault_env
 from harness import (
     ServerProcess,
     create_project,
@@ -59,9 +60,7 @@ def test_crash_before_commit_leaves_no_update(
     server: ServerProcess, server_factory: Any, unique: str, tmp_path: Path
 ) -> None:
     backend = _backend(server)
-    crashing = server_factory(
-        backend, extra_env={"LUMORA_TEST_CRASH_POINT": "publish-before-commit"}
-    )
+    crashing = server_factory(backend, extra_env=fault_env("publish-before-commit"))
     slug = f"crash-{unique}"
     body, files = export_publish_body(
         make_export(tmp_path / "e", seed=unique), slug, channel="crash-channel"

@@ -202,3 +202,40 @@ def test_served_database_is_migrated_and_workers_are_told(tmp_path: Path) -> Non
             assert _environ(pid)[MIGRATED_ENV] == stamp
     finally:
         server.stop()
+
+
+# ---------------------------------------------------------------- one server per port
+
+
+@pytest.mark.parametrize("impl", ["granian", "uvicorn"])
+def test_a_second_serve_on_a_busy_port_fails(tmp_path: Path, impl: str) -> None:
+    first = _start(tmp_path)
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LUMORA_")}
+        second = subprocess.Popen(
+            [
+                lumora_bin(), "serve", "--host", "127.0.0.1", "--port", str(first.port),
+                "--data-dir", str(tmp_path / "second"), "--server", impl,
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # so a server that did start is stopped with its workers
+        )  # fmt: skip
+        try:
+            _out, stderr = second.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(second.pid, signal.SIGKILL)
+            second.wait()
+            raise AssertionError("a second server started on a busy port") from None
+        assert second.returncode != 0
+        assert "address already in use" in stderr
+        assert f"127.0.0.1:{first.port}" in stderr
+        # Every request still reaches the first server.
+        for _ in range(10):
+            body = httpx.get(f"{first.url}/health", timeout=5).json()
+            assert body["instance"] == first.instance
+    finally:
+        first.stop()

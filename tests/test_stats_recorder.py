@@ -398,3 +398,27 @@ def test_one_source_adds_a_bounded_number_of_new_devices(
     assert totals["uniqueDevices"] == 4
     assert totals["checks"] == 12
     assert rec.totals["stats_dropped"] == 7
+
+
+def test_failing_flushes_keep_counters_but_bound_per_device_detail(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A database outage: the batch is kept for the next flush, but fresh device ids cannot
+    grow it past ``MAX_UNFLUSHED``; the counters survive."""
+    from sqlalchemy import create_engine
+
+    import lumora_ota.stats as stats_module
+
+    monkeypatch.setattr(stats_module, "MAX_UNFLUSHED", 100)
+    no_schema = create_engine("sqlite://")  # every flush fails: no tables
+    recorder = StatsRecorder(no_schema, clock=lambda: NOW)
+    for i in range(150):
+        recorder.record_check(
+            project_id="p", channel="production", platform="ios",
+            served_update_id="u", device_id=f"device-{i}",
+        )  # fmt: skip
+    with pytest.raises(Exception):
+        recorder.flush()
+    assert recorder.dropped > 0
+    assert recorder.pending == 1  # the one counter: 150 checks of update u
+    assert recorder.flush_errors == 1

@@ -82,9 +82,6 @@ class Settings:
     log_level: str = "info"
     # Names this process in /health, so operators (and tests) can tell who answered.
     instance_name: str = field(default_factory=socket.gethostname)
-    # Test hook only: "publish-before-commit" makes a publish exit the process right before
-    # its commit, so tests can prove a crash there leaves no visible update.
-    test_crash_point: str | None = None
     # Device-endpoint rate limits, "RATE[/BURST]" requests per second; empty = off.
     rate_limit_per_ip: str = ""
     rate_limit_per_client: str = ""
@@ -176,7 +173,6 @@ class Settings:
             server=env("LUMORA_SERVER_IMPL") or "granian",
             log_level=env("LUMORA_LOG_LEVEL") or "info",
             instance_name=env("LUMORA_INSTANCE_NAME") or socket.gethostname(),
-            test_crash_point=env("LUMORA_TEST_CRASH_POINT") or None,
             rate_limit_per_ip=env("LUMORA_RATE_LIMIT_PER_IP") or "",
             rate_limit_per_client=env("LUMORA_RATE_LIMIT_PER_CLIENT") or "",
             patch_bases=_env_int("LUMORA_PATCH_BASES", 3),

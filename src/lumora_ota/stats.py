@@ -67,6 +67,7 @@ from lumora_ota.store.models import (
     DeviceUpdateFact,
     StatCounter,
 )
+from lumora_ota.store.outage import ThrottledLog, describe
 
 log = logging.getLogger("lumora_ota.stats")
 
@@ -113,6 +114,10 @@ EVENT_TIME_FUTURE = timedelta(days=1)
 # pinned memory the allocator could otherwise give back. Two keys sharing a 64-bit hash
 # (odds about 1 in 10^14 at this size) would cost one idempotent write being skipped.
 SEEN_FACTS_LIMIT = 50_000
+# Per-device entries kept for the next flush while flushes fail (a database outage): past
+# this, per-device detail is dropped and only the counters are kept, so anonymous traffic
+# with fresh device ids cannot grow memory for as long as the outage lasts.
+MAX_UNFLUSHED = 200_000
 
 CounterKey = tuple[str, str, str, date, str]  # project, channel, update, day, metric
 FactKey = tuple[str, str, str, str]  # project, device, update, fact
@@ -230,6 +235,7 @@ class StatsRecorder:
         self._clock = clock
         self._lock = threading.Lock()
         self._batch = StatsBatch.empty()
+        self._failure_log = ThrottledLog(log)
         self._flush_lock = threading.Lock()
         self._seen_facts: set[int] = set()  # hash() of FactKey
         self._seen_days: set[int] = set()  # hash() of DeviceDayKey
@@ -244,6 +250,7 @@ class StatsRecorder:
         self.totals: dict[str, int] = {}
         self.flushes = 0
         self.flush_errors = 0
+        self.dropped = 0  # per-device entries given up during an outage
 
     # ------------------------------------------------------------------ hot path
 
@@ -413,6 +420,18 @@ class StatsRecorder:
                 with self._lock:
                     batch.merge(self._batch)
                     self._batch = batch
+                    if len(batch) - len(batch.counters) > MAX_UNFLUSHED:
+                        dropped = len(batch) - len(batch.counters)
+                        self.dropped += dropped
+                        batch.facts.clear()
+                        batch.devices.clear()
+                        batch.device_days.clear()
+                        self._failure_log.warning(
+                            "dropped",
+                            "dropped the per-device statistics of %d entries (the database "
+                            "cannot take them); counters are kept",
+                            dropped,
+                        )
                 raise
             self.flushes += 1
             with self._lock:
@@ -437,8 +456,13 @@ class StatsRecorder:
             await asyncio.sleep(self._flush_interval)
             try:
                 await asyncio.to_thread(self.flush)
-            except Exception:
-                log.exception("stats flush failed; will retry")
+            except Exception as exc:
+                # Once per interval, not every flush: a database outage lasts many flushes.
+                self._failure_log.warning(
+                    "flush", "stats flush failed; will retry: %s", describe(exc)
+                )
+            else:
+                self._failure_log.recovered("flush", "stats flush works again")
 
     async def start(self) -> None:
         """Start the periodic flush task."""

@@ -191,6 +191,12 @@ def _error_from(response: httpx.Response, server: str) -> ApiError:
         message = f"permission denied: {detail}"
     elif status == 404:
         message = f"not found: {detail}"
+    elif status == 507:
+        message = f"the server at {server} is out of space ({status}): {detail}"
+    elif status == 503:
+        retry = response.headers.get("retry-after")
+        later = f"; retry in {retry} s" if retry and retry.isdigit() else "; retry later"
+        message = f"the server at {server} is unavailable ({status}): {detail}{later}"
     elif status >= 500:
         message = f"the server at {server} failed ({status}): {detail}"
     else:

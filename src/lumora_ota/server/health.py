@@ -1,9 +1,15 @@
-"""``GET /health``: 200 once the database and the blob store answer, 503 otherwise."""
+"""``GET /health``: 200 once the database and the blob store answer, 503 when one is down.
+
+A dependency that answers but not fully (a SQLite database locked by another process or
+read-only: devices are still served, publishing is not) makes the status "degraded" with
+200, so load balancers keep an instance that still serves devices.
+"""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -14,32 +20,42 @@ from starlette.responses import JSONResponse
 from lumora_ota import __version__
 from lumora_ota.server.context import AppContext
 from lumora_ota.server.lifecycle import Lifecycle
+from lumora_ota.store.db import is_sqlite, sqlite_write_problem
+from lumora_ota.store.outage import database_outage, describe
 
 
-def _probe(name: str, fn: Any) -> dict[str, Any]:
+def _probe(name: str, fn: Callable[[], str | None]) -> dict[str, Any]:
+    """Run ``fn``: "down" when it raises, "degraded" when it returns why (usable, but not
+    fully: a SQLite database that cannot be written right now), "ok" otherwise."""
     started = time.perf_counter()
     try:
-        fn()
+        problem = fn()
     except Exception as exc:
-        return {"name": name, "status": "down", "error": type(exc).__name__}
-    return {
-        "name": name,
-        "status": "ok",
-        "latencyMs": round((time.perf_counter() - started) * 1000, 2),
-    }
+        reason = database_outage(exc) or describe(exc)
+        return {"name": name, "status": "down", "error": type(exc).__name__, "detail": reason}
+    latency = round((time.perf_counter() - started) * 1000, 2)
+    if problem is not None:
+        return {"name": name, "status": "degraded", "error": problem, "latencyMs": latency}
+    return {"name": name, "status": "ok", "latencyMs": latency}
 
 
 def check_dependencies(ctx: AppContext) -> list[dict[str, Any]]:
     """Probe each dependency once; never raises."""
 
-    def db() -> None:
+    def db() -> str | None:
         with ctx.engine.connect().execution_options(readonly=True) as conn:
             conn.execute(text("SELECT revision FROM delivery_state WHERE id = 1")).scalar_one()
             conn.rollback()
+        # Devices are answered from memory and reads never wait for writers, but publishing
+        # and statistics need to write: say so when another process holds the write lock.
+        return sqlite_write_problem(ctx.engine) if is_sqlite(ctx.engine) else None
+
+    def blobs() -> None:
+        ctx.blobs.check()
 
     return [
         {**_probe("database", db), "backend": ctx.engine.dialect.name},
-        {**_probe("blobStore", ctx.blobs.check), "backend": type(ctx.blobs).__name__},
+        {**_probe("blobStore", blobs), "backend": type(ctx.blobs).__name__},
     ]
 
 
@@ -50,6 +66,8 @@ def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
     async def get_health() -> JSONResponse:
         checks = await run_in_threadpool(check_dependencies, ctx)
         ok = all(c["status"] == "ok" for c in checks)
+        # Degraded (not down) still serves devices: stay in the load balancer (200).
+        down = any(c["status"] == "down" for c in checks)
         return JSONResponse(
             {
                 "status": "ok" if ok else "degraded",
@@ -58,6 +76,6 @@ def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
                 "pid": os.getpid(),
                 "checks": checks,
             },
-            status_code=200 if ok else 503,
+            status_code=503 if down else 200,
             headers={"cache-control": "no-store"},
         )

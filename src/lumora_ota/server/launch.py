@@ -16,7 +16,9 @@ Run directly, it reads the same ``LUMORA_*`` variables as the application::
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -103,11 +105,36 @@ def run_uvicorn(*, host: str, port: int, workers: int, log_level: str) -> None:
     )
 
 
+def ensure_port_free(host: str, port: int) -> None:
+    """Exit (status 1) with ``address already in use`` when something listens on ``host:port``.
+
+    granian binds with ``SO_REUSEPORT``, so a second server on a busy port would start
+    silently and the kernel would spread requests over both, each with its own data. A plain
+    bind (``SO_REUSEADDR`` only, so a previous server's connections in TIME_WAIT do not
+    count) fails when anything listens there, as uvicorn's does. Two servers starting in the
+    same instant can still both pass; nothing short of granian dropping ``SO_REUSEPORT``
+    closes that window.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise SystemExit(f"error: cannot listen on {host}:{port}: {exc.strerror}") from None
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise SystemExit(f"error: cannot listen on {host}:{port}: {reason}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``python -m lumora_ota.server.launch``."""
     args = _parser().parse_args(argv)
     if args.workers < 1:
         raise SystemExit("--workers must be at least 1")
+    ensure_port_free(args.host, args.port)
     run = run_granian if args.server == "granian" else run_uvicorn
     run(host=args.host, port=args.port, workers=args.workers, log_level=args.log_level)
 

@@ -218,6 +218,7 @@ class DatabaseFiguresCollector(Collector):
         thresholds = health_thresholds(settings)
         now = utcnow()
         with self._ctx.session() as session:
+            session.connection(execution_options={"readonly": True})  # no write lock
             slugs = dict(session.execute(select(Project.id, Project.slug)).all())
             checks = GaugeMetricFamily(
                 "lumora_stats_checks", "Checks answered (all processes).", labels=["project"]

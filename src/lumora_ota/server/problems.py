@@ -13,12 +13,24 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
+from lumora_ota.store.outage import (
+    RETRY_AFTER_SECONDS,
+    DependencyUnavailable,
+    StorageFull,
+    ThrottledLog,
+    database_name,
+    database_outage,
+    is_no_space,
+)
+
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 log = logging.getLogger("lumora_ota.server")
+_outage_log = ThrottledLog(log)
 
 
 class ProblemError(Exception):
@@ -127,6 +139,49 @@ def install_problem_handlers(app: FastAPI) -> None:
         log.info("client disconnected during %s %s", request.method, request.url.path)
         return problem_response(400, "the request body was cut off", instance=request.url.path)
 
+    def unavailable(request: Request, what: str, reason: str) -> Response:
+        _outage_log.warning(f"503 {what}", "%s is unavailable (%s): answering 503", what, reason)
+        return problem_response(
+            503,
+            f"{what} is unavailable ({reason})",
+            title="Dependency unavailable",
+            instance=request.url.path,
+            headers={"retry-after": str(RETRY_AFTER_SECONDS)},
+            dependency=what,
+        )
+
+    def full(request: Request, what: str) -> Response:
+        _outage_log.warning(f"507 {what}", "%s is out of space: answering 507", what)
+        return problem_response(
+            507,
+            f"{what} on the server is out of space; nothing was stored",
+            title="Insufficient storage",
+            instance=request.url.path,
+            dependency=what,
+        )
+
+    async def on_dependency(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, DependencyUnavailable)
+        return unavailable(request, exc.what, exc.reason)
+
+    async def on_storage_full(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StorageFull)
+        return full(request, exc.what)
+
+    async def on_database(request: Request, exc: Exception) -> Response:
+        what = _database_name(request)
+        if is_no_space(exc):
+            return full(request, what)
+        reason = database_outage(exc)
+        if reason is not None:
+            return unavailable(request, what, reason)
+        return await on_unexpected(request, exc)
+
+    async def on_os_error(request: Request, exc: Exception) -> Response:
+        if is_no_space(exc):
+            return full(request, "the storage")
+        return await on_unexpected(request, exc)
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(500, "internal server error", instance=request.url.path)
@@ -136,4 +191,14 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(RecursionError, on_recursion)
     app.add_exception_handler(ClientDisconnect, on_disconnect)
+    app.add_exception_handler(DependencyUnavailable, on_dependency)
+    app.add_exception_handler(StorageFull, on_storage_full)
+    app.add_exception_handler(SQLAlchemyError, on_database)
+    app.add_exception_handler(OSError, on_os_error)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+def _database_name(request: Request) -> str:
+    ctx = getattr(request.app.state, "ctx", None)
+    engine = getattr(ctx, "engine", None)
+    return database_name(engine) if engine is not None else "the database"

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from lumora_ota.store.outage import StorageFull, is_no_space
+
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # Object names are hashes or hash-derived (``<sha256>.br``), never user-supplied paths.
 BLOB_NAME_RE = re.compile(r"[0-9a-f]{64}(\.[a-z0-9._-]{1,80})?")
@@ -86,6 +88,8 @@ class BlobStore(Protocol):
         """Store the streamed bytes under ``sha256`` after checking hash and size.
 
         Raises ``HashMismatch`` or ``SizeExceeded``; either way nothing is left behind.
+        Raises ``StorageFull`` when the store has no room, ``DependencyUnavailable`` when it
+        cannot be reached (``store.outage``); nothing is left behind then either.
         """
         ...
 
@@ -143,6 +147,7 @@ class FileBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._tmp = root / ".tmp"
+        self.name = "the blob store (local disk)"
         self._tmp.mkdir(parents=True, exist_ok=True)
         self.sweep_stale_temp_files()
 
@@ -193,6 +198,21 @@ class FileBlobStore:
         self, sha256: str, chunks: AsyncIterator[bytes], *, max_bytes: int
     ) -> StoredBlob:
         """See ``BlobStore.put_stream``."""
+        with self._no_space_is_full():
+            return await self._put_stream(sha256, chunks, max_bytes=max_bytes)
+
+    @contextlib.contextmanager
+    def _no_space_is_full(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            if is_no_space(exc):
+                raise StorageFull(self.name) from exc
+            raise
+
+    async def _put_stream(
+        self, sha256: str, chunks: AsyncIterator[bytes], *, max_bytes: int
+    ) -> StoredBlob:
         final = self.path_for(sha256)
         digest = hashlib.sha256()
         size = 0
@@ -214,7 +234,7 @@ class FileBlobStore:
     def put_bytes(self, name: str, data: bytes) -> None:
         """See ``BlobStore.put_bytes``."""
         final = self.path_for(name)
-        with self._temp_file() as (fh, tmp_path):
+        with self._no_space_is_full(), self._temp_file() as (fh, tmp_path):
             fh.write(data)
             self._sync_and_close(fh)
             self._publish(tmp_path, final)

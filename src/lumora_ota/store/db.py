@@ -33,6 +33,8 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Set by ``lumora serve`` after it migrated, for the server processes it starts: see ``migrate``.
 MIGRATED_ENV = "LUMORA_SCHEMA_MIGRATED"
 _PG_MIGRATION_LOCK = 0x4C554D4F  # "LUMO"
+# How long a SQLite write waits for another writer's lock before failing (ms).
+SQLITE_BUSY_TIMEOUT_MS = 30000
 # Set in the connection's ``info`` by the bump functions below, so this process can act when
 # that transaction commits (``DeliveryCache.watch_local_commits``) without polling.
 DELIVERY_BUMPED = "lumora_delivery_bumped"
@@ -68,8 +70,17 @@ def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
+    # A database host that stops answering (rather than refusing) must not hold a request
+    # for the kernel's TCP timeout: give up connecting after a few seconds (unless the URL
+    # says otherwise), and the device path answers from its snapshot meanwhile.
+    connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": 5}
     return create_engine(
-        url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True, pool_recycle=1800
+        url,
+        pool_size=pool_size,
+        max_overflow=20,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args=connect_args,
     )
 
 
@@ -83,7 +94,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -202,3 +213,29 @@ def read_revisions(engine: Engine) -> tuple[int, int]:
     if row is None:
         return 0, 0
     return int(row[0] or 0), int(row[1] or 0)
+
+
+def sqlite_write_problem(engine: Engine, wait_ms: int = 200) -> str | None:
+    """Why this SQLite database cannot take a write right now ("locked by another process",
+    "read-only", ...), or None when it can. Waits at most ``wait_ms`` for a lock; writes
+    nothing (``BEGIN IMMEDIATE`` then ``ROLLBACK``)."""
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        try:
+            cur.execute(f"PRAGMA busy_timeout={int(wait_ms)}")
+            cur.execute("BEGIN IMMEDIATE")
+            cur.execute("ROLLBACK")
+        except Exception as exc:
+            text = str(exc).lower()
+            if "locked" in text or "busy" in text:
+                return "locked by another process"
+            if "readonly" in text or "read-only" in text:
+                return "read-only"
+            return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        finally:
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cur.close()
+    finally:
+        raw.close()
+    return None

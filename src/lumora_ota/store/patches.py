@@ -26,7 +26,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -45,6 +45,7 @@ from lumora_ota.domain.delta import (
     select_bases,
 )
 from lumora_ota.stats import write_counters
+from lumora_ota.store.background import BackgroundQueue
 from lumora_ota.store.blobs import BlobStore
 from lumora_ota.store.db import bump_patch_revision
 from lumora_ota.store.models import (
@@ -175,6 +176,10 @@ def ensure_patch_object(blobs: BlobStore, base_sha256: str, target_sha256: str) 
     return size
 
 
+class Stopped(Exception):
+    """The worker is shutting down: the job ends here (the next start redoes it)."""
+
+
 def _blob_sizes(sessions: sessionmaker[Session], sha256: str) -> tuple[int, int | None] | None:
     with sessions() as session:
         blob = session.get(Blob, sha256)
@@ -187,6 +192,7 @@ def full_bundle_size(
     target: LaunchTarget,
     *,
     variant_wait: float = VARIANT_WAIT_SECONDS,
+    stop: Callable[[], bool] | None = None,
 ) -> int:
     """What a device downloads without a patch: the brotli variant's size, or the raw size
     when the bundle has none.
@@ -194,6 +200,7 @@ def full_bundle_size(
     The variant worker compresses the bundle after the same publish; brotli at its best
     quality takes seconds, so we wait for it (bounded) rather than compress twice, and
     compress ourselves only when it never comes (that worker failed or is not running).
+    Raises ``Stopped`` when ``stop()`` turns true while waiting.
     """
     sizes = _blob_sizes(sessions, target.sha256)
     if sizes is None:
@@ -202,6 +209,8 @@ def full_bundle_size(
         return sizes[0]
     deadline = time.monotonic() + variant_wait
     while sizes[1] is None and time.monotonic() < deadline:
+        if stop is not None and stop():
+            raise Stopped
         time.sleep(VARIANT_POLL_SECONDS)
         sizes = _blob_sizes(sessions, target.sha256) or sizes
     if sizes[1] is None:
@@ -212,7 +221,13 @@ def full_bundle_size(
 
 
 def plan_patches(
-    blobs: BlobStore, sessions: sessionmaker[Session], policy: PatchPolicy, update_id: str
+    blobs: BlobStore,
+    sessions: sessionmaker[Session],
+    policy: PatchPolicy,
+    update_id: str,
+    *,
+    stop: Callable[[], bool] | None = None,
+    variant_wait: float = VARIANT_WAIT_SECONDS,
 ) -> list[dict[str, Any]]:
     """Store the patch objects toward one update that has none recorded from some base yet;
     returns the ``delta_patches`` rows to record (none for a marker or when all are there)."""
@@ -233,6 +248,8 @@ def plan_patches(
     sizes = {b.launch_sha256: 0 for b in todo}
     target_size = (_blob_sizes(sessions, target.sha256) or (0, None))[0]
     for base_sha in sizes:
+        if stop is not None and stop():
+            raise Stopped
         base_size = (_blob_sizes(sessions, base_sha) or (0, None))[0]
         reason = patch_skip_reason(
             base_size,
@@ -252,7 +269,7 @@ def plan_patches(
             sizes[base_sha] = SKIPPED_SIZE
             continue
         sizes[base_sha] = ensure_patch_object(blobs, base_sha, target.sha256)
-    full = full_bundle_size(blobs, sessions, target)
+    full = full_bundle_size(blobs, sessions, target, stop=stop, variant_wait=variant_wait)
     now = utcnow()
     return [
         {
@@ -298,9 +315,10 @@ def compute_patches(
     update_ids: Iterable[str],
     *,
     stop: Callable[[], bool] | None = None,
+    variant_wait: float = VARIANT_WAIT_SECONDS,
 ) -> int:
     """Compute and record the patches toward a batch of updates; returns how many rows it
-    added.
+    added. ``variant_wait``: see ``full_bundle_size``.
 
     The rows of the whole batch are recorded together, with a single patch-revision bump
     (none when nothing was added), so server processes reload their patch index once per
@@ -315,7 +333,13 @@ def compute_patches(
         if stop is not None and stop():
             break
         try:
-            rows.extend(plan_patches(blobs, sessions, policy, update_id))
+            rows.extend(
+                plan_patches(
+                    blobs, sessions, policy, update_id, stop=stop, variant_wait=variant_wait
+                )
+            )
+        except Stopped:
+            break
         except Exception:
             log.exception("computing patches toward update %s failed", update_id)
     added = record_patches(sessions, rows)
@@ -376,13 +400,13 @@ class PatchWorker:
         self._blobs = blobs
         self._sessions = sessions
         self._policy = policy
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patches")
+        self._executor = BackgroundQueue("patches")
         self._stopping = threading.Event()
 
     def submit(self, update_ids: Iterable[str]) -> Future[int]:
         """Queue one patch job for this batch of updates (a repeated job finds its work done);
         its result is how many rows it added."""
-        return self._executor.submit(self._run, list(update_ids))
+        return self._executor.submit(self._run, list(update_ids), VARIANT_WAIT_SECONDS)
 
     def submit_embedded(self, project_id: str, platform: str, runtime_version: str) -> Future[int]:
         """Queue one job for the updates a fresh install of a newly registered build gets."""
@@ -395,14 +419,21 @@ class PatchWorker:
         with self._sessions() as session:
             session.connection(execution_options={"readonly": True})
             pending = updates_without_patches(session)
-        return self.submit(pending)
+        # No variant worker of this process is compressing these bundles (their publish was
+        # before the start): compress here at once instead of waiting for it in vain.
+        return self._executor.submit(self._run, pending, 0.0)
 
-    def _run(self, update_ids: list[str]) -> int:
+    def _run(self, update_ids: list[str], variant_wait: float) -> int:
         if not update_ids:
             return 0
         try:
             return compute_patches(
-                self._blobs, self._sessions, self._policy, update_ids, stop=self._stopping.is_set
+                self._blobs,
+                self._sessions,
+                self._policy,
+                update_ids,
+                stop=self._stopping.is_set,
+                variant_wait=variant_wait,
             )
         except Exception:
             # A lost patch only costs bandwidth: devices get the full bundle.
@@ -411,9 +442,9 @@ class PatchWorker:
 
     def shutdown(self) -> None:
         """Stop, dropping queued work and the rest of the running batch (``catch_up`` redoes
-        it at the next start)."""
+        it at the next start); a diff under way is not waited for (``store.background``)."""
         self._stopping.set()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown()
 
 
 def schedule_patches(ctx: AppContext, update_ids: Iterable[str]) -> Future[int] | None:

@@ -38,7 +38,8 @@ import anyio
 import anyio.to_thread
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError, NoCredentialsError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from lumora_ota.store.blobs import (
     CHUNK_SIZE,
@@ -49,6 +50,7 @@ from lumora_ota.store.blobs import (
     check_blob_name,
     is_sha256,
 )
+from lumora_ota.store.outage import DependencyUnavailable, StorageFull, describe
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -129,6 +131,13 @@ class S3Config:
         )
 
 
+# S3 error codes (AWS and the common self-hosted stores) meaning "no room" and "try later".
+_FULL_CODES = frozenset({"XMinioStorageFull", "InsufficientStorage", "QuotaExceeded"})
+_UNAVAILABLE_CODES = frozenset(
+    {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"}
+)
+
+
 def normalize_prefix(prefix: str) -> str:
     """A key prefix without a leading slash and, unless empty, with one trailing slash."""
     prefix = prefix.strip("/")
@@ -183,6 +192,7 @@ class S3BlobStore:
         self.config = config
         self.client: S3Client = client or make_s3_client(config)
         self._bucket_ready = False
+        self.name = f"the object store (S3 bucket {config.bucket})"
         # (name, content type, content encoding) -> (fresh until, pre-signed URL). Signing
         # costs ~0.2 ms of CPU, so a URL is reused for a third of its lifetime.
         self._signed: dict[tuple[str, str | None, str | None], tuple[float, str]] = {}
@@ -202,6 +212,30 @@ class S3BlobStore:
         self, sha256: str, chunks: AsyncIterator[bytes], *, max_bytes: int
     ) -> StoredBlob:
         """See ``BlobStore.put_stream``; the module docstring says why it is atomic."""
+        with self._answering():
+            return await self._put_stream(sha256, chunks, max_bytes=max_bytes)
+
+    @contextlib.contextmanager
+    def _answering(self) -> Iterator[None]:
+        """Turn "the store cannot be reached" and "the store is full" into ``store.outage``'s
+        errors, which the API answers 503 and 507 naming this store."""
+        try:
+            yield
+        except (BotoConnectionError, HTTPClientError, NoCredentialsError) as exc:
+            raise DependencyUnavailable(self.name, describe(exc)) from exc
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+            if status == 507 or code in _FULL_CODES:
+                raise StorageFull(self.name) from exc
+            if status >= 500 or code in _UNAVAILABLE_CODES:
+                raise DependencyUnavailable(self.name, f"{code or status}") from exc
+            raise
+
+    async def _put_stream(
+        self, sha256: str, chunks: AsyncIterator[bytes], *, max_bytes: int
+    ) -> StoredBlob:
         if not is_sha256(sha256):
             raise ValueError(f"not a sha256: {sha256!r}")
         key = self.key_for(sha256)
@@ -247,7 +281,8 @@ class S3BlobStore:
         encoding = next(
             (enc for suffix, enc in ENCODING_OF_SUFFIX.items() if name.endswith(suffix)), None
         )
-        self._put_object(self.key_for(name), data, encoding)
+        with self._answering():
+            self._put_object(self.key_for(name), data, encoding)
 
     def _part_size_for(self, max_bytes: int) -> int:
         """The configured part size, raised when needed to fit ``max_bytes`` in 10000 parts."""
@@ -281,7 +316,8 @@ class S3BlobStore:
     def size(self, name: str) -> int | None:
         """See ``BlobStore.size``."""
         try:
-            head = self.client.head_object(Bucket=self.config.bucket, Key=self.key_for(name))
+            with self._answering():
+                head = self.client.head_object(Bucket=self.config.bucket, Key=self.key_for(name))
         except ClientError as exc:
             if _is_not_found(exc):
                 return None
@@ -298,7 +334,9 @@ class S3BlobStore:
 
     def read_bytes(self, name: str) -> bytes:
         """See ``BlobStore.read_bytes``."""
-        body = self.client.get_object(Bucket=self.config.bucket, Key=self.key_for(name))["Body"]
+        with self._answering():
+            got = self.client.get_object(Bucket=self.config.bucket, Key=self.key_for(name))
+        body = got["Body"]
         try:
             return body.read()
         finally:

@@ -13,12 +13,13 @@ import gzip
 import logging
 import threading
 from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 import brotli
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from lumora_ota.store.background import BackgroundQueue
 from lumora_ota.store.blobs import BlobError, BlobStore, variant_name
 from lumora_ota.store.models import Blob
 
@@ -153,7 +154,7 @@ class VariantWorker:
     def __init__(self, blobs: BlobStore, sessions: sessionmaker[Session]) -> None:
         self._blobs = blobs
         self._sessions = sessions
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="variants")
+        self._executor = BackgroundQueue("variants")
         self._seen: set[str] = set()
         self._lock = threading.Lock()
 
@@ -183,4 +184,4 @@ class VariantWorker:
 
     def shutdown(self) -> None:
         """Stop, dropping queued work (it is redone by a later publish of the same files)."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown()

@@ -139,6 +139,7 @@ def build_router(files: dict[str, tuple[bytes, str, str]]) -> APIRouter:
 
         def check() -> dict[str, Any] | None:
             with ctx.sessions() as session:
+                session.connection(execution_options={"readonly": True})  # no write lock
                 key = find_usable_key(session, body.api_key.strip())
                 return _key_json(key) if key is not None else None
 
@@ -175,6 +176,7 @@ def build_router(files: dict[str, tuple[bytes, str, str]]) -> APIRouter:
             if session is None:
                 return None
             with ctx.sessions() as db:
+                db.connection(execution_options={"readonly": True})  # no write lock
                 key = get_key(db, session.key_id)
                 return _key_json(key) if key is not None and is_usable(key) else None
 

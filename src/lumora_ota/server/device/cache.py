@@ -26,6 +26,17 @@ loaded once per waiting request).
 Candidate lists hold only what selection reads (no assets, no metadata), so a channel's whole
 history stays small; the full record (assets, metadata) of an update actually served is
 loaded on first use and kept, bounded, per generation.
+
+Outages. Dropping a generation keeps what it (and the one before) had loaded as a *snapshot*,
+the last good answers. A load that fails with a database error (PostgreSQL down, a lost
+connection) answers from the snapshot instead, and the cache stops asking the database until
+a retry time that backs off from ``RETRY_MIN_SECONDS`` to ``RETRY_MAX_SECONDS``; a load that
+takes longer than ``STALE_AFTER_SECONDS`` answers the waiting request from the snapshot too
+and finishes for later ones. Snapshot values are answered, never stored in the generation,
+so the first load that succeeds serves the new state without a restart. With nothing in the
+snapshot to answer from, a lookup raises ``DependencyUnavailable`` (a 503 for the device).
+Loads read in read-only transactions (``BEGIN``, not ``BEGIN IMMEDIATE`` on SQLite), so a
+write lock held elsewhere never stalls them.
 """
 
 from __future__ import annotations
@@ -43,6 +54,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import Engine, event, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, joinedload, selectinload, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -52,6 +64,12 @@ from lumora_ota.domain.selection import IndexedCandidates
 from lumora_ota.signing import SigningError, SigningIdentity, load_signing_identity
 from lumora_ota.store.db import DELIVERY_BUMPED, PATCH_BUMPED, read_revisions
 from lumora_ota.store.models import Channel, Project, SigningKey, Update
+from lumora_ota.store.outage import (
+    DependencyUnavailable,
+    ThrottledLog,
+    database_name,
+    describe,
+)
 from lumora_ota.store.repository import to_record
 
 log = logging.getLogger("lumora_ota.delivery")
@@ -67,6 +85,13 @@ MAX_NO_MATCH = 16384
 MAX_BODIES = 8192
 # Full records (with assets) of served updates: devices are served a channel's newest few.
 MAX_FULL_UPDATES = 512
+# After a failed load the database is left alone (answers come from the snapshot) this long,
+# doubling per failure in a row up to the maximum.
+RETRY_MIN_SECONDS = 0.25
+RETRY_MAX_SECONDS = 5.0
+# A request waits this long for a load before it is answered from the snapshot (when the
+# snapshot has the value); the load finishes for the requests after it.
+STALE_AFTER_SECONDS = 0.5
 _COMMITTED_FLAG = "lumora_delivery_bump_committed"
 _PATCH_COMMITTED_FLAG = "lumora_patch_bump_committed"
 
@@ -95,6 +120,10 @@ class BoundedCache(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def items(self) -> list[tuple[K, V]]:
+        """Every entry, least recently used first."""
+        return list(self._items.items())
 
 
 ChannelKey = tuple[str, str, str]  # project id, channel, platform
@@ -128,6 +157,48 @@ class _Generation:
     bodies: BoundedCache[Hashable, Any] = field(default_factory=lambda: BoundedCache(MAX_BODIES))
     # Loads in flight, by key: concurrent misses share one (single flight).
     loading: dict[Hashable, asyncio.Future[Any]] = field(default_factory=dict)
+    # The last good values, answered when a load fails or is slow (see the module docs).
+    snapshot: Snapshot | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What earlier generations loaded, kept to answer devices while the database cannot.
+
+    Built when a generation is dropped: its values over its own snapshot's, without projects
+    and channels the newest project map no longer has (so it is bounded by what exists, not
+    by how many generations came before).
+    """
+
+    projects: ProjectMap | None
+    candidates: dict[ChannelKey, tuple[UpdateRecord, ...]]
+    full_updates: dict[str, UpdateRecord]
+    signing: dict[str, SigningIdentity | None]
+    update_ids: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, generation: _Generation) -> Snapshot | None:
+        """The snapshot that outlives ``generation``; None when nothing was ever loaded."""
+        older = generation.snapshot
+        projects = generation.projects or (older.projects if older else None)
+        candidates = {**(older.candidates if older else {}), **generation.candidates}
+        signing = {**(older.signing if older else {}), **generation.signing}
+        full = dict(older.full_updates) if older else {}
+        for update_id, record in generation.full_updates.items():
+            full.pop(update_id, None)
+            full[update_id] = record  # newest last
+        while len(full) > MAX_FULL_UPDATES:
+            del full[next(iter(full))]
+        if projects is not None:
+            channels = projects.channels
+            candidates = {k: v for k, v in candidates.items() if k[1] in channels.get(k[0], ())}
+            signing = {k: v for k, v in signing.items() if k in channels}
+        update_ids = {**(older.update_ids if older else {}), **generation.update_ids}
+        if projects is not None:
+            update_ids = {k: v for k, v in update_ids.items() if k in projects.channels}
+        if projects is None and not candidates and not full and not signing:
+            return None
+        return cls(projects, candidates, full, signing, update_ids)
 
 
 class RuntimeIndex:
@@ -275,8 +346,16 @@ class DeliveryCache:
         self, engine: Engine, sessions: sessionmaker[Session], *, poll_interval: float
     ) -> None:
         self._engine = engine
-        self._sessions = sessions
+        # Loads only read: a read-only transaction (no write lock taken, none waited for).
+        self._sessions = sessionmaker(
+            engine.execution_options(readonly=True), expire_on_commit=False
+        )
+        self._database = database_name(engine)
         self._poll_interval = poll_interval
+        # Backoff after failed loads: no load before ``_retry_at`` (monotonic seconds).
+        self._failures = 0
+        self._retry_at = 0.0
+        self._outage_log = ThrottledLog(log)
         self._generation = _Generation()
         self._revision: int | None = None
         self._patch_revision: int | None = None
@@ -287,12 +366,15 @@ class DeliveryCache:
         self.invalidations = 0
         self.hits = 0
         self.misses = 0
+        self.stale_answers = 0
+        self.failed_loads = 0
 
     # ------------------------------------------------------------ invalidation
 
     def invalidate(self) -> None:
-        """Forget everything loaded; the next requests load afresh."""
-        self._generation = _Generation()
+        """Forget everything loaded; the next requests load afresh (what was loaded stays as
+        the snapshot answered while loads fail)."""
+        self._generation = _Generation(snapshot=Snapshot.of(self._generation))
         self.invalidations += 1
 
     def patches_changed(self) -> None:
@@ -301,7 +383,11 @@ class DeliveryCache:
 
     def metrics(self) -> dict[str, int]:
         """Extra figures for /metrics (``lumora_delivery_<name>``)."""
-        return {"patch_changes": self.patch_changes}
+        return {
+            "patch_changes": self.patch_changes,
+            "stale_answers": self.stale_answers,
+            "failed_loads": self.failed_loads,
+        }
 
     def watch_local_commits(self) -> None:
         """Invalidate around any commit of this process that bumped the delivery revision, and
@@ -357,9 +443,13 @@ class DeliveryCache:
             await asyncio.sleep(self._poll_interval)
             try:
                 await self.check_revision()
-            except Exception:
+            except Exception as exc:
                 # A database hiccup must not kill the poller; keep serving what we have.
-                log.warning("reading the delivery revisions failed", exc_info=True)
+                self._outage_log.warning(
+                    "poll", "reading the delivery revisions failed: %s", describe(exc)
+                )
+            else:
+                self._outage_log.recovered("poll", "reading the delivery revisions works again")
 
     async def start(self) -> None:
         """Learn the current revision and start polling it."""
@@ -382,19 +472,68 @@ class DeliveryCache:
             return fn(session, *args)
 
     async def _load_once(
-        self, generation: _Generation, key: Hashable, load: Callable[[], Awaitable[V]]
+        self,
+        generation: _Generation,
+        key: Hashable,
+        load: Callable[[], Awaitable[V]],
+        stale: Callable[[Snapshot | None], tuple[bool, V | None]],
     ) -> V:
         """``await load()``, shared by every concurrent caller with the same key (single flight).
 
         The load runs as its own task, so a caller that goes away (client disconnect) does not
         cancel it for the others; it stores its result in ``generation`` before finishing.
+        When the load fails with a database error, is slow, or the database is being left
+        alone after a failure, the answer comes from ``stale(snapshot)`` (found, value), and
+        without one the database's unavailability is raised.
         """
+        found, old = stale(generation.snapshot)
+        if time.monotonic() < self._retry_at:
+            return self._stale(found, old, "the database failed moments ago")
         pending = generation.loading.get(key)
         if pending is None:
             pending = asyncio.ensure_future(load())
             generation.loading[key] = pending
             pending.add_done_callback(lambda _done: generation.loading.pop(key, None))
-        return cast(V, await asyncio.shield(pending))
+            # Retrieve a failure nobody awaits (the waiter was answered from the snapshot).
+            pending.add_done_callback(lambda done: done.cancelled() or done.exception())
+        try:
+            if found:
+                value = await asyncio.wait_for(asyncio.shield(pending), STALE_AFTER_SECONDS)
+            else:
+                value = await asyncio.shield(pending)
+        except TimeoutError:
+            self._outage_log.warning(
+                "slow", "%s is slow to answer; devices get the last good answers", self._database
+            )
+            return self._stale(found, old, "the database is slow")
+        except SQLAlchemyError as exc:
+            self._load_failed(exc)
+            return self._stale(found, old, describe(exc))
+        if self._failures:
+            self._failures = 0
+            self._outage_log.recovered("load", "%s answers again", self._database)
+        return cast(V, value)
+
+    def _load_failed(self, exc: BaseException) -> None:
+        """Count a failed load and leave the database alone for the next backoff period."""
+        self.failed_loads += 1
+        self._failures += 1
+        delay = min(RETRY_MAX_SECONDS, RETRY_MIN_SECONDS * 2 ** (self._failures - 1))
+        self._retry_at = time.monotonic() + delay
+        self._outage_log.warning(
+            "load",
+            "loading device answers from %s failed (%s); devices get the last good answers, "
+            "retrying in %.2f s",
+            self._database,
+            describe(exc),
+            delay,
+        )
+
+    def _stale(self, found: bool, value: V | None, reason: str) -> V:
+        if not found:
+            raise DependencyUnavailable(self._database, reason)
+        self.stale_answers += 1
+        return cast(V, value)
 
     async def project_id(self, ref: str) -> str | None:
         """The id of the project whose id or slug is ``ref``, None when there is none."""
@@ -403,8 +542,8 @@ class DeliveryCache:
         # Creating a project bumps the revision, so an unknown ref is normally unknown for
         # good: re-read the map for it at most once per poll interval, so devices naming
         # random projects cannot turn the hot path into a database load.
-        stale = time.monotonic() - generation.projects_loaded_at > self._poll_interval
-        if projects is None or (ref not in projects.ids and stale):
+        recheck = time.monotonic() - generation.projects_loaded_at > self._poll_interval
+        if projects is None or (ref not in projects.ids and recheck):
             generation.projects_loaded_at = time.monotonic()
 
             async def load() -> ProjectMap:
@@ -412,7 +551,13 @@ class DeliveryCache:
                 generation.projects = loaded
                 return loaded
 
-            projects = await self._load_once(generation, ("projects",), load)
+            def stale(snapshot: Snapshot | None) -> tuple[bool, ProjectMap | None]:
+                if projects is not None:  # a ref unknown to the generation's own map
+                    return True, projects
+                old = snapshot.projects if snapshot is not None else None
+                return old is not None, old
+
+            projects = await self._load_once(generation, ("projects",), load, stale)
         return projects.ids.get(ref)
 
     async def candidates(
@@ -448,7 +593,19 @@ class DeliveryCache:
                 generation.candidates[channel_key] = loaded
                 return loaded
 
-            everything = await self._load_once(generation, ("candidates", *channel_key), load)
+            def stale(snapshot: Snapshot | None) -> tuple[bool, tuple[UpdateRecord, ...] | None]:
+                old = snapshot.candidates.get(channel_key) if snapshot is not None else None
+                return old is not None, old
+
+            everything = await self._load_once(
+                generation, ("candidates", *channel_key), load, stale
+            )
+            if generation.candidates.get(channel_key) is not everything:
+                # An answer from the snapshot: filtered for this request, never remembered,
+                # so the first successful load is served at once.
+                return IndexedCandidates(
+                    u for u in everything if runtime_matches(u.runtime_version, runtime_version)
+                )
         matching = generation.by_runtime.get(runtime_key)
         if matching is None:  # another request may have filtered it while we waited
             matching = self._indexed(generation, channel_key, everything, runtime_version)
@@ -498,7 +655,11 @@ class DeliveryCache:
                 generation.full_updates.put(update.id, loaded)
             return loaded
 
-        return await self._load_once(generation, ("full-update", update.id), load)
+        def stale(snapshot: Snapshot | None) -> tuple[bool, UpdateRecord | None]:
+            old = snapshot.full_updates.get(update.id) if snapshot is not None else None
+            return old is not None, old
+
+        return await self._load_once(generation, ("full-update", update.id), load, stale)
 
     async def signing_identity(self, project_id: str) -> SigningIdentity | None:
         """The project's signing identity, None when the project does not sign."""
@@ -511,7 +672,12 @@ class DeliveryCache:
             generation.signing[project_id] = loaded
             return loaded
 
-        return await self._load_once(generation, ("signing", project_id), load)
+        def stale(snapshot: Snapshot | None) -> tuple[bool, SigningIdentity | None]:
+            if snapshot is None:
+                return False, None
+            return project_id in snapshot.signing, snapshot.signing.get(project_id)
+
+        return await self._load_once(generation, ("signing", project_id), load, stale)
 
     async def update_ids(self, project_id: str) -> frozenset[str]:
         """The ids of every update of the project: what device reports may name (statistics
@@ -526,7 +692,12 @@ class DeliveryCache:
             generation.update_ids[project_id] = loaded
             return loaded
 
-        return await self._load_once(generation, ("update-ids", project_id), load)
+        def stale(snapshot: Snapshot | None) -> tuple[bool, frozenset[str] | None]:
+            if snapshot is None:
+                return False, None
+            return project_id in snapshot.update_ids, snapshot.update_ids.get(project_id)
+
+        return await self._load_once(generation, ("update-ids", project_id), load, stale)
 
     def known_channel(self, project_id: str, channel: str) -> bool:
         """Whether the project has a channel named ``channel`` (from the project map; True

@@ -9,6 +9,7 @@ from lumora_ota.domain.selection import NO_UPDATE, Selection, SelectionRequest, 
 from lumora_ota.server.device.cache import DeliveryCache
 from lumora_ota.server.problems import ProblemError
 from lumora_ota.signing import SigningIdentity
+from lumora_ota.store.outage import DependencyUnavailable
 
 MAX_HEADER_ID_LENGTH = 200
 MAX_RUNTIME_VERSION_LENGTH = 255
@@ -100,7 +101,12 @@ async def record_check(
     channel = request.channel if cache.known_channel(project_id, request.channel) else ""
     known: Callable[[str], bool] = _any_id
     if request.device_id and (request.current_update_id or request.failed_update_ids):
-        known = (await cache.update_ids(project_id)).__contains__
+        try:
+            known = (await cache.update_ids(project_id)).__contains__
+        except DependencyUnavailable:
+            # The database is out and this project's ids were never loaded: the device is
+            # still answered, but the ids it names cannot be checked, so none is counted.
+            known = _no_id
     recorder.record_check(
         project_id=project_id,
         channel=channel,
@@ -117,6 +123,10 @@ async def record_check(
 
 def _any_id(_update_id: str) -> bool:
     return True
+
+
+def _no_id(_update_id: str) -> bool:
+    return False
 
 
 def bounded(value: str | None, name: str, limit: int = MAX_HEADER_ID_LENGTH) -> str | None:

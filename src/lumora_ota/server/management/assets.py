@@ -42,6 +42,7 @@ from lumora_ota.server.problems import ProblemError
 from lumora_ota.store import repository
 from lumora_ota.store.blobs import HashMismatch, SizeExceeded
 from lumora_ota.store.digests import Md5Tap
+from lumora_ota.store.outage import StorageFull
 
 router = APIRouter(tags=["assets"], route_class=GuardedJSONRoute)
 
@@ -151,6 +152,10 @@ async def upload_asset(
         raise ProblemError(413, f"the upload exceeds the {limit}-byte limit") from None
     except HashMismatch as exc:
         raise ProblemError(400, str(exc), title="Hash mismatch") from None
+    except StorageFull:
+        # Read the rest so the client gets the 507 rather than a broken pipe; nothing stored.
+        await _drain(body, DRAIN_LIMIT)
+        raise
     await run_in_threadpool(
         _record_upload, request, principal, project_id, sha256, stored.size, tap.hexdigest()
     )

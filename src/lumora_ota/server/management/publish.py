@@ -9,7 +9,6 @@ takes seconds, follows after the commit on a background thread.
 
 from __future__ import annotations
 
-import os
 import posixpath
 import re
 from typing import Annotated, Any
@@ -34,10 +33,6 @@ router = APIRouter(tags=["publish"], route_class=GuardedJSONRoute)
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 MAX_KEY_BYTES = 1024
 MAX_ASSETS_PER_PLATFORM = 10_000
-# Test hook only: with LUMORA_TEST_CRASH_POINT=publish-before-commit (read once at start into
-# Settings.test_crash_point) a publish exits the process right before its commit, which lets
-# the atomic-publish test prove that such a crash leaves no visible update.
-CRASH_BEFORE_COMMIT = "publish-before-commit"
 VARIANT_WORKER = "variants"
 
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
@@ -189,9 +184,6 @@ def publish_updates(
         target=updates[0].group_id,
         detail={"channel": body.channel, "updates": {u.platform: u.id for u in updates}},
     )
-    if ctx.settings.test_crash_point == CRASH_BEFORE_COMMIT:
-        session.flush()
-        os._exit(137)
     session.commit()
     _queue_variants(ctx, spec)
     schedule_patches(ctx, [u.id for u in updates])  # delta patches, in the background (#10)
