@@ -294,6 +294,9 @@ def test_paging_keyboard_tabs_and_phone_layout(
     export = make_export(tmp_path / "export", seed=unique)
     with server.client() as client:
         create_project(client, slug)
+        # The project picker lists every project: a long name must not widen the page (the
+        # suite's other projects made this test pass or fail with the order tests ran in).
+        create_project(client, f"long-{unique}", name="A rather long application name " * 3)
         for i in range(11):  # 22 updates: more than one page of 20
             publish_export(client, slug, export, message=f"release {i}")
     page.set_viewport_size({"width": 390, "height": 844})
@@ -320,3 +323,45 @@ def test_paging_keyboard_tabs_and_phone_layout(
     expect(page.get_by_role("tab", name="Statistics")).to_have_attribute("aria-selected", "true")
     expect(page.locator("#stats-chart svg")).to_have_count(1)
     assert page.evaluate(page_width) <= 390
+
+
+def test_update_page_renders_once_when_loads_overlap(
+    page: Any, server: ServerProcess, unique: str, tmp_path: Path
+) -> None:
+    """Two loads of one update in flight at once (a hash change while the first still
+    renders, the refresh timer, a save) draw the page once: the stale load draws nothing.
+
+    The delta answers are held by the test, so the interleaving that made the page show its
+    facts twice is forced on every run instead of on a lucky one."""
+    slug = f"race-{unique}"
+    with server.client() as client:
+        create_project(client, slug)
+        answer, _ = publish_export(client, slug, make_export(tmp_path / "export", seed=unique))
+    update_id = next(u["id"] for u in answer["updates"] if u["platform"] == "ios")
+    held: list[Any] = []
+    page.route("**/api/v1/updates/*/delta", lambda route: held.append(route))
+
+    def wait_held(n: int) -> None:
+        while len(held) < n:  # route handlers run while Playwright waits
+            page.wait_for_timeout(20)
+
+    sign_in(page, server, server.admin_key)
+    page.goto(f"{server.url}/dashboard#/updates/{update_id}")
+    wait_held(1)
+    # A second load of the same update starts while the first waits for its delta answer.
+    page.goto(f"{server.url}/dashboard#/updates/{update_id}/")
+    wait_held(2)
+    manifests = page.locator("#manifest-json")
+    # The stale load finishes first (the old page drew its facts here, then fetched the
+    # manifest), the fresh one after.
+    held[0].continue_()
+    held[1].continue_()
+    page.locator("#update-totals [data-total='checks']").wait_for()
+    expect(manifests).to_contain_text("launchAsset")
+    facts = page.locator("#update-facts")
+    expect(facts.locator("dd[data-fact='Id']")).to_have_count(1)
+    expect(facts.locator("dd")).to_have_count(facts.locator("dt").count())
+    expect(facts.locator("dd[data-fact='Bundle download']")).to_have_count(1)
+    expect(page.locator("#assets-table tbody tr")).to_have_count(
+        len(next(u for u in answer["updates"] if u["platform"] == "ios")["assets"]) + 1
+    )

@@ -288,25 +288,40 @@
     ];
   }
 
+  // Every fetch happens first and the page is drawn in one synchronous step after the last
+  // await, and only by the newest load: two loads in flight (a hash change during the first
+  // render, the 30 s refresh, a save) can never interleave their DOM writes.
   async function loadUpdate(id) {
     const current = latest("update");
     const u = await api("/api/v1/updates/" + encodeURIComponent(id));
     if (!current()) return;
+    const [delta, manifest, stats] = await Promise.all([
+      deltaFacts(u),
+      u.kind === "update"
+        ? api("/api/v1/manifests/" + encodeURIComponent(u.id)).catch((e) => ({ error: e.message }))
+        : Promise.resolve(null),
+      api("/api/v1/stats?" + qs({ project: u.projectId, update: u.id })),
+    ]);
+    if (!current()) return;
+    renderUpdate(u, delta, manifest, stats);
+  }
+
+  function renderUpdate(u, delta, manifest, stats) {
     shownUpdate = u;
     $("update-title").textContent = u.message || `Update ${u.id.slice(0, 8)}`;
-    const facts = $("update-facts");
-    facts.textContent = "";
     const rows = [
       ["Id", u.id], ["Group", u.groupId], ["Channel", u.channel], ["Platform", u.platform],
       ["Runtime version", u.runtimeVersion], ["Created", fmtTime(u.createdAt)],
       ["Rollout", u.kind === "rollbackToEmbedded" ? "roll back to embedded" : u.rollout + "%"],
       ["Mandatory", u.mandatory ? "yes" : "no"], ["Status", u.status],
     ];
-    for (const [k, v] of [...rows, ...(await deltaFacts(u))]) {
+    const facts = document.createDocumentFragment();
+    for (const [k, v] of [...rows, ...delta]) {
       const dt = document.createElement("dt"); dt.textContent = k;
       const dd = document.createElement("dd"); dd.textContent = v; dd.dataset.fact = k;
       facts.append(dt, dd);
     }
+    $("update-facts").replaceChildren(facts);
     if (document.activeElement !== $("rollout-input")) $("rollout-input").value = u.rollout;
     const writable = canWrite() && u.status === "active";
     for (const id2 of ["rollout-input", "rollout-save", "rollback-button", "promote-channel", "promote-button"]) {
@@ -314,8 +329,7 @@
     }
     fillSelect($("promote-channel"), state.channels.filter((c) => c !== u.channel));
 
-    const assets = $("assets-table").tBodies[0];
-    assets.textContent = "";
+    const assets = document.createElement("tbody");
     for (const a of [u.launchAsset, ...u.assets].filter(Boolean)) {
       const row = assets.insertRow();
       cell(row, a.key + (a === u.launchAsset ? " (launch)" : ""));
@@ -323,15 +337,10 @@
       cell(row, fmtBytes(a.size));
       cell(row, a.sha256.slice(0, 16) + "…", "mono");
     }
-    if (u.kind === "update") {
-      const manifest = await api("/api/v1/manifests/" + encodeURIComponent(u.id)).catch((e) => ({ error: e.message }));
-      if (!current()) return;
-      $("manifest-json").textContent = JSON.stringify(manifest, null, 2);
-    } else {
-      $("manifest-json").textContent = "(a roll-back-to-embedded marker has no manifest)";
-    }
-    const stats = await api("/api/v1/stats?" + qs({ project: u.projectId, update: u.id }));
-    if (!current()) return;
+    $("assets-table").tBodies[0].replaceWith(assets);
+    $("manifest-json").textContent = manifest === null
+      ? "(a roll-back-to-embedded marker has no manifest)"
+      : JSON.stringify(manifest, null, 2);
     renderTotals($("update-totals"), stats.totals, stats.updates.find((x) => x.updateId === u.id));
     renderChart($("update-chart"), stats.daily, "Statistics of this update per day");
   }
