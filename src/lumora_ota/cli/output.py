@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.filesize import decimal
 
+from lumora_ota.cli.errors import CliError
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -93,11 +95,17 @@ def stdin_is_interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
-def confirm(question: str, *, assume_yes: bool) -> None:
-    """Ask before doing something; skipped with ``--yes`` or without a terminal to ask on.
+def confirm(question: str, *, assume_yes: bool, non_interactive: bool = False) -> None:
+    """Ask before a destructive or production-changing step; ``--yes`` skips the question.
 
-    Declining aborts the command (``main`` reports it as ``error: aborted``).
+    Without a terminal to ask on (CI, scripts, stdin closed) or with ``--non-interactive``
+    (as in EAS), the command is refused rather than run unasked: a ``CliError`` saying to
+    pass ``--yes``, raised before anything is changed. Declining at the prompt aborts
+    (``main`` reports it as ``error: aborted``).
     """
-    if assume_yes or not stdin_is_interactive():
+    if assume_yes:
         return
+    if non_interactive or not stdin_is_interactive():
+        why = "--non-interactive is set" if non_interactive else "no terminal to confirm on"
+        raise CliError(f"{question.rstrip('?')}: refused without --yes ({why}); nothing changed")
     typer.confirm(question, abort=True)

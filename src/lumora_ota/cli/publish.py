@@ -13,6 +13,7 @@ from lumora_ota.cli.errors import CliError
 from lumora_ota.cli.options import (
     ApiKeyOption,
     JsonOption,
+    NonInteractiveOption,
     ProjectOption,
     ServerOption,
     YesOption,
@@ -84,6 +85,7 @@ def publish(
         bool, typer.Option("--mandatory", help="Clients should apply it right away.")
     ] = False,
     yes: YesOption = False,
+    non_interactive: NonInteractiveOption = False,
     as_json: JsonOption = False,
     project: ProjectOption = None,
     server: ServerOption = None,
@@ -109,7 +111,7 @@ def publish(
     if not as_json:
         files = f"{len(by_hash)} distinct, {human_bytes(total_bytes)}"
         _print_summary(plan, chosen_project, channel, update_message, rollout, mandatory, files)
-    confirm("Publish this update?", assume_yes=yes)
+    confirm(f"Publish this update to {channel}?", assume_yes=yes, non_interactive=non_interactive)
     with open_api(server, api_key) as api:
         missing = _missing_hashes(api, chosen_project, sorted(by_hash))
         to_upload = [by_hash[h] for h in sorted(missing)]

@@ -13,6 +13,7 @@ from lumora_ota.cli.errors import CliError
 from lumora_ota.cli.options import (
     ApiKeyOption,
     JsonOption,
+    NonInteractiveOption,
     ProjectOption,
     ServerOption,
     YesOption,
@@ -192,6 +193,7 @@ def rollback_update(
         typer.Option("--to-embedded", help="Send devices back to the update built into the app."),
     ] = False,
     yes: YesOption = False,
+    non_interactive: NonInteractiveOption = False,
     as_json: JsonOption = False,
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
@@ -214,7 +216,11 @@ def rollback_update(
     elif to_embedded:
         body = {"toEmbedded": True}
         target = "the embedded update"
-    confirm(f"Roll back update {update_id} to {target}?", assume_yes=yes)
+    confirm(
+        f"Roll back update {update_id} to {target}?",
+        assume_yes=yes,
+        non_interactive=non_interactive,
+    )
     with open_api(server, api_key) as api:
         result = api.post(f"/updates/{update_id}/rollback", body)
     if as_json:
