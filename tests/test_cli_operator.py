@@ -4,12 +4,18 @@ tables that stay readable in a pipe."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness import ServerProcess, make_export
+import lumora_ota
+from device_helpers import expo_get, parse_multipart
+from harness import ServerProcess, lumora_bin, make_export
 from test_cli_e2e import Cli, _base_env
 
 
@@ -80,3 +86,100 @@ def test_production_changing_commands_refuse_without_yes_off_a_terminal(
     assert cli.json("updates", "view", ios)["status"] == "rolledBack"
     cli.json("keys", "revoke", key["id"], "--yes")
     assert "rejected" in cli.fails("whoami", env={"LUMORA_API_KEY": key["key"]})
+
+
+def served(server: ServerProcess, project: str, platform: str, channel: str = "production") -> Any:
+    """The update id an expo-updates device of ``channel`` gets now, None for no update."""
+    resp = expo_get(server, project, platform=platform, expo_channel_name=channel)
+    if resp.status_code == 204:
+        return None
+    parts = parse_multipart(resp)
+    if "manifest" not in parts:
+        return None
+    return json.loads(parts["manifest"].body)["id"]
+
+
+def wait_served(
+    server: ServerProcess, project: str, platform: str, expected: Any, channel: str = "production"
+) -> None:
+    """Devices see management writes once the delivery cache reloads (revision bump)."""
+    for _ in range(100):
+        if served(server, project, platform, channel) == expected:
+            return
+        time.sleep(0.1)
+    assert served(server, project, platform, channel) == expected
+
+
+# ---------------------------------------------------------------- 2: update groups
+
+
+def test_every_updates_command_takes_a_group_id(
+    cli: Cli, project: str, server: ServerProcess, tmp_path: Path
+) -> None:
+    published = publish(cli, project, make_export(tmp_path / "a", seed=project), "--rollout", "20")
+    group, ios, android = published["groupId"], *published["updates"].values()
+
+    shown = cli.json("updates", "view", group)
+    assert shown["id"] == group and {u["id"] for u in shown["updates"]} == {ios, android}
+    assert group in cli.ok("updates", "view", group)
+    # The single update id still shows one update, in the shape it always had.
+    assert cli.json("updates", "view", ios)["id"] == ios
+
+    # A group id acts on every platform; a platform's id on that one only.
+    edited = cli.json("updates", "edit", group, "--rollout", "50")
+    assert [u["rollout"] for u in edited["updates"]] == [50, 50]
+    cli.json("updates", "edit", ios, "--rollout", "60")
+    rollouts = {u["platform"]: u["rollout"] for u in updates_of(server, project)}
+    assert rollouts == {"ios": 60, "android": 50}
+
+    promoted = cli.json(
+        "updates", "promote", group, "--to-channel", "staging", "--rollout", "10",
+        "--mandatory", "--message", "to staging", "--yes",
+    )  # fmt: skip
+    assert sorted(p["platform"] for p in promoted) == ["android", "ios"]
+    assert {(p["channel"], p["rollout"], p["mandatory"], p["message"]) for p in promoted} == {
+        ("staging", 10, True, "to staging")
+    }
+    assert "refused without --yes" in cli.fails("updates", "promote", group, "--to-channel", "x")
+
+    rolled = cli.json("updates", "rollback", group, "--yes")
+    assert {r["id"] for r in rolled} == {ios, android}
+    assert {u["status"] for u in updates_of(server, project, channel="production")} == {
+        "rolledBack"
+    }
+    assert "no update or update group" in cli.fails("updates", "view", str(uuid.uuid4()))
+
+
+# ---------------------------------------------------------------- 3: missing commands
+
+
+def test_delete_a_group_or_one_update_moves_devices_back(
+    cli: Cli, project: str, server: ServerProcess, tmp_path: Path
+) -> None:
+    first = publish(cli, project, make_export(tmp_path / "a", seed="a" + project), "-m", "a")
+    second = publish(cli, project, make_export(tmp_path / "b", seed="b" + project), "-m", "b")
+    wait_served(server, project, "ios", second["updates"]["ios"])
+
+    assert "refused without --yes" in cli.fails("updates", "delete", second["groupId"])
+    deleted = cli.json("updates", "delete", second["groupId"], "--yes")
+    assert sorted(deleted["deleted"]) == sorted(second["updateIds"])
+    # Devices move to what remains eligible, at once (the delivery cache reloads).
+    wait_served(server, project, "ios", first["updates"]["ios"])
+    wait_served(server, project, "android", first["updates"]["android"])
+    assert "no update or update group" in cli.fails("updates", "view", second["groupId"])
+
+    # One platform's update only.
+    cli.json("updates", "delete", first["updates"]["android"], "--yes")
+    wait_served(server, project, "android", None)
+    assert served(server, project, "ios") == first["updates"]["ios"]
+    assert [u["id"] for u in updates_of(server, project)] == [first["updates"]["ios"]]
+    with server.client() as http:
+        audit = http.get("/api/v1/audit", params={"project": project}).json()["items"]
+    assert sum(a["action"] == "update.delete" for a in audit) == 3
+
+
+def test_version() -> None:
+    done = subprocess.run(
+        [lumora_bin(), "--version"], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 0 and done.stdout.strip() == f"lumora {lumora_ota.__version__}"

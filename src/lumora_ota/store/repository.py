@@ -556,6 +556,47 @@ def current_updates(session: Session, project_id: str) -> dict[str, dict[str, di
     return current
 
 
+# ---------------------------------------------------------------- groups and deletion
+
+
+def group_updates(session: Session, group_id: str) -> list[Update]:
+    """The updates of one publish group (one per platform), with their assets, by platform."""
+    return list(
+        session.scalars(
+            select(Update)
+            .where(Update.group_id == group_id)
+            .options(selectinload(Update.assets))
+            .order_by(Update.platform, Update.id)
+        )
+    )
+
+
+def delete_updates(session: Session, updates: Sequence[Update]) -> None:
+    """Delete ``updates`` (their asset rows and patches go with them; the files stay, other
+    updates may share them) and any group left empty. Devices move to what remains eligible:
+    the delivery revision is bumped."""
+    groups = {u.group_id for u in updates}
+    for update in updates:
+        session.delete(update)
+    session.flush()
+    for group_id in groups:
+        remaining = session.scalar(select(Update.id).where(Update.group_id == group_id).limit(1))
+        group = session.get(UpdateGroup, group_id) if remaining is None else None
+        if group is not None:
+            session.delete(group)
+    session.flush()
+    bump_delivery_revision(session)
+
+
+def set_channel_paused(session: Session, channel: Channel, paused: bool) -> Channel:
+    """Pause (serve no update on) or resume a channel, as EAS's ``channel:pause``."""
+    if channel.paused != paused:
+        channel.paused = paused
+        session.flush()
+        bump_delivery_revision(session)
+    return channel
+
+
 # ---------------------------------------------------------------- records
 
 
