@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "deployments": ("lumora_ota.cli.deployments", "app"),
     "updates": ("lumora_ota.cli.updates", "app"),
     "keys": ("lumora_ota.cli.keys", "app"),
+    "audit": ("lumora_ota.cli.audit", "audit"),
     "codesigning": ("lumora_ota.cli.codesigning", "app"),
     "embedded": ("lumora_ota.cli.embedded", "app"),  # delta updates: embedded bundles (#10)
 }

@@ -19,7 +19,7 @@ from lumora_ota.cli.errors import CliError
 if TYPE_CHECKING:
     from rich.console import Console
 
-ID_COLUMNS = frozenset({"id", "update id", "update"})
+ID_COLUMNS = frozenset({"id", "update id", "update", "group"})
 
 
 def stdout_console() -> Console:
@@ -47,20 +47,51 @@ def print_table(
 ) -> None:
     """A table with one row per item; ``None`` cells show as a dash.
 
-    Id columns never wrap, so ids can be copied whole; other cells wrap when space is short.
+    When the table fits the console (a terminal's width; 80 columns in a pipe unless
+    ``COLUMNS`` says otherwise) it is one line per item. When it does not, each item becomes
+    a block of "column  value" lines, so nothing is cut into unreadable slivers; ids are never
+    wrapped or shortened in either form, so they can be copied whole.
     """
     from rich import box
+    from rich.cells import cell_len
     from rich.table import Table
 
+    cells = [["-" if cell is None else str(cell) for cell in row] for row in rows]
+    console = stdout_console()
+    widths = [
+        max([cell_len(column), *(cell_len(row[i]) for row in cells)])
+        for i, column in enumerate(columns)
+    ]
+    if sum(widths) + 2 * (len(columns) - 1) > console.width:
+        _print_blocks(columns, cells, title=title)
+        return
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for column in columns:
         if column in ID_COLUMNS:
             table.add_column(column, no_wrap=True, min_width=36)
         else:
             table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*("-" if cell is None else str(cell) for cell in row))
-    stdout_console().print(table)
+    for row in cells:
+        table.add_row(*row)
+    console.print(table)
+
+
+def _print_blocks(columns: Sequence[str], rows: list[list[str]], *, title: str | None) -> None:
+    """One block per item: "column  value" lines, a blank line between items."""
+    from rich.table import Table
+
+    console = stdout_console()
+    if title:
+        console.print(title)
+    for index, row in enumerate(rows):
+        if index or title:
+            console.print()
+        block = Table(show_header=False, box=None, pad_edge=False)
+        block.add_column(style="bold", no_wrap=True)
+        block.add_column(overflow="fold")
+        for column, value in zip(columns, row, strict=True):
+            block.add_row(column, value)
+        console.print(block)
 
 
 def print_fields(pairs: Iterable[tuple[str, Any]], *, title: str | None = None) -> None:

@@ -99,6 +99,7 @@ def update_row(update: dict[str, Any]) -> list[Any]:
     """The table cells of one update (see ``UPDATE_COLUMNS``)."""
     return [
         update.get("id"),
+        update.get("groupId"),
         update.get("channel"),
         update.get("platform"),
         update.get("runtimeVersion"),
@@ -109,7 +110,17 @@ def update_row(update: dict[str, Any]) -> list[Any]:
     ]
 
 
-UPDATE_COLUMNS = ["id", "channel", "platform", "runtime", "rollout", "state", "created", "message"]
+UPDATE_COLUMNS = [
+    "id",
+    "group",
+    "channel",
+    "platform",
+    "runtime",
+    "rollout",
+    "state",
+    "created",
+    "message",
+]
 
 
 def _state(update: dict[str, Any]) -> str:
@@ -131,18 +142,24 @@ def list_updates(
         str | None, typer.Option("--runtime-version", help="Only this runtime version.")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 20,
+    cursor: Annotated[
+        str | None,
+        typer.Option("--cursor", help="Start after this point (the cursor a previous list gave)."),
+    ] = None,
     as_json: JsonOption = False,
     project: ProjectOption = None,
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """List updates, newest first.
+    """List updates, newest first, with their group ids. When more match than --limit,
+    a note on stderr gives the --cursor of the next page.
 
     Example: lumora updates list --channel production --platform ios --limit 10
+
+    Example: lumora updates list --limit 50 --cursor MjAyNi0xMS0zMFQxO...
     """
     chosen = pick_project(project)
     items: list[dict[str, Any]] = []
-    cursor: str | None = None
     with open_api(server, api_key) as api:
         while len(items) < limit:
             page = api.get(
@@ -158,6 +175,11 @@ def list_updates(
             cursor = page.get("nextCursor") if isinstance(page, dict) else None
             if not cursor:
                 break
+    if cursor:  # stderr: --json output stays the plain list it always was
+        note(
+            f"showing {len(items)}; more updates match: next page with --cursor {cursor}"
+            " (or raise --limit)"
+        )
     if as_json:
         print_json(items)
         return

@@ -597,6 +597,54 @@ def set_channel_paused(session: Session, channel: Channel, paused: bool) -> Chan
     return channel
 
 
+def channel_histories(
+    session: Session, project_id: str, channel_id: str | None = None
+) -> dict[str, dict[str, list[UpdateRecord]]]:
+    """Per channel id and platform: the updates (rolled-back ones too) newest first, as
+    selection records without assets (one Core query, like the delivery cache's)."""
+    query = (
+        select(
+            Update.id,
+            Update.group_id,
+            Update.channel_id,
+            Channel.name,
+            Update.platform,
+            Update.runtime_version,
+            Update.created_at,
+            Update.kind,
+            Update.message,
+            Update.rollout,
+            Update.mandatory,
+            Update.status,
+            Update.source_update_id,
+        )
+        .join(Channel, Update.channel_id == Channel.id)
+        .where(Update.project_id == project_id)
+        .order_by(Update.created_at.desc(), Update.id.desc())
+    )
+    if channel_id is not None:
+        query = query.where(Update.channel_id == channel_id)
+    histories: dict[str, dict[str, list[UpdateRecord]]] = {}
+    for row in session.execute(query):
+        record = UpdateRecord(
+            id=row.id,
+            group_id=row.group_id,
+            project_id=project_id,
+            channel=row.name,
+            platform=row.platform,
+            runtime_version=row.runtime_version,
+            created_at=row.created_at,
+            kind=cast(UpdateKind, row.kind),
+            message=row.message,
+            rollout=row.rollout,
+            mandatory=row.mandatory,
+            status=cast(UpdateStatus, row.status),
+            source_update_id=row.source_update_id,
+        )
+        histories.setdefault(row.channel_id, {}).setdefault(row.platform, []).append(record)
+    return histories
+
+
 # ---------------------------------------------------------------- records
 
 
