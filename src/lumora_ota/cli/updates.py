@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -176,9 +177,10 @@ def list_updates(
             if not cursor:
                 break
     if cursor:  # stderr: --json output stays the plain list it always was
-        note(
+        # Written as is, never wrapped: the cursor must stay one copyable token.
+        sys.stderr.write(
             f"showing {len(items)}; more updates match: next page with --cursor {cursor}"
-            " (or raise --limit)"
+            " (or raise --limit)\n"
         )
     if as_json:
         print_json(items)
