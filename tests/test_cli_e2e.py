@@ -141,8 +141,8 @@ def test_publish_fixtures_and_manage_updates(
     assert "launch" in cli.ok("updates", "view", new_ios)
 
     # Rollout: lower to a pause, raise again, and flip the mandatory flag.
-    assert cli.json("updates", "edit", new_ios, "--rollout", "0")["rollout"] == 0
-    raised = cli.json("updates", "edit", new_ios, "--rollout", "100", "--mandatory")
+    assert cli.json("updates", "edit", new_ios, "--rollout", "0", "--yes")["rollout"] == 0
+    raised = cli.json("updates", "edit", new_ios, "--rollout", "100", "--mandatory", "--yes")
     assert raised["rollout"] == 100 and raised["mandatory"] is True
 
     promoted = cli.json("updates", "promote", new_ios, "--to-channel", "staging", "--yes")

@@ -66,6 +66,8 @@ def test_production_changing_commands_refuse_without_yes_off_a_terminal(
     ios = published["updates"]["ios"]
     refused = cli.fails("updates", "rollback", ios)
     assert "refused without --yes" in refused
+    assert "refused without --yes" in cli.fails("updates", "edit", ios, "--rollout", "5")
+    assert cli.json("updates", "view", ios)["rollout"] == 100
     assert cli.json("updates", "view", ios)["status"] == "active"
 
     key = cli.json("keys", "create", "--name", "ci", "--role", "read", "--project", project)
@@ -126,9 +128,9 @@ def test_every_updates_command_takes_a_group_id(
     assert cli.json("updates", "view", ios)["id"] == ios
 
     # A group id acts on every platform; a platform's id on that one only.
-    edited = cli.json("updates", "edit", group, "--rollout", "50")
+    edited = cli.json("updates", "edit", group, "--rollout", "50", "--yes")
     assert [u["rollout"] for u in edited["updates"]] == [50, 50]
-    cli.json("updates", "edit", ios, "--rollout", "60")
+    cli.json("updates", "edit", ios, "--rollout", "60", "--yes")
     rollouts = {u["platform"]: u["rollout"] for u in updates_of(server, project)}
     assert rollouts == {"ios": 60, "android": 50}
 
@@ -248,8 +250,8 @@ def test_channel_view_shows_the_rollout_split_after_an_auto_pause(
     first = publish(cli, project, make_export(tmp_path / "a", seed="a" + project), "-m", "a")
     second = publish(cli, project, make_export(tmp_path / "b", seed="b" + project), "-m", "b")
     # What an auto-pause does: the newest update's rollout goes to 0.
-    cli.json("updates", "edit", second["updates"]["ios"], "--rollout", "0")
-    cli.json("updates", "edit", second["updates"]["android"], "--rollout", "30")
+    cli.json("updates", "edit", second["updates"]["ios"], "--rollout", "0", "--yes")
+    cli.json("updates", "edit", second["updates"]["android"], "--rollout", "30", "--yes")
     view = cli.json("deployments", "view", "production", "-p", project)
     split = {
         e["platform"]: [(s["share"], (s["update"] or {}).get("id")) for s in e["split"]]

@@ -412,6 +412,8 @@ def edit_update(
         bool | None,
         typer.Option("--mandatory/--no-mandatory", help="Whether clients must apply it now."),
     ] = None,
+    yes: YesOption = False,
+    non_interactive: NonInteractiveOption = False,
     as_json: JsonOption = False,
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
@@ -421,7 +423,9 @@ def edit_update(
 
     With --json: the update for one update id; the group (with its updates) for a group.
 
-    Example: lumora updates edit 0b7e6c1e-... --rollout 50
+    It changes what devices get, so it asks first (--yes off a terminal).
+
+    Example: lumora updates edit 0b7e6c1e-... --rollout 50 --yes
     """
     body: dict[str, Any] = {}
     if rollout is not None:
@@ -430,8 +434,16 @@ def edit_update(
         body["mandatory"] = mandatory
     if not body:
         raise CliError("nothing to change: pass --rollout and/or --mandatory", exit_code=2)
+    change = ", ".join(
+        f"rollout {rollout}%" if k == "rollout" else f"mandatory {yes_no(mandatory)}" for k in body
+    )
     with open_api(server, api_key) as api:
         target = resolve(api, update_id)
+        confirm(
+            f"Set {change} on {target.describe()}?",
+            assume_yes=yes,
+            non_interactive=non_interactive,
+        )
         if target.is_group:
             result = api.patch(f"/groups/{update_id}", body)
             rows = [u for u in result.get("updates") or [] if isinstance(u, dict)]
