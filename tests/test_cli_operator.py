@@ -84,7 +84,7 @@ def test_production_changing_commands_refuse_without_yes_off_a_terminal(
     assert cli.json("updates", "view", ios)["status"] == "active"
 
     # --yes goes ahead.
-    assert cli.json("updates", "rollback", ios, "--yes", "--non-interactive")["id"] == ios
+    cli.json("updates", "rollback", ios, "--yes", "--non-interactive")
     assert cli.json("updates", "view", ios)["status"] == "rolledBack"
     cli.json("keys", "revoke", key["id"], "--yes")
     assert "rejected" in cli.fails("whoami", env={"LUMORA_API_KEY": key["key"]})
@@ -145,7 +145,11 @@ def test_every_updates_command_takes_a_group_id(
     assert "refused without --yes" in cli.fails("updates", "promote", group, "--to-channel", "x")
 
     rolled = cli.json("updates", "rollback", group, "--yes")
-    assert {r["id"] for r in rolled} == {ios, android}
+    assert sorted(r["platform"] for r in rolled) == ["android", "ios"]  # one result each
+    assert {cli.json("updates", "view", i)["status"] for i in (ios, android)} == {"rolledBack"}
+    # A group with a rolled-back update is not half promoted.
+    assert "rolled back" in cli.fails("updates", "promote", group, "--to-channel", "qa", "--yes")
+    assert updates_of(server, project, channel="qa") == []
     assert {u["status"] for u in updates_of(server, project, channel="production")} == {
         "rolledBack"
     }

@@ -388,6 +388,12 @@ def promote_update(
         body["message"] = message
     with open_api(server, api_key) as api:
         target = resolve(api, update_id)
+        # Check the whole group before changing anything: half a promoted group is worse
+        # than none.
+        stale = [u for u in target.updates if u.get("status") != "active"]
+        if stale:
+            names = ", ".join(f"{u.get('platform')} {u.get('id')}" for u in stale)
+            raise CliError(f"cannot promote {target.describe()}: rolled back ({names})")
         confirm(
             f"Promote {target.describe()} to {to_channel} at {rollout}%?",
             assume_yes=yes,
