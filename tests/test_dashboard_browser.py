@@ -38,6 +38,10 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 
+# Waits are on the page's state, never on time; the ceiling is generous because the suite
+# shares a small machine (Playwright's 5 s default made loaded runs fail spuriously).
+expect.set_options(timeout=20_000)
+
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed"),
@@ -414,8 +418,8 @@ def test_promote_asks_first_and_has_no_default_channel(
     page.locator("#update-facts dd[data-fact='Id']").filter(has_text=ios_id).wait_for()
     select = page.get_by_label("Promote to channel")
     expect(select).to_have_value("")  # not "development", the alphabetically first
-    page.get_by_role("button", name="Promote").click()
-    expect(page.locator("#status")).to_contain_text("Choose the channel")
+    page.get_by_role("button", name="Promote").click()  # no channel chosen: nothing happens
+    expect(page.locator("#confirm-dialog")).to_be_hidden()
     select.select_option("staging")
     page.get_by_role("button", name="Promote").click()
     expect(page.locator("#confirm-text")).to_contain_text("to staging")
@@ -426,10 +430,15 @@ def test_promote_asks_first_and_has_no_default_channel(
         assert staging.json()["items"] == []
     page.get_by_role("button", name="Promote").click()
     page.get_by_role("button", name="Confirm").click()
-    page.locator("#status").filter(has_text="Promoted to staging").wait_for()
-    with server.client() as client:
-        staging = client.get("/api/v1/updates", params={"project": slug, "channel": "staging"})
-        assert [u["sourceUpdateId"] for u in staging.json()["items"]] == [ios_id]
+
+    def promoted() -> list[Any] | None:
+        with server.client() as client:
+            items = client.get(
+                "/api/v1/updates", params={"project": slug, "channel": "staging"}
+            ).json()["items"]
+        return [u["sourceUpdateId"] for u in items] or None
+
+    assert wait_for(promoted, "the promoted copy") == [ios_id]
 
 
 def test_phone_chart_shows_today_and_dashboard_opens_the_last_used_project(
@@ -493,7 +502,9 @@ def test_groups_channel_split_and_pause(
     expect(page.get_by_label("Whole group (android, ios)")).to_be_checked()
     page.get_by_label("Rollout percentage").fill("0")  # what an auto-pause does
     page.get_by_role("button", name="Save rollout").click()
-    page.locator("#status").filter(has_text="whole group").wait_for()
+    # Redrawn from the server's answer: this update and its sibling are both at 0 %.
+    expect(page.locator("#update-facts dd[data-fact='Rollout']")).to_have_text("0%")
+    page.locator("#update-facts dd[data-fact='Same group']").filter(has_text="(0%)").wait_for()
     with server.client() as client:
         rollouts = [client.get(f"/api/v1/updates/{i}").json()["rollout"] for i in new_ids.values()]
     assert rollouts == [0, 0]
