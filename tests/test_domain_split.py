@@ -68,12 +68,21 @@ def test_marker_takes_everyone_left_and_runtime_must_match() -> None:
     assert by_id(rollout_split(ranged, "1.2.0")) == {"u1": 100.0}
 
 
-@settings(max_examples=15, deadline=None)
-@given(st.lists(st.sampled_from([0, 5, 25, 50, 75, 100]), min_size=1, max_size=4))
-def test_split_matches_the_selection_engine(rollouts: list[int]) -> None:
-    candidates = [upd(len(rollouts) - i, r) for i, r in enumerate(rollouts)]
+candidate = st.one_of(
+    st.tuples(st.sampled_from([0, 5, 25, 50, 75, 100]), st.just("update"), st.booleans()),
+    st.tuples(st.just(100), st.just("rollback_to_embedded"), st.booleans()),
+)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(candidate, min_size=1, max_size=4))
+def test_split_matches_the_selection_engine(specs: list[tuple[int, str, bool]]) -> None:
+    candidates = [
+        upd(len(specs) - i, rollout, kind=kind, status="active" if active else "rolled_back")
+        for i, (rollout, kind, active) in enumerate(specs)
+    ]
     expected = by_id(rollout_split(candidates, "1"))
     measured = served_fractions(candidates)
     for key in set(expected) | set(measured):
         # 4000 devices: a share's sampling error is below 0.8 points (1 sigma); allow 3.5.
-        assert abs(expected.get(key, 0.0) - measured.get(key, 0.0)) < 3.5, (key, rollouts)
+        assert abs(expected.get(key, 0.0) - measured.get(key, 0.0)) < 3.5, (key, specs)
