@@ -141,11 +141,11 @@ def test_publish_fixtures_and_manage_updates(
     assert "launch" in cli.ok("updates", "view", new_ios)
 
     # Rollout: lower to a pause, raise again, and flip the mandatory flag.
-    assert cli.json("updates", "edit", new_ios, "--rollout", "0")["rollout"] == 0
-    raised = cli.json("updates", "edit", new_ios, "--rollout", "100", "--mandatory")
+    assert cli.json("updates", "edit", new_ios, "--rollout", "0", "--yes")["rollout"] == 0
+    raised = cli.json("updates", "edit", new_ios, "--rollout", "100", "--mandatory", "--yes")
     assert raised["rollout"] == 100 and raised["mandatory"] is True
 
-    promoted = cli.json("updates", "promote", new_ios, "--to-channel", "staging")
+    promoted = cli.json("updates", "promote", new_ios, "--to-channel", "staging", "--yes")
     assert promoted["channel"] == "staging" and promoted["id"] != new_ios
     assert promoted["launchAsset"]["sha256"] == viewed["launchAsset"]["sha256"]
 
@@ -171,7 +171,9 @@ def test_publish_fixtures_and_manage_updates(
     deployments = cli.json("deployments", "list", "--project", project)
     assert {"production", "staging"} <= {d["name"] for d in deployments}
     cli.json("deployments", "create", "beta", "--project", project)
-    renamed = cli.json("deployments", "edit", "beta", "--name", "gamma", "--project", project)
+    renamed = cli.json(
+        "deployments", "edit", "beta", "--name", "gamma", "--project", project, "--yes"
+    )
     assert renamed["name"] == "gamma"
     assert "gamma" in cli.ok("deployments", "list", "--project", project)
 

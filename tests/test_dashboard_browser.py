@@ -39,6 +39,10 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 
+# Waits are on the page's state, never on time; the ceiling is generous because the suite
+# shares a small machine (Playwright's 5 s default made loaded runs fail spuriously).
+expect.set_options(timeout=20_000)
+
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed"),
@@ -191,6 +195,8 @@ def test_deployments_rollout_and_promote(
     page.locator("#status").filter(has_text="set to 40%").wait_for()
     row.get_by_label("Promote production android to channel").select_option("staging")
     row.get_by_role("button", name="Promote").click()
+    expect(page.locator("#confirm-text")).to_contain_text("to staging")
+    page.get_by_role("button", name="Confirm").click()
     page.locator(
         "#deployments-table tr[data-channel='staging'][data-platform='android']"
     ).wait_for()
@@ -369,3 +375,163 @@ def test_update_page_renders_once_when_loads_overlap(
     expect(page.locator("#assets-table tbody tr")).to_have_count(
         len(next(u for u in answer["updates"] if u["platform"] == "ios")["assets"]) + 1
     )
+
+
+# ---------------------------------------------------------------- issue 17: operator experience
+
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 900}
+
+
+def shoot(page: Any, name: str) -> None:
+    """Screenshots at desktop and phone widths (test-artifacts/), looked at by people."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    before = page.viewport_size
+    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
+        page.set_viewport_size(size)
+        page.screenshot(path=str(ARTIFACTS / f"{name}-{label}.png"), full_page=True)
+    page.set_viewport_size(before)
+
+
+def test_signed_out_page_shows_no_project_picker_or_sign_out(
+    page: Any, server: ServerProcess
+) -> None:
+    page.goto(f"{server.url}/dashboard")
+    page.get_by_label("API key").wait_for()
+    expect(page.locator("#session-bar")).to_be_hidden()
+    expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
+    expect(page.locator("#project-select")).to_be_hidden()
+    shoot(page, "signed-out")
+    sign_in(page, server, server.admin_key)
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_label("API key").wait_for()
+    expect(page.locator("#project-select")).to_be_hidden()
+
+
+def test_promote_asks_first_and_has_no_default_channel(
+    page: Any, server: ServerProcess, unique: str, tmp_path: Path
+) -> None:
+    slug = f"prom-{unique}"
+    with server.client() as client:
+        create_project(client, slug)
+        answer, _ = publish_export(client, slug, make_export(tmp_path / "e", seed=unique))
+    ios_id = next(u["id"] for u in answer["updates"] if u["platform"] == "ios")
+    sign_in(page, server, server.admin_key)
+    page.goto(f"{server.url}/dashboard#/updates/{ios_id}")
+    page.locator("#update-facts dd[data-fact='Id']").filter(has_text=ios_id).wait_for()
+    select = page.get_by_label("Promote to channel")
+    expect(select).to_have_value("")  # not "development", the alphabetically first
+    page.get_by_role("button", name="Promote").click()  # no channel chosen: nothing happens
+    expect(page.locator("#confirm-dialog")).to_be_hidden()
+    select.select_option("staging")
+    page.get_by_role("button", name="Promote").click()
+    expect(page.locator("#confirm-text")).to_contain_text("to staging")
+    shoot(page, "promote-confirm")
+    page.get_by_role("button", name="Cancel").click()
+    with server.client() as client:
+        staging = client.get("/api/v1/updates", params={"project": slug, "channel": "staging"})
+        assert staging.json()["items"] == []
+    page.get_by_role("button", name="Promote").click()
+    page.get_by_role("button", name="Confirm").click()
+
+    def promoted() -> list[Any] | None:
+        with server.client() as client:
+            items = client.get(
+                "/api/v1/updates", params={"project": slug, "channel": "staging"}
+            ).json()["items"]
+        return [u["sourceUpdateId"] for u in items] or None
+
+    assert wait_for(promoted, "the promoted copy") == [ios_id]
+
+
+def test_phone_chart_shows_today_and_dashboard_opens_the_last_used_project(
+    browser: Any, server: ServerProcess, unique: str
+) -> None:
+    first, last = f"aaa-first-{unique}", f"zzz-last-{unique}"
+    with server.client() as client:
+        create_project(client, first)
+        create_project(client, last)
+    context = browser.new_context(viewport=PHONE)
+    try:
+        page = context.new_page()
+        sign_in(page, server, server.admin_key)
+        page.get_by_label("Project").select_option(label=f"{last} ({last})")
+        page.get_by_role("tab", name="Statistics").click()
+        today = page.locator("#stats-chart circle[data-series='installs']").last
+        today.wait_for(state="attached")
+        # Scroll the page (only vertically: the chart's own sideways scroll is under test).
+        to_chart = (
+            "() => scrollTo(0, document.getElementById('stats-chart')"
+            ".getBoundingClientRect().top + scrollY - 20)"
+        )
+        page.evaluate(to_chart)
+        # Today's point is on screen, not scrolled away inside the chart's box...
+        expect(today).to_be_in_viewport()
+        shoot(page, "stats-chart")
+        page.evaluate(to_chart)
+        # ...and comes back after the window was wide and narrow again (a phone turned).
+        expect(today).to_be_in_viewport()
+        expect(page.locator("#stats-chart .legend")).to_be_in_viewport(ratio=1)
+        # A new tab (or a later visit) opens on the project used last, not the first one.
+        again = context.new_page()
+        again.goto(f"{server.url}/dashboard")
+        project = next(p for p in server.client().get("/api/v1/projects").json()["items"]
+                       if p["slug"] == last)  # fmt: skip
+        expect(again.locator("#project-select")).to_have_value(project["id"])
+    finally:
+        context.close()
+
+
+def test_groups_channel_split_and_pause(
+    page: Any, server: ServerProcess, unique: str, tmp_path: Path
+) -> None:
+    slug = f"chan-{unique}"
+    with server.client() as client:
+        create_project(client, slug)
+        old, _ = publish_export(client, slug, make_export(tmp_path / "a", seed="a" + unique))
+        new, _ = publish_export(client, slug, make_export(tmp_path / "b", seed="b" + unique))
+    old_ids = {u["platform"]: u["id"] for u in old["updates"]}
+    new_ids = {u["platform"]: u["id"] for u in new["updates"]}
+    sign_in(page, server, server.admin_key)
+    page.get_by_label("Project").select_option(label=f"{slug} ({slug})")
+
+    # Groups: the list shows them, and a rollout can be set for the whole group.
+    row = page.locator(f"#updates-table tr[data-update-id='{new_ids['ios']}']")
+    expect(row).to_have_attribute("data-group-id", new["groupId"])
+    row.locator("a").click()
+    page.locator("#update-facts dd[data-fact='Same group']").filter(
+        has_text=new_ids["android"][:8]
+    ).wait_for()
+    expect(page.get_by_label("Whole group (android, ios)")).to_be_checked()
+    page.get_by_label("Rollout percentage").fill("0")  # what an auto-pause does
+    page.get_by_role("button", name="Save rollout").click()
+    # Redrawn from the server's answer: this update and its sibling are both at 0 %.
+    expect(page.locator("#update-facts dd[data-fact='Rollout']")).to_have_text("0%")
+    page.locator("#update-facts dd[data-fact='Same group']").filter(has_text="(0%)").wait_for()
+    with server.client() as client:
+        rollouts = [client.get(f"/api/v1/updates/{i}").json()["rollout"] for i in new_ids.values()]
+    assert rollouts == [0, 0]
+
+    # The channel view says where devices really go: 0 % on the new one, 100 % on the old.
+    page.get_by_role("tab", name="Deployments").click()
+    ios_row = page.locator("#deployments-table tr[data-channel='production'][data-platform='ios']")
+    split = ios_row.locator("td.split")
+    expect(split.locator(f"li[data-update-id='{old_ids['ios']}']")).to_contain_text("100%")
+    expect(split.locator(f"li[data-update-id='{new_ids['ios']}']")).to_contain_text("0%")
+    shoot(page, "channel-split")
+
+    # Pause the channel (confirmed), then resume it.
+    state = page.locator("#channel-states li[data-channel='production']")
+    state.get_by_role("button", name="Pause…").click()
+    expect(page.locator("#confirm-text")).to_contain_text("Pause channel production")
+    page.get_by_role("button", name="Confirm").click()
+    expect(state).to_have_attribute("data-paused", "true")
+    expect(split).to_contain_text("Paused: no update")
+    shoot(page, "channel-paused")
+    with server.client() as client:
+        channels = client.get("/api/v1/deployments", params={"project": slug}).json()["items"]
+    assert {c["name"]: c["paused"] for c in channels}["production"] is True
+    state.get_by_role("button", name="Resume…").click()
+    page.get_by_role("button", name="Confirm").click()
+    expect(state).to_have_attribute("data-paused", "false")

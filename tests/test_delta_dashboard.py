@@ -22,6 +22,10 @@ from harness import ServerProcess, create_project, publish_export
 
 CHROMIUM = Path("/usr/bin/chromium")
 
+# Waits are on the page's state, never on time; the ceiling is generous because the suite
+# shares a small machine (Playwright's 5 s default made loaded runs fail spuriously).
+expect.set_options(timeout=20_000)
+
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed"),

@@ -52,7 +52,8 @@ def test_deployments_create_list_get_rename(server: ServerProcess, unique: str) 
         again = c.post("/api/v1/deployments", json={"project": project["id"], "name": "beta"})
         assert again.status_code == 409
 
-        assert c.get(f"/api/v1/deployments/{beta['id']}").json() == beta
+        # One deployment: its fields, plus what it serves (nothing yet).
+        assert c.get(f"/api/v1/deployments/{beta['id']}").json() == {**beta, "serving": []}
         renamed = c.put(f"/api/v1/deployments/{beta['id']}", json={"name": "beta-2"})
         assert renamed.status_code == 200 and renamed.json()["name"] == "beta-2"
         clash = c.put(f"/api/v1/deployments/{beta['id']}", json={"name": "production"})

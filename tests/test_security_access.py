@@ -153,6 +153,14 @@ class World:
             target = self.fresh_update()["id"] if ok else update["id"]
             return "POST", f"/api/v1/updates/{target}/rollback", {"json": {}}
 
+        def delete_update(ok: bool) -> tuple[str, str, dict[str, Any]]:
+            target = self.fresh_update()["id"] if ok else update["id"]
+            return "DELETE", f"/api/v1/updates/{target}", {}
+
+        def delete_group(ok: bool) -> tuple[str, str, dict[str, Any]]:
+            target = self.fresh_update()["groupId"] if ok else update["groupId"]
+            return "DELETE", f"/api/v1/groups/{target}", {}
+
         def revoke(ok: bool) -> tuple[str, str, dict[str, Any]]:
             return "DELETE", f"/api/v1/keys/{self.new_key('read', a)['id']}", {}
 
@@ -195,6 +203,16 @@ class World:
             Endpoint("promote", "publish", "project",
                      lambda ok: ("POST", f"/api/v1/updates/{update['id']}/promote",
                                  {"json": {"channel": f"pr-{tag()}"}})),
+            Endpoint("delete update", "publish", "project", delete_update),
+            Endpoint("get group", "read", "project",
+                     fixed("GET", f"/api/v1/groups/{update['groupId']}")),
+            Endpoint("patch group", "publish", "project",
+                     fixed("PATCH", f"/api/v1/groups/{update['groupId']}", json={"rollout": 100})),
+            Endpoint("delete group", "publish", "project", delete_group),
+            Endpoint("pause deployment", "publish", "project",
+                     fixed("POST", f"/api/v1/deployments/{dep['id']}/pause", json={})),
+            Endpoint("resume deployment", "publish", "project",
+                     fixed("POST", f"/api/v1/deployments/{dep['id']}/resume", json={})),
             Endpoint("get manifest", "read", "project",
                      fixed("GET", f"/api/v1/manifests/{update['id']}")),
             Endpoint("update delta", "read", "project",

@@ -11,12 +11,14 @@ from lumora_ota.cli.errors import CliError
 from lumora_ota.cli.options import (
     ApiKeyOption,
     JsonOption,
+    NonInteractiveOption,
     ProjectOption,
     ServerOption,
+    YesOption,
     open_api,
     pick_project,
 )
-from lumora_ota.cli.output import note, print_json, print_table
+from lumora_ota.cli.output import confirm, note, print_fields, print_json, print_table
 
 if TYPE_CHECKING:
     from lumora_ota.cli.api import LumoraApi
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     rich_markup_mode="markdown",
     name="deployments",
-    help="Create, list and rename deployments (release channels).",
+    help="Create, list, view, pause, resume and rename deployments (release channels).",
     no_args_is_help=True,
 )
 
@@ -59,7 +61,8 @@ def list_deployments(
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """List a project's deployments and the update each currently serves.
+    """List a project's deployments and what their devices get: per platform and runtime
+    version, the share of devices on each update (see `deployments view NAME`).
 
     Example: lumora deployments list --project my-app
     """
@@ -73,8 +76,125 @@ def list_deployments(
         note("no deployments yet: publish, or run `lumora deployments create NAME`")
         return
     print_table(
-        ["name", "id", "serving (platform/runtime: update, rollout)"],
-        ([d.get("name"), d.get("id"), _current_summary(d.get("current"))] for d in items),
+        ["name", "state", "devices get (platform/runtime: share update)"],
+        (
+            [d.get("name"), "paused" if d.get("paused") else "active", _serving_summary(d)]
+            for d in items
+        ),
+    )
+
+
+@app.command("view")
+def view_deployment(
+    deployment: Annotated[str, typer.Argument(help="Deployment name or id.")],
+    as_json: JsonOption = False,
+    project: ProjectOption = None,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Show what a channel's devices get: per platform and runtime version, the rollout
+    split (which update the in-rollout share gets, what the rest falls back to) and whether
+    the channel is paused.
+
+    Example: lumora deployments view production --project my-app
+    """
+    with open_api(server, api_key) as api:
+        found = api.get(f"/deployments/{_resolve(api, project, deployment)}")
+    if as_json:
+        print_json(found)
+        return
+    paused = bool(found.get("paused"))
+    print_fields(
+        [
+            ("deployment", found.get("name")),
+            ("id", found.get("id")),
+            (
+                "state",
+                "PAUSED: devices get no update (`lumora deployments resume`)"
+                if paused
+                else "active",
+            ),
+        ],
+        title="Deployment",
+    )
+    rows = []
+    for entry in found.get("serving") or []:
+        for share in entry.get("split") or []:
+            update = share.get("update")
+            rows.append(
+                [
+                    entry.get("platform"),
+                    entry.get("runtimeVersion"),
+                    f"{share.get('share'):g}%",
+                    (update or {}).get("id") or "no update",
+                    _update_note(update),
+                ]
+            )
+    if not rows:
+        note("no update published to this deployment yet")
+        return
+    print_table(["platform", "runtime", "devices", "update", "rollout / message"], rows)
+
+
+@app.command("pause")
+def pause_deployment(
+    deployment: Annotated[str, typer.Argument(help="Deployment name or id.")],
+    yes: YesOption = False,
+    non_interactive: NonInteractiveOption = False,
+    as_json: JsonOption = False,
+    project: ProjectOption = None,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Pause a channel: devices asking for it get no update (they keep what they run) until
+    it is resumed, as EAS's `channel:pause`.
+
+    Example: lumora deployments pause production --project my-app --yes
+    """
+    _pause_or_resume(deployment, "pause", yes, non_interactive, as_json, project, server, api_key)
+
+
+@app.command("resume")
+def resume_deployment(
+    deployment: Annotated[str, typer.Argument(help="Deployment name or id.")],
+    yes: YesOption = False,
+    non_interactive: NonInteractiveOption = False,
+    as_json: JsonOption = False,
+    project: ProjectOption = None,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Resume a paused channel: it serves its updates again.
+
+    Example: lumora deployments resume production --project my-app --yes
+    """
+    _pause_or_resume(deployment, "resume", yes, non_interactive, as_json, project, server, api_key)
+
+
+def _pause_or_resume(
+    deployment: str,
+    action: str,
+    yes: bool,
+    non_interactive: bool,
+    as_json: bool,
+    project: str | None,
+    server: str | None,
+    api_key: str | None,
+) -> None:
+    effect = "devices get no update" if action == "pause" else "devices get its updates again"
+    with open_api(server, api_key) as api:
+        deployment_id = _resolve(api, project, deployment)
+        confirm(
+            f"{action.capitalize()} deployment {deployment} ({effect})?",
+            assume_yes=yes,
+            non_interactive=non_interactive,
+        )
+        result = api.post(f"/deployments/{deployment_id}/{action}", {})
+    if as_json:
+        print_json(result)
+        return
+    note(
+        f"{'paused' if action == 'pause' else 'resumed'} deployment {result.get('name')}: {effect}"
     )
 
 
@@ -82,6 +202,8 @@ def list_deployments(
 def edit_deployment(
     deployment: Annotated[str, typer.Argument(help="Deployment id or name.")],
     name: Annotated[str, typer.Option("--name", help="New name.")],
+    yes: YesOption = False,
+    non_interactive: NonInteractiveOption = False,
     as_json: JsonOption = False,
     project: ProjectOption = None,
     server: ServerOption = None,
@@ -89,17 +211,35 @@ def edit_deployment(
 ) -> None:
     """Rename a deployment.
 
-    Example: lumora deployments edit staging --name beta --project my-app
+    Devices ask for a channel by name (the expo-channel-name their build was made with):
+    after a rename, builds that ask for the old name get no update until they are rebuilt
+    with the new one. The command warns and asks for confirmation (--yes off a terminal).
+
+    Example: lumora deployments edit staging --name beta --project my-app --yes
     """
     with open_api(server, api_key) as api:
-        deployment_id = deployment
-        if not _UUID.match(deployment):
-            deployment_id = _id_by_name(api, pick_project(project), deployment)
+        deployment_id = _resolve(api, project, deployment)
+        note(
+            f"warning: devices ask for a channel by name; builds configured for {deployment!r}"
+            f" get no update after the rename until they are rebuilt with {name!r}"
+        )
+        confirm(
+            f"Rename deployment {deployment} to {name}?",
+            assume_yes=yes,
+            non_interactive=non_interactive,
+        )
         result = api.put(f"/deployments/{deployment_id}", {"name": name})
     if as_json:
         print_json(result)
         return
     note(f"renamed deployment {deployment} to {result.get('name')}")
+
+
+def _resolve(api: LumoraApi, project: str | None, deployment: str) -> str:
+    """The id of the deployment named (or with id) ``deployment``."""
+    if _UUID.match(deployment):
+        return deployment
+    return _id_by_name(api, pick_project(project), deployment)
 
 
 def _list(api: LumoraApi, project: str) -> list[dict[str, Any]]:
@@ -117,16 +257,22 @@ def _id_by_name(api: LumoraApi, project: str, name: str) -> str:
     raise CliError(f"not found: no deployment named {name!r} in project {project}")
 
 
-def _current_summary(current: Any) -> str:
-    if not isinstance(current, dict) or not current:
-        return "-"
+def _update_note(update: Any) -> str:
+    if not isinstance(update, dict):
+        return "devices keep what they run"
+    if update.get("kind") == "rollbackToEmbedded":
+        return "roll back to embedded"
+    return f"{update.get('rollout')}%: {update.get('message') or '-'}"
+
+
+def _serving_summary(deployment: dict[str, Any]) -> str:
     parts = []
-    for platform, by_runtime in sorted(current.items()):
-        if not isinstance(by_runtime, dict):
-            continue
-        for runtime, update in sorted(by_runtime.items()):
-            if isinstance(update, dict):
-                parts.append(
-                    f"{platform}/{runtime}: {str(update.get('id'))[:8]}, {update.get('rollout')}%"
-                )
+    for entry in deployment.get("serving") or []:
+        shares = ", ".join(
+            f"{s.get('share'):g}% {str((s.get('update') or {}).get('id') or 'none')[:8]}"
+            for s in entry.get("split") or []
+        )
+        parts.append(f"{entry.get('platform')}/{entry.get('runtimeVersion')}: {shares}")
+    if deployment.get("paused"):
+        return "paused: no update" + (f" ({'; '.join(parts)} when resumed)" if parts else "")
     return "; ".join(parts) or "-"

@@ -16,6 +16,7 @@ import typer
 from lumora_ota.cli.options import (
     ApiKeyOption,
     JsonOption,
+    NonInteractiveOption,
     ServerOption,
     YesOption,
     open_api,
@@ -166,6 +167,7 @@ def list_keys(
 def revoke_key(
     key_id: Annotated[str, typer.Argument(help="Key id (see `lumora keys list`).")],
     yes: YesOption = False,
+    non_interactive: NonInteractiveOption = False,
     as_json: JsonOption = False,
     data_dir: DataDirOption = None,
     database_url: DatabaseUrlOption = None,
@@ -176,7 +178,7 @@ def revoke_key(
 
     Example: lumora keys revoke 6f2c1d0e-... --yes
     """
-    confirm(f"Revoke key {key_id}?", assume_yes=yes)
+    confirm(f"Revoke key {key_id}?", assume_yes=yes, non_interactive=non_interactive)
     direct = _direct_url(data_dir, database_url)
     if direct is not None:
         from lumora_ota.cli import keys_direct

@@ -15,7 +15,7 @@ import importlib
 import os
 import sys
 from collections.abc import Iterator, MutableMapping
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import typer
 from typer import _click  # Typer's vendored Click: the types its groups are built from
@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "deployments": ("lumora_ota.cli.deployments", "app"),
     "updates": ("lumora_ota.cli.updates", "app"),
     "keys": ("lumora_ota.cli.keys", "app"),
+    "audit": ("lumora_ota.cli.audit", "audit"),
     "codesigning": ("lumora_ota.cli.codesigning", "app"),
     "embedded": ("lumora_ota.cli.embedded", "app"),  # delta updates: embedded bundles (#10)
 }
@@ -109,9 +110,38 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from lumora_ota import __version__
+
+        sys.stdout.write(f"lumora {__version__}\n")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+    non_interactive: Annotated[
+        bool,
+        typer.Option(
+            "--non-interactive",
+            help="Never prompt (CI): commands that need a confirmation refuse unless given"
+            " --yes. Same as LUMORA_NON_INTERACTIVE=1 or each command's --non-interactive.",
+        ),
+    ] = False,
+) -> None:
     """Lumora OTA: publish and manage over-the-air updates, or run the server."""
+    if non_interactive:
+        # Every confirming command reads this variable through its own --non-interactive.
+        os.environ["LUMORA_NON_INTERACTIVE"] = "1"
 
 
 def _fail(message: str, exit_code: int) -> int:

@@ -50,7 +50,21 @@ ProjectOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
-YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+YesOption = Annotated[
+    bool,
+    typer.Option(
+        "--yes", "-y", help="Do not ask for confirmation (required when no terminal can ask)."
+    ),
+]
+NonInteractiveOption = Annotated[
+    bool,
+    typer.Option(
+        "--non-interactive",
+        envvar="LUMORA_NON_INTERACTIVE",
+        show_envvar=True,
+        help="Never prompt (CI): refuse what needs a confirmation unless --yes is given.",
+    ),
+]
 
 
 def open_api(server: str | None, api_key: str | None) -> LumoraApi:

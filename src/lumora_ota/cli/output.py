@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.filesize import decimal
 
+from lumora_ota.cli.errors import CliError
+
 if TYPE_CHECKING:
     from rich.console import Console
 
-ID_COLUMNS = frozenset({"id", "update id", "update"})
+ID_COLUMNS = frozenset({"id", "update id", "update", "group"})
 
 
 def stdout_console() -> Console:
@@ -45,20 +47,51 @@ def print_table(
 ) -> None:
     """A table with one row per item; ``None`` cells show as a dash.
 
-    Id columns never wrap, so ids can be copied whole; other cells wrap when space is short.
+    When the table fits the console (a terminal's width; 80 columns in a pipe unless
+    ``COLUMNS`` says otherwise) it is one line per item. When it does not, each item becomes
+    a block of "column  value" lines, so nothing is cut into unreadable slivers; ids are never
+    wrapped or shortened in either form, so they can be copied whole.
     """
     from rich import box
+    from rich.cells import cell_len
     from rich.table import Table
 
+    cells = [["-" if cell is None else str(cell) for cell in row] for row in rows]
+    console = stdout_console()
+    widths = [
+        max([cell_len(column), *(cell_len(row[i]) for row in cells)])
+        for i, column in enumerate(columns)
+    ]
+    if sum(widths) + 2 * (len(columns) - 1) > console.width:
+        _print_blocks(columns, cells, title=title)
+        return
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for column in columns:
         if column in ID_COLUMNS:
             table.add_column(column, no_wrap=True, min_width=36)
         else:
             table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*("-" if cell is None else str(cell) for cell in row))
-    stdout_console().print(table)
+    for row in cells:
+        table.add_row(*row)
+    console.print(table)
+
+
+def _print_blocks(columns: Sequence[str], rows: list[list[str]], *, title: str | None) -> None:
+    """One block per item: "column  value" lines, a blank line between items."""
+    from rich.table import Table
+
+    console = stdout_console()
+    if title:
+        console.print(title)
+    for index, row in enumerate(rows):
+        if index or title:
+            console.print()
+        block = Table(show_header=False, box=None, pad_edge=False)
+        block.add_column(style="bold", no_wrap=True)
+        block.add_column(overflow="fold")
+        for column, value in zip(columns, row, strict=True):
+            block.add_row(column, value)
+        console.print(block)
 
 
 def print_fields(pairs: Iterable[tuple[str, Any]], *, title: str | None = None) -> None:
@@ -93,11 +126,17 @@ def stdin_is_interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
-def confirm(question: str, *, assume_yes: bool) -> None:
-    """Ask before doing something; skipped with ``--yes`` or without a terminal to ask on.
+def confirm(question: str, *, assume_yes: bool, non_interactive: bool = False) -> None:
+    """Ask before a destructive or production-changing step; ``--yes`` skips the question.
 
-    Declining aborts the command (``main`` reports it as ``error: aborted``).
+    Without a terminal to ask on (CI, scripts, stdin closed) or with ``--non-interactive``
+    (as in EAS), the command is refused rather than run unasked: a ``CliError`` saying to
+    pass ``--yes``, raised before anything is changed. Declining at the prompt aborts
+    (``main`` reports it as ``error: aborted``).
     """
-    if assume_yes or not stdin_is_interactive():
+    if assume_yes:
         return
+    if non_interactive or not stdin_is_interactive():
+        why = "--non-interactive is set" if non_interactive else "no terminal to confirm on"
+        raise CliError(f"{question.rstrip('?')}: refused without --yes ({why}); nothing changed")
     typer.confirm(question, abort=True)

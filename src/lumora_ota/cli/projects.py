@@ -14,7 +14,7 @@ from lumora_ota.cli.output import note, print_fields, print_json, print_table
 app = typer.Typer(
     rich_markup_mode="markdown",
     name="projects",
-    help="Create, list and inspect projects.",
+    help="Create, list, inspect and edit projects (name, auto-pause on failure).",
     no_args_is_help=True,
 )
 
@@ -115,6 +115,52 @@ def view_project(
             ("auto-pause on failure", found.get("autoPauseOnFailure")),
         ],
         title="Project",
+    )
+
+
+@app.command("edit")
+def edit_project(
+    project: Annotated[
+        str | None,
+        typer.Argument(
+            envvar="LUMORA_PROJECT", help="Project slug or id (default: the configured project)."
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="New display name.")] = None,
+    auto_pause: Annotated[
+        bool | None,
+        typer.Option(
+            "--auto-pause/--no-auto-pause",
+            help="Set an update's rollout to 0 when its launch-failure rate crosses the"
+            " threshold (see `lumora updates stats`).",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Rename a project or switch auto-pause on failure on or off.
+
+    Example: lumora projects edit my-app --auto-pause
+    """
+    body: dict[str, Any] = {}
+    if name is not None:
+        body["name"] = name
+    if auto_pause is not None:
+        body["autoPauseOnFailure"] = auto_pause
+    if not body:
+        raise CliError(
+            "nothing to change: pass --name and/or --auto-pause/--no-auto-pause", exit_code=2
+        )
+    chosen = pick_project(project)
+    with open_api(server, api_key) as api:
+        found = api.patch(f"/projects/{chosen}", body)
+    if as_json:
+        print_json(found)
+        return
+    note(
+        f"project {found.get('slug')}: name {found.get('name')!r}, auto-pause on failure"
+        f" {'on' if found.get('autoPauseOnFailure') else 'off'}"
     )
 
 

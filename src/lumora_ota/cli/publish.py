@@ -14,6 +14,7 @@ from lumora_ota.cli.expo_tools import CONFIG_COMMAND, export_app
 from lumora_ota.cli.options import (
     ApiKeyOption,
     JsonOption,
+    NonInteractiveOption,
     ProjectOption,
     ServerOption,
     YesOption,
@@ -96,6 +97,7 @@ def publish(
         ),
     ] = None,
     yes: YesOption = False,
+    non_interactive: NonInteractiveOption = False,
     as_json: JsonOption = False,
     project: ProjectOption = None,
     server: ServerOption = None,
@@ -141,6 +143,7 @@ def publish(
             rollout=rollout,
             mandatory=mandatory,
             yes=yes,
+            non_interactive=non_interactive,
             as_json=as_json,
             server=server,
             api_key=api_key,
@@ -161,6 +164,7 @@ def _publish_plan(
     rollout: int,
     mandatory: bool,
     yes: bool,
+    non_interactive: bool,
     as_json: bool,
     server: str | None,
     api_key: str | None,
@@ -172,7 +176,7 @@ def _publish_plan(
     if not as_json:
         files = f"{len(by_hash)} distinct, {human_bytes(total_bytes)}"
         _print_summary(plan, project, channel, message, rollout, mandatory, files)
-    confirm("Publish this update?", assume_yes=yes)
+    confirm(f"Publish this update to {channel}?", assume_yes=yes, non_interactive=non_interactive)
     with open_api(server, api_key) as api:
         missing = _missing_hashes(api, project, sorted(by_hash))
         to_upload = [by_hash[h] for h in sorted(missing)]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -13,6 +14,7 @@ from lumora_ota.cli.errors import CliError
 from lumora_ota.cli.options import (
     ApiKeyOption,
     JsonOption,
+    NonInteractiveOption,
     ProjectOption,
     ServerOption,
     YesOption,
@@ -30,6 +32,9 @@ from lumora_ota.cli.output import (
 )
 from lumora_ota.cli.stats_view import render_stats
 
+if TYPE_CHECKING:
+    from lumora_ota.cli.api import LumoraApi
+
 PAGE_LIMIT = 200
 
 app = typer.Typer(
@@ -39,13 +44,63 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-UpdateIdArgument = Annotated[str, typer.Argument(help="Update id.", metavar="UPDATE_ID")]
+UpdateIdArgument = Annotated[
+    str,
+    typer.Argument(
+        help="A group id (what publish prints: acts on every platform's update) or one"
+        " platform's update id.",
+        metavar="GROUP_OR_ID",
+    ),
+]
+
+
+class Target:
+    """What a GROUP_OR_ID argument names: one update, or a publish group of updates."""
+
+    def __init__(self, ref: str, updates: list[dict[str, Any]], group: dict[str, Any] | None):
+        self.ref = ref
+        self.updates = updates
+        self.group = group  # the group's JSON when ``ref`` is a group id
+
+    @property
+    def is_group(self) -> bool:
+        return self.group is not None
+
+    def describe(self) -> str:
+        if self.group is None:
+            u = self.updates[0]
+            return f"update {self.ref} ({u.get('channel')}, {u.get('platform')})"
+        platforms = ", ".join(str(u.get("platform")) for u in self.updates)
+        channel = self.updates[0].get("channel")
+        return f"group {self.ref} ({channel}: {platforms})"
+
+
+def resolve(api: LumoraApi, ref: str) -> Target:
+    """The update with id ``ref``, else the group with id ``ref``; a "not found" error naming
+    both when neither exists."""
+    from lumora_ota.cli.api import ApiError
+
+    try:
+        update = api.get(f"/updates/{ref}")
+        return Target(ref, [update], None)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+    try:
+        group = api.get(f"/groups/{ref}")
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        raise CliError(f"not found: no update or update group {ref!r}") from None
+    updates = [u for u in group.get("updates") or [] if isinstance(u, dict)]
+    return Target(ref, updates, group)
 
 
 def update_row(update: dict[str, Any]) -> list[Any]:
     """The table cells of one update (see ``UPDATE_COLUMNS``)."""
     return [
         update.get("id"),
+        update.get("groupId"),
         update.get("channel"),
         update.get("platform"),
         update.get("runtimeVersion"),
@@ -56,7 +111,17 @@ def update_row(update: dict[str, Any]) -> list[Any]:
     ]
 
 
-UPDATE_COLUMNS = ["id", "channel", "platform", "runtime", "rollout", "state", "created", "message"]
+UPDATE_COLUMNS = [
+    "id",
+    "group",
+    "channel",
+    "platform",
+    "runtime",
+    "rollout",
+    "state",
+    "created",
+    "message",
+]
 
 
 def _state(update: dict[str, Any]) -> str:
@@ -78,18 +143,24 @@ def list_updates(
         str | None, typer.Option("--runtime-version", help="Only this runtime version.")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 20,
+    cursor: Annotated[
+        str | None,
+        typer.Option("--cursor", help="Start after this point (the cursor a previous list gave)."),
+    ] = None,
     as_json: JsonOption = False,
     project: ProjectOption = None,
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """List updates, newest first.
+    """List updates, newest first, with their group ids. When more match than --limit,
+    a note on stderr gives the --cursor of the next page.
 
     Example: lumora updates list --channel production --platform ios --limit 10
+
+    Example: lumora updates list --limit 50 --cursor MjAyNi0xMS0zMFQxO...
     """
     chosen = pick_project(project)
     items: list[dict[str, Any]] = []
-    cursor: str | None = None
     with open_api(server, api_key) as api:
         while len(items) < limit:
             page = api.get(
@@ -105,6 +176,12 @@ def list_updates(
             cursor = page.get("nextCursor") if isinstance(page, dict) else None
             if not cursor:
                 break
+    if cursor:  # stderr: --json output stays the plain list it always was
+        # Written as is, never wrapped: the cursor must stay one copyable token.
+        sys.stderr.write(
+            f"showing {len(items)}; more updates match: next page with --cursor {cursor}"
+            " (or raise --limit)\n"
+        )
     if as_json:
         print_json(items)
         return
@@ -121,12 +198,20 @@ def view_update(
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Show one update: its fields, manifest, assets, metadata and extra.
+    """Show a group (its updates, one per platform) or one update: its fields, manifest,
+    assets, metadata and extra.
 
     Example: lumora updates view 0b7e6c1e-3f2a-4a8e-9d55-2f7f0c1c9a10
     """
     with open_api(server, api_key) as api:
-        update = api.get(f"/updates/{update_id}")
+        target = resolve(api, update_id)
+        if target.group is not None:
+            if as_json:
+                print_json(target.group)
+                return
+            _print_group(target.group)
+            return
+        update = target.updates[0]
         manifest = None
         if isinstance(update, dict) and update.get("kind") != "rollbackToEmbedded":
             manifest = api.get(f"/manifests/{update_id}")
@@ -181,61 +266,108 @@ def view_update(
     )
 
 
+def _print_group(group: dict[str, Any]) -> None:
+    print_fields(
+        [
+            ("group", group.get("id")),
+            ("project", group.get("projectId")),
+            ("created", group.get("createdAt")),
+            ("message", group.get("message")),
+        ],
+        title="Update group",
+    )
+    print_table(UPDATE_COLUMNS, (update_row(u) for u in group.get("updates") or []))
+
+
 @app.command("rollback")
 def rollback_update(
     update_id: UpdateIdArgument,
     to: Annotated[
-        str | None, typer.Option("--to", help="Re-publish this earlier update instead.")
+        str | None,
+        typer.Option(
+            "--to", help="Re-publish this earlier update (or group: its update per platform)."
+        ),
     ] = None,
     to_embedded: Annotated[
         bool,
         typer.Option("--to-embedded", help="Send devices back to the update built into the app."),
     ] = False,
     yes: YesOption = False,
+    non_interactive: NonInteractiveOption = False,
     as_json: JsonOption = False,
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Roll back an update and move the devices that run it.
+    """Roll back a group (every platform) or one update, and move the devices that run it.
 
     Without options the update published before it is republished as a new update (devices
     launch only an update newer than the one they run, so this is how they move back), or
     devices return to the embedded update when there was none; --to republishes a chosen
     earlier update; --to-embedded tells devices to run the update embedded in the app binary.
-    (To stop an update spreading without taking it back from devices that have it, pause it:
-    lumora updates edit UPDATE_ID --rollout 0.)
+    For a group, --to may name a group too: each platform goes back to that group's update of
+    the same platform. (To stop an update spreading without taking it back from devices that
+    have it, pause it: lumora updates edit ID --rollout 0 --yes.)
+
+    With --json: the result for one update id; a list of results for a group.
 
     Example: lumora updates rollback 0b7e6c1e-... --to 5d1f2a9b-... --yes
     """
     if to is not None and to_embedded:
         raise CliError("choose either --to or --to-embedded, not both", exit_code=2)
-    body: dict[str, Any] = {}
-    target = "the previous update"
-    if to is not None:
-        body = {"to": to}
-        target = f"update {to}"
-    elif to_embedded:
-        body = {"toEmbedded": True}
-        target = "the embedded update"
-    confirm(f"Roll back update {update_id} to {target}?", assume_yes=yes)
     with open_api(server, api_key) as api:
-        result = api.post(f"/updates/{update_id}/rollback", body)
+        target = resolve(api, update_id)
+        bodies: list[dict[str, Any]] = []
+        what = "the previous update"
+        earlier = resolve(api, to) if to is not None else None
+        for update in target.updates:
+            if earlier is not None:
+                match = _same_platform(earlier, update)
+                bodies.append({"to": match["id"]})
+                what = f"update {to}"
+            elif to_embedded:
+                bodies.append({"toEmbedded": True})
+                what = "the embedded update"
+            else:
+                bodies.append({})
+        confirm(
+            f"Roll back {target.describe()} to {what}?",
+            assume_yes=yes,
+            non_interactive=non_interactive,
+        )
+        results = [
+            api.post(f"/updates/{u['id']}/rollback", body)
+            for u, body in zip(target.updates, bodies, strict=True)
+        ]
     if as_json:
-        print_json(result)
+        print_json(results if target.is_group else results[0])
         return
-    replacement = result.get("replacement") if isinstance(result, dict) else None
-    if isinstance(replacement, dict):
-        new_id = replacement.get("id")
-        note(f"rolled back {update_id}: devices now get {target} (new update {new_id})")
-    elif isinstance(result, dict) and result.get("id") != update_id:
-        note(f"rolled back {update_id}: devices now get {target} (new update {result.get('id')})")
-    else:
-        note(f"rolled back {update_id}: no device needed moving (a newer update replaces it)")
-    if isinstance(result, dict):
-        rows = [update_row(result)]
-        if isinstance(replacement, dict):
-            rows.append(update_row(replacement))
-        print_table(UPDATE_COLUMNS, rows)
+    rows: list[list[Any]] = []
+    for update, result in zip(target.updates, results, strict=True):
+        if not isinstance(result, dict):
+            continue
+        rows.append(update_row(result))
+        replacement = result.get("replacement")
+        moved = replacement if isinstance(replacement, dict) else None
+        if moved is not None:
+            rows.append(update_row(moved))
+        elif result.get("id") != update["id"]:
+            moved = result
+        if moved is None:
+            note(
+                f"rolled back {update['id']}: no device needed moving (a newer update replaces it)"
+            )
+        else:
+            note(
+                f"rolled back {update['id']}: devices now get {what} (new update {moved.get('id')})"
+            )
+    print_table(UPDATE_COLUMNS, rows)
+
+
+def _same_platform(earlier: Target, update: dict[str, Any]) -> dict[str, Any]:
+    for candidate in earlier.updates:
+        if candidate.get("platform") == update.get("platform"):
+            return candidate
+    raise CliError(f"{earlier.describe()} has no {update.get('platform')} update to roll back to")
 
 
 @app.command("promote")
@@ -244,21 +376,56 @@ def promote_update(
     to_channel: Annotated[
         str, typer.Option("--to-channel", help="Channel to publish the same update to.")
     ],
+    rollout: Annotated[
+        int,
+        typer.Option("--rollout", min=0, max=100, help="Percent of devices that get the copy."),
+    ] = 100,
+    mandatory: Annotated[
+        bool | None,
+        typer.Option(
+            "--mandatory/--no-mandatory", help="Mandatory flag of the copy [default: as is]."
+        ),
+    ] = None,
+    message: Annotated[
+        str | None, typer.Option("--message", "-m", help="Message of the copy [default: same].")
+    ] = None,
+    yes: YesOption = False,
+    non_interactive: NonInteractiveOption = False,
     as_json: JsonOption = False,
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Publish an existing update to another channel (no files are uploaded again).
+    """Publish an existing group (every platform) or update to another channel; no files are
+    uploaded again.
 
-    Example: lumora updates promote 0b7e6c1e-... --to-channel production
+    With --json: the new update for one update id; a list of new updates for a group.
+
+    Example: lumora updates promote 0b7e6c1e-... --to-channel production --rollout 10 --yes
     """
+    body: dict[str, Any] = {"channel": to_channel, "rollout": rollout}
+    if mandatory is not None:
+        body["mandatory"] = mandatory
+    if message is not None:
+        body["message"] = message
     with open_api(server, api_key) as api:
-        result = api.post(f"/updates/{update_id}/promote", {"channel": to_channel})
+        target = resolve(api, update_id)
+        # Check the whole group before changing anything: half a promoted group is worse
+        # than none.
+        stale = [u for u in target.updates if u.get("status") != "active"]
+        if stale:
+            names = ", ".join(f"{u.get('platform')} {u.get('id')}" for u in stale)
+            raise CliError(f"cannot promote {target.describe()}: rolled back ({names})")
+        confirm(
+            f"Promote {target.describe()} to {to_channel} at {rollout}%?",
+            assume_yes=yes,
+            non_interactive=non_interactive,
+        )
+        results = [api.post(f"/updates/{u['id']}/promote", body) for u in target.updates]
     if as_json:
-        print_json(result)
+        print_json(results if target.is_group else results[0])
         return
-    note(f"promoted {update_id} to {to_channel}")
-    print_table(UPDATE_COLUMNS, [update_row(result)])
+    note(f"promoted {target.describe()} to {to_channel}")
+    print_table(UPDATE_COLUMNS, [update_row(r) for r in results if isinstance(r, dict)])
 
 
 @app.command("edit")
@@ -272,16 +439,23 @@ def edit_update(
         bool | None,
         typer.Option("--mandatory/--no-mandatory", help="Whether clients must apply it now."),
     ] = None,
+    yes: YesOption = False,
+    non_interactive: NonInteractiveOption = False,
     as_json: JsonOption = False,
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Change an update's rollout percentage (raise, lower, or pause at 0) or mandatory flag.
+    """Change the rollout percentage (raise, lower, or pause at 0) or mandatory flag of a
+    group (every platform at once) or of one update.
 
     Lowering or pausing a rollout only stops the update spreading: devices that already run
     it keep it (as in EAS). To move them off it, use lumora updates rollback.
 
-    Example: lumora updates edit 0b7e6c1e-... --rollout 50
+    With --json: the update for one update id; the group (with its updates) for a group.
+
+    It changes what devices get, so it asks first (--yes off a terminal).
+
+    Example: lumora updates edit 0b7e6c1e-... --rollout 50 --yes
     """
     body: dict[str, Any] = {}
     if rollout is not None:
@@ -290,12 +464,53 @@ def edit_update(
         body["mandatory"] = mandatory
     if not body:
         raise CliError("nothing to change: pass --rollout and/or --mandatory", exit_code=2)
+    change = ", ".join(
+        f"rollout {rollout}%" if k == "rollout" else f"mandatory {yes_no(mandatory)}" for k in body
+    )
     with open_api(server, api_key) as api:
-        result = api.patch(f"/updates/{update_id}", body)
+        target = resolve(api, update_id)
+        confirm(
+            f"Set {change} on {target.describe()}?",
+            assume_yes=yes,
+            non_interactive=non_interactive,
+        )
+        if target.is_group:
+            result = api.patch(f"/groups/{update_id}", body)
+            rows = [u for u in result.get("updates") or [] if isinstance(u, dict)]
+        else:
+            result = api.patch(f"/updates/{update_id}", body)
+            rows = [result]
     if as_json:
         print_json(result)
         return
-    print_table(UPDATE_COLUMNS, [update_row(result)])
+    print_table(UPDATE_COLUMNS, [update_row(u) for u in rows])
+
+
+@app.command("delete")
+def delete_update(
+    update_id: UpdateIdArgument,
+    yes: YesOption = False,
+    non_interactive: NonInteractiveOption = False,
+    as_json: JsonOption = False,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Delete a group (every platform) or one update. Devices move to what remains eligible
+    on the channel (the update before it, or the app's embedded update). Files stay stored:
+    other updates may share them.
+
+    Example: lumora updates delete 0b7e6c1e-... --yes
+    """
+    with open_api(server, api_key) as api:
+        target = resolve(api, update_id)
+        confirm(f"Delete {target.describe()}?", assume_yes=yes, non_interactive=non_interactive)
+        kind = "groups" if target.is_group else "updates"
+        result = api.delete(f"/{kind}/{update_id}")
+    if as_json:
+        print_json(result)
+        return
+    deleted = result.get("deleted") if isinstance(result, dict) else None
+    note(f"deleted {target.describe()}: {', '.join(map(str, deleted or []))}")
 
 
 @app.command("stats")

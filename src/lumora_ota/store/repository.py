@@ -656,6 +656,95 @@ def current_updates(session: Session, project_id: str) -> dict[str, dict[str, di
     return current
 
 
+# ---------------------------------------------------------------- groups and deletion
+
+
+def group_updates(session: Session, group_id: str) -> list[Update]:
+    """The updates of one publish group (one per platform), with their assets, by platform."""
+    return list(
+        session.scalars(
+            select(Update)
+            .where(Update.group_id == group_id)
+            .options(selectinload(Update.assets))
+            .order_by(Update.platform, Update.id)
+        )
+    )
+
+
+def delete_updates(session: Session, updates: Sequence[Update]) -> None:
+    """Delete ``updates`` (their asset rows and patches go with them; the files stay, other
+    updates may share them) and any group left empty. Devices move to what remains eligible:
+    the delivery revision is bumped."""
+    groups = {u.group_id for u in updates}
+    for update in updates:
+        session.delete(update)
+    session.flush()
+    for group_id in groups:
+        remaining = session.scalar(select(Update.id).where(Update.group_id == group_id).limit(1))
+        group = session.get(UpdateGroup, group_id) if remaining is None else None
+        if group is not None:
+            session.delete(group)
+    session.flush()
+    bump_delivery_revision(session)
+
+
+def set_channel_paused(session: Session, channel: Channel, paused: bool) -> Channel:
+    """Pause (serve no update on) or resume a channel, as EAS's ``channel:pause``."""
+    if channel.paused != paused:
+        channel.paused = paused
+        session.flush()
+        bump_delivery_revision(session)
+    return channel
+
+
+def channel_histories(
+    session: Session, project_id: str, channel_id: str | None = None
+) -> dict[str, dict[str, list[UpdateRecord]]]:
+    """Per channel id and platform: the updates (rolled-back ones too) newest first, as
+    selection records without assets (one Core query, like the delivery cache's)."""
+    query = (
+        select(
+            Update.id,
+            Update.group_id,
+            Update.channel_id,
+            Channel.name,
+            Update.platform,
+            Update.runtime_version,
+            Update.created_at,
+            Update.kind,
+            Update.message,
+            Update.rollout,
+            Update.mandatory,
+            Update.status,
+            Update.source_update_id,
+        )
+        .join(Channel, Update.channel_id == Channel.id)
+        .where(Update.project_id == project_id)
+        .order_by(Update.created_at.desc(), Update.id.desc())
+    )
+    if channel_id is not None:
+        query = query.where(Update.channel_id == channel_id)
+    histories: dict[str, dict[str, list[UpdateRecord]]] = {}
+    for row in session.execute(query):
+        record = UpdateRecord(
+            id=row.id,
+            group_id=row.group_id,
+            project_id=project_id,
+            channel=row.name,
+            platform=row.platform,
+            runtime_version=row.runtime_version,
+            created_at=row.created_at,
+            kind=cast(UpdateKind, row.kind),
+            message=row.message,
+            rollout=row.rollout,
+            mandatory=row.mandatory,
+            status=cast(UpdateStatus, row.status),
+            source_update_id=row.source_update_id,
+        )
+        histories.setdefault(row.channel_id, {}).setdefault(row.platform, []).append(record)
+    return histories
+
+
 # ---------------------------------------------------------------- records
 
 

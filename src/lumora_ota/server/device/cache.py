@@ -279,6 +279,7 @@ def load_candidates(
         .where(
             Update.project_id == project_id,
             Channel.name == channel,
+            Channel.paused.is_(False),  # a paused channel serves nothing (issue 17)
             Update.platform == platform,
         )
         .order_by(Update.created_at.desc(), Update.id.desc())

@@ -9,6 +9,8 @@ from pydantic import Field
 from sqlalchemy.orm import Session
 
 from lumora_ota.domain.manifest import iso_time
+from lumora_ota.domain.model import UpdateRecord
+from lumora_ota.domain.split import rollout_split
 from lumora_ota.server.management.audit import record_audit
 from lumora_ota.server.management.auth import (
     CurrentPrincipal,
@@ -48,7 +50,46 @@ def deployment_json(channel: Channel) -> dict[str, Any]:
         "projectId": channel.project_id,
         "name": channel.name,
         "createdAt": iso_time(channel.created_at),
+        "paused": channel.paused,
     }
+
+
+def _record_summary(record: UpdateRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "groupId": record.group_id,
+        "kind": "rollbackToEmbedded" if record.kind == "rollback_to_embedded" else "update",
+        "message": record.message,
+        "createdAt": iso_time(record.created_at),
+        "rollout": record.rollout,
+        "mandatory": record.mandatory,
+    }
+
+
+def serving_json(history: dict[str, list[UpdateRecord]], *, paused: bool) -> list[dict[str, Any]]:
+    """What devices of the channel get, per platform and runtime version: the rollout split
+    (``domain.split``, the selection engine's rules) as ``[{share, update}]``, shares in
+    percent summing to 100, ``update`` null for "no update" (devices keep what they run)."""
+    serving: list[dict[str, Any]] = []
+    for platform in sorted(history):
+        records = history[platform]
+        runtimes = dict.fromkeys(r.runtime_version for r in records if r.is_active)
+        for runtime in runtimes:
+            split = rollout_split(records, runtime, paused=paused)
+            serving.append(
+                {
+                    "platform": platform,
+                    "runtimeVersion": runtime,
+                    "split": [
+                        {
+                            "share": round(share.percent, 2),
+                            "update": _record_summary(share.update) if share.update else None,
+                        }
+                        for share in split
+                    ],
+                }
+            )
+    return serving
 
 
 def update_summary(update: Update) -> dict[str, Any]:
@@ -111,6 +152,7 @@ def list_deployments(
     items: list[dict[str, Any]] = []
     for found in projects:
         current = repository.current_updates(session, found.id)
+        histories = repository.channel_histories(session, found.id)
         for channel in repository.list_channels(session, found.id):
             per_platform = current.get(channel.id, {})
             items.append(
@@ -120,6 +162,7 @@ def list_deployments(
                         platform: {rv: update_summary(u) for rv, u in by_rv.items()}
                         for platform, by_rv in per_platform.items()
                     },
+                    "serving": serving_json(histories.get(channel.id, {}), paused=channel.paused),
                 }
             )
     return {"items": items}
@@ -129,8 +172,51 @@ def list_deployments(
 def get_deployment(
     deployment_id: str, principal: CurrentPrincipal, session: ReadSession
 ) -> dict[str, Any]:
-    """The deployment, or 404."""
-    return deployment_json(visible_channel(session, principal, deployment_id))
+    """The deployment with what it serves (``serving``: the rollout split per platform and
+    runtime version), or 404."""
+    channel = visible_channel(session, principal, deployment_id)
+    histories = repository.channel_histories(session, channel.project_id, channel.id)
+    return {
+        **deployment_json(channel),
+        "serving": serving_json(histories.get(channel.id, {}), paused=channel.paused),
+    }
+
+
+@router.post("/deployments/{deployment_id}/pause", summary="Pause a channel: it serves nothing")
+def pause_deployment(
+    deployment_id: str, principal: CurrentPrincipal, session: WriteSession
+) -> dict[str, Any]:
+    """While paused, devices asking for this channel get no update (they keep running what
+    they have), as EAS's ``channel:pause``. Idempotent."""
+    return _set_paused(session, principal, deployment_id, paused=True)
+
+
+@router.post("/deployments/{deployment_id}/resume", summary="Resume a paused channel")
+def resume_deployment(
+    deployment_id: str, principal: CurrentPrincipal, session: WriteSession
+) -> dict[str, Any]:
+    """The channel serves its updates again. Idempotent."""
+    return _set_paused(session, principal, deployment_id, paused=False)
+
+
+def _set_paused(
+    session: Session, principal: Principal, deployment_id: str, *, paused: bool
+) -> dict[str, Any]:
+    channel = visible_channel(session, principal, deployment_id)
+    principal.require("publish")
+    was = channel.paused
+    repository.set_channel_paused(session, channel, paused)
+    if was != paused:
+        record_audit(
+            session,
+            principal,
+            "deployment.pause" if paused else "deployment.resume",
+            project_id=channel.project_id,
+            target=channel.id,
+            detail={"name": channel.name},
+        )
+    session.commit()
+    return deployment_json(channel)
 
 
 @router.put("/deployments/{deployment_id}", summary="Rename a deployment (admin)")

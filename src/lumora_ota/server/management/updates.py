@@ -58,11 +58,12 @@ class RollbackRequest(RequestModel):
 
 
 class PromoteRequest(RequestModel):
-    """Body of ``POST /updates/{id}/promote``."""
+    """Body of ``POST /updates/{id}/promote``; ``message`` replaces the copy's message."""
 
     channel: Annotated[str, Field(pattern=CHANNEL_PATTERN)]
     rollout: Rollout = 100
     mandatory: Flag | None = None
+    message: Annotated[str, Field(max_length=1000)] | None = None
 
 
 # ---------------------------------------------------------------- JSON shapes
@@ -265,6 +266,9 @@ def promote_update(
             mandatory=body.mandatory,
             created_by=principal.key_id,
         )
+        if body.message is not None:
+            copy.message = body.message
+            session.flush()
     record_audit(
         session,
         principal,
@@ -275,6 +279,105 @@ def promote_update(
     )
     session.commit()
     return update_json(copy, app_context(request).settings)
+
+
+@router.delete("/updates/{update_id}", summary="Delete an update")
+def delete_update(
+    update_id: str, principal: CurrentPrincipal, session: WriteSession
+) -> dict[str, Any]:
+    """Delete the update (its files stay: other updates may share them). Devices move to what
+    remains eligible on its channel. Answers ``{"deleted": [id]}``."""
+    update = visible_update(session, principal, update_id)
+    principal.require("publish")
+    return _delete(session, principal, [update])
+
+
+# ---------------------------------------------------------------- groups
+# A publish makes one update per platform in one group: the group id addresses them all.
+
+
+def visible_group(session: Session, principal: Principal, group_id: str) -> list[Update]:
+    """The group's updates, if the key may see its project; else 404."""
+    updates = repository.group_updates(session, group_id)
+    if not updates or not principal.can_see(updates[0].project_id):
+        raise not_found(f"update group {group_id!r}")
+    return updates
+
+
+def group_json(updates: list[Update], settings: Settings) -> dict[str, Any]:
+    """The API shape of a group: its id, message, creation time and updates by platform."""
+    first = updates[0]
+    return {
+        "id": first.group_id,
+        "projectId": first.project_id,
+        "message": first.message,
+        "createdAt": iso_time(min(u.created_at for u in updates)),
+        "updates": [update_json(u, settings) for u in updates],
+    }
+
+
+@router.get("/groups/{group_id}", summary="One update group (the updates of one publish)")
+def get_group(
+    group_id: str, request: Request, principal: CurrentPrincipal, session: ReadSession
+) -> dict[str, Any]:
+    """The group with its updates (one per platform), or 404."""
+    updates = visible_group(session, principal, group_id)
+    return group_json(updates, app_context(request).settings)
+
+
+@router.patch("/groups/{group_id}", summary="Change rollout or mandatory of a whole group")
+def patch_group(
+    group_id: str,
+    body: UpdatePatch,
+    request: Request,
+    principal: CurrentPrincipal,
+    session: WriteSession,
+) -> dict[str, Any]:
+    """Set ``rollout`` and/or ``mandatory`` on every update of the group, in one transaction."""
+    updates = visible_group(session, principal, group_id)
+    principal.require("publish")
+    for update in updates:
+        repository.patch_update(session, update, rollout=body.rollout, mandatory=body.mandatory)
+        record_audit(
+            session,
+            principal,
+            "update.patch",
+            project_id=update.project_id,
+            target=update.id,
+            detail={**body.model_dump(exclude_none=True), "groupId": group_id},
+        )
+    session.commit()
+    return group_json(updates, app_context(request).settings)
+
+
+@router.delete("/groups/{group_id}", summary="Delete every update of a group")
+def delete_group(
+    group_id: str, principal: CurrentPrincipal, session: WriteSession
+) -> dict[str, Any]:
+    """Delete the group's updates, in one transaction. Answers ``{"deleted": [ids]}``."""
+    updates = visible_group(session, principal, group_id)
+    principal.require("publish")
+    return _delete(session, principal, updates)
+
+
+def _delete(session: Session, principal: Principal, updates: list[Update]) -> dict[str, Any]:
+    deleted = [u.id for u in updates]
+    for update in updates:
+        record_audit(
+            session,
+            principal,
+            "update.delete",
+            project_id=update.project_id,
+            target=update.id,
+            detail={
+                "groupId": update.group_id,
+                "channel": update.channel.name,
+                "platform": update.platform,
+            },
+        )
+    repository.delete_updates(session, updates)
+    session.commit()
+    return {"deleted": deleted}
 
 
 @router.get("/manifests/{update_id}", summary="The Expo manifest of an update")

@@ -128,7 +128,8 @@
     $("key-info").textContent = `${session.key.name || "key"} (${session.key.role})`;
     const projects = await api("/api/v1/projects");
     state.projects = projects.items;
-    const remembered = sessionStorage.getItem("lumora.project");
+    // The last project used, in any tab or earlier session (not the alphabetically first).
+    const remembered = localStorage.getItem("lumora.project");
     state.project = (state.projects.find((p) => p.id === remembered) || state.projects[0] || {}).id || "";
     fillSelect($("project-select"), state.projects.map((p) => ({ value: p.id, label: `${p.name} (${p.slug})` })), { keep: false });
     $("project-select").value = state.project;
@@ -165,7 +166,7 @@
 
   $("project-select").addEventListener("change", () => {
     state.project = $("project-select").value;
-    sessionStorage.setItem("lumora.project", state.project);
+    localStorage.setItem("lumora.project", state.project);
     onProjectChanged();
     route();
   });
@@ -238,11 +239,15 @@
       cell(row, u.kind === "rollbackToEmbedded" ? "embedded" : u.rollout + "%", "rollout");
       cell(row, u.status, "status-" + u.status);
       cell(row, u.id.slice(0, 8), "mono");
+      // Every platform's update of one publish shares a group id (what the CLI accepts).
+      const group = cell(row, u.groupId.slice(0, 8), "mono group");
+      group.title = u.groupId;
+      row.dataset.groupId = u.groupId;
     }
     if (!data.items.length) {
       const row = body.insertRow();
       const td = cell(row, "No updates match these filters.", "muted");
-      td.colSpan = 8;
+      td.colSpan = 9;
     }
     $("page-prev").disabled = state.page === 0;
     $("page-next").disabled = !state.nextCursor;
@@ -270,6 +275,7 @@
   // ------------------------------------------------------------------ one update
 
   let shownUpdate = null;
+  let shownGroup = null;
 
   // Delta updates (#10): what a device downloads for the bundle, its patches, and the bytes
   // that patches and compression saved (GET /api/v1/updates/{id}/delta).
@@ -295,19 +301,21 @@
     const current = latest("update");
     const u = await api("/api/v1/updates/" + encodeURIComponent(id));
     if (!current()) return;
-    const [delta, manifest, stats] = await Promise.all([
+    const [delta, manifest, stats, group] = await Promise.all([
       deltaFacts(u),
       u.kind === "update"
         ? api("/api/v1/manifests/" + encodeURIComponent(u.id)).catch((e) => ({ error: e.message }))
         : Promise.resolve(null),
       api("/api/v1/stats?" + qs({ project: u.projectId, update: u.id })),
+      api("/api/v1/groups/" + encodeURIComponent(u.groupId)).catch(() => null),
     ]);
     if (!current()) return;
-    renderUpdate(u, delta, manifest, stats);
+    renderUpdate(u, delta, manifest, stats, group);
   }
 
-  function renderUpdate(u, delta, manifest, stats) {
+  function renderUpdate(u, delta, manifest, stats, group) {
     shownUpdate = u;
+    shownGroup = group;
     $("update-title").textContent = u.message || `Update ${u.id.slice(0, 8)}`;
     const rows = [
       ["Id", u.id], ["Group", u.groupId], ["Channel", u.channel], ["Platform", u.platform],
@@ -321,13 +329,26 @@
       const dd = document.createElement("dd"); dd.textContent = v; dd.dataset.fact = k;
       facts.append(dt, dd);
     }
+    const siblings = group ? group.updates.filter((x) => x.id !== u.id) : [];
+    if (siblings.length) {
+      const dt = document.createElement("dt"); dt.textContent = "Same group";
+      const dd = document.createElement("dd"); dd.dataset.fact = "Same group";
+      siblings.forEach((x, i) => {
+        if (i) dd.append(", ");
+        dd.appendChild(link("#/updates/" + encodeURIComponent(x.id), `${x.platform} ${x.id.slice(0, 8)} (${x.rollout}%)`));
+      });
+      facts.append(dt, dd);
+    }
     $("update-facts").replaceChildren(facts);
+    $("rollout-group-row").hidden = !siblings.length;
+    $("rollout-group-platforms").textContent = group ? group.updates.map((x) => x.platform).join(", ") : "";
     if (document.activeElement !== $("rollout-input")) $("rollout-input").value = u.rollout;
     const writable = canWrite() && u.status === "active";
     for (const id2 of ["rollout-input", "rollout-save", "rollback-button", "promote-channel", "promote-button"]) {
       $(id2).disabled = !writable;
     }
-    fillSelect($("promote-channel"), state.channels.filter((c) => c !== u.channel));
+    // No default target: promoting is a production change, the channel is chosen on purpose.
+    fillSelect($("promote-channel"), state.channels.filter((c) => c !== u.channel), { allLabel: "Choose a channel…" });
 
     const assets = document.createElement("tbody");
     for (const a of [u.launchAsset, ...u.assets].filter(Boolean)) {
@@ -348,10 +369,14 @@
   $("rollout-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const value = Number($("rollout-input").value);
+    const wholeGroup = shownGroup && shownGroup.updates.length > 1 && $("rollout-group").checked;
     try {
-      const u = await api("/api/v1/updates/" + encodeURIComponent(shownUpdate.id), { method: "PATCH", body: { rollout: value } });
-      await loadUpdate(u.id);
-      say(`Rollout set to ${u.rollout}%.`);
+      const path = wholeGroup
+        ? "/api/v1/groups/" + encodeURIComponent(shownGroup.id)
+        : "/api/v1/updates/" + encodeURIComponent(shownUpdate.id);
+      await api(path, { method: "PATCH", body: { rollout: value } });
+      await loadUpdate(shownUpdate.id);
+      say(wholeGroup ? `Rollout of the whole group set to ${value}%.` : `Rollout set to ${value}%.`);
     } catch (err) { say(err.message, true); }
   });
 
@@ -365,7 +390,13 @@
     return true;
   }
 
+  // Promoting publishes to another channel's devices: always confirmed, never a default.
   async function promote(update, channel) {
+    if (!channel) throw new Error("Choose the channel to promote to.");
+    const ok = await confirmAction(
+      `Promote update ${update.id.slice(0, 8)} (${update.platform}) to ${channel}? ` +
+      `Devices on ${channel} get it.`);
+    if (!ok) return null;
     return api(`/api/v1/updates/${encodeURIComponent(update.id)}/promote`, { method: "POST", body: { channel } });
   }
 
@@ -382,7 +413,7 @@
     const channel = $("promote-channel").value;
     try {
       const copy = await promote(shownUpdate, channel);
-      say(`Promoted to ${channel} as ${copy.id.slice(0, 8)}.`);
+      if (copy) say(`Promoted to ${channel} as ${copy.id.slice(0, 8)}.`);
     } catch (err) { say(err.message, true); }
   });
 
@@ -392,10 +423,13 @@
     const current = latest("deployments");
     const data = await api("/api/v1/deployments?" + qs({ project: state.project }));
     if (!current()) return;
+    renderChannelStates(data.items);
     const body = $("deployments-table").tBodies[0];
     body.textContent = "";
     let count = 0;
     for (const dep of data.items) {
+      const splits = {};
+      for (const entry of dep.serving || []) splits[entry.platform + "\u0000" + entry.runtimeVersion] = entry.split;
       for (const [platform, byRuntime] of Object.entries(dep.current || {})) {
         for (const [runtime, u] of Object.entries(byRuntime)) {
           count += 1;
@@ -408,6 +442,7 @@
           cell(row, runtime);
           row.insertCell().appendChild(link("#/updates/" + encodeURIComponent(u.id),
             (u.kind === "rollbackToEmbedded" ? "embedded " : "") + (u.message || u.id.slice(0, 8))));
+          renderSplit(row.insertCell(), splits[platform + "\u0000" + runtime] || [], dep.paused);
           const rolloutCell = row.insertCell();
           const actions = row.insertCell();
           if (u.kind === "rollbackToEmbedded" || !canWrite()) {
@@ -456,7 +491,7 @@
             pl.htmlFor = sel.id;
             pl.className = "sr-only";
             pl.textContent = `Promote ${dep.name} ${platform} to channel`;
-            fillSelect(sel, others);
+            fillSelect(sel, others, { allLabel: "Choose a channel…" });
             const go = document.createElement("button");
             go.type = "submit";
             go.textContent = "Promote";
@@ -465,7 +500,8 @@
               ev.preventDefault();
               const channel = sel.value;
               try {
-                const copy = await promote(u, channel);
+                const copy = await promote({ ...u, platform }, channel);
+                if (!copy) return;
                 await loadDeployments();
                 say(`Promoted to ${channel} as ${copy.id.slice(0, 8)}.`);
               } catch (err) { say(err.message, true); }
@@ -476,6 +512,67 @@
       }
     }
     $("deployments-empty").hidden = count > 0;
+  }
+
+  // What devices get (GET /deployments: serving[].split, the selection engine's rules): the
+  // share of devices on each update, newest first, down to what the rest falls back to.
+  function renderSplit(td, split, paused) {
+    td.className = "split";
+    const list = document.createElement("ul");
+    if (paused) {
+      const li = document.createElement("li");
+      li.className = "paused";
+      li.textContent = "Paused: no update";
+      list.appendChild(li);
+    }
+    for (const share of split) {
+      const li = document.createElement("li");
+      const pct = document.createElement("strong");
+      pct.textContent = `${share.share}%`;
+      li.append(pct, " ");
+      if (share.update) {
+        li.dataset.updateId = share.update.id;
+        li.appendChild(link("#/updates/" + encodeURIComponent(share.update.id),
+          share.update.kind === "rollbackToEmbedded" ? "roll back to embedded" : share.update.id.slice(0, 8)));
+        if (share.update.kind !== "rollbackToEmbedded") li.append(` at ${share.update.rollout}%`);
+      } else {
+        li.append(paused ? "" : "no update (keep what they run)");
+        if (paused) continue;
+      }
+      list.appendChild(li);
+    }
+    td.appendChild(list);
+  }
+
+  function renderChannelStates(items) {
+    const list = $("channel-states");
+    list.textContent = "";
+    for (const dep of items) {
+      const li = document.createElement("li");
+      li.dataset.channel = dep.name;
+      li.dataset.paused = String(Boolean(dep.paused));
+      const name = document.createElement("strong");
+      name.textContent = dep.name;
+      const state = document.createElement("span");
+      state.className = dep.paused ? "badge paused" : "badge";
+      state.textContent = dep.paused ? "paused: devices get no update" : "serving";
+      li.append(name, " ", state);
+      if (canWrite()) {
+        const action = dep.paused ? "resume" : "pause";
+        li.append(" ", button(dep.paused ? "Resume…" : "Pause…", dep.paused ? "secondary" : "danger", async () => {
+          const ok = await confirmAction(dep.paused
+            ? `Resume channel ${dep.name}? Its devices get its updates again.`
+            : `Pause channel ${dep.name}? Its devices get no update until it is resumed.`);
+          if (!ok) return;
+          try {
+            await api(`/api/v1/deployments/${encodeURIComponent(dep.id)}/${action}`, { method: "POST", body: {} });
+            await loadDeployments();
+            say(`Channel ${dep.name} ${dep.paused ? "resumed" : "paused"}.`);
+          } catch (err) { say(err.message, true); }
+        }));
+      }
+      list.appendChild(li);
+    }
   }
 
   // ------------------------------------------------------------------ statistics
@@ -491,7 +588,19 @@
       labels: daily.map((d) => d.date),
       series: CHART_SERIES.map(([key, name]) => ({ key, name, values: daily.map((d) => d[key]) })),
     });
+    showNewestDays(container);
   }
+
+  // On a narrow screen a chart scrolls inside its box: keep the newest days (today) in view,
+  // after drawing and whenever the window changes size (a phone turned, a window narrowed).
+  function showNewestDays(container) {
+    const svg = container.querySelector("svg");
+    if (!svg) return;
+    const pad = parseFloat(getComputedStyle(container).paddingRight) || 0;
+    // Bring the plot's right edge (today) to the box's right edge.
+    container.scrollLeft += svg.getBoundingClientRect().right - container.getBoundingClientRect().right + pad;
+  }
+  window.addEventListener("resize", () => document.querySelectorAll(".chart").forEach(showNewestDays));
 
   function renderTotals(container, totals, perUpdate) {
     container.textContent = "";

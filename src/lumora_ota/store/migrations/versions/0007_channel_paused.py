@@ -1,0 +1,30 @@
+"""Channel pause: a paused channel serves no update (as EAS's ``channel:pause``).
+
+Channels already stored are not paused.
+
+Revision ID: 0007
+Revises: 0002
+Create Date: 2026-11-30 19:00:00.000000
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0007"
+down_revision: str | None = "0005"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.add_column(
+        "channels",
+        sa.Column("paused", sa.Boolean(), server_default=sa.false(), nullable=False),
+    )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("channels", schema=None) as batch_op:
+        batch_op.drop_column("paused")
