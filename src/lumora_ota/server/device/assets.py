@@ -37,6 +37,7 @@ from lumora_ota.server.device.answer import RawHeaders, raw_headers
 from lumora_ota.server.device.memory import BytesLRU
 from lumora_ota.server.device.negotiation import acceptable_encodings
 from lumora_ota.server.device.patches import full_asset_vary, negotiate_patch
+from lumora_ota.server.middleware import ASSET_SECURITY_HEADERS
 from lumora_ota.server.problems import ProblemError
 from lumora_ota.store.blobs import VARIANTS, BlobLocation, BlobStore, variant_name
 from lumora_ota.store.known_sizes import KnownSizes
@@ -66,20 +67,51 @@ CONTENT_TYPES = {
     ".mp4": "video/mp4",
     ".wasm": "application/wasm",
     ".txt": "text/plain; charset=utf-8",
-    ".html": "text/html; charset=utf-8",
     ".css": "text/css; charset=utf-8",
 }
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+# Published files are anyone's bytes (any publish key), served on the dashboard's origin:
+# none may ever run as a page there. Every asset answer is sandboxed (``ASSET_SECURITY_HEADERS``)
+# and only types a browser renders inertly keep their type; everything else (HTML, XHTML, SVG,
+# XML/XSLT, PDF, unknown types...) goes out as an ``application/octet-stream`` attachment.
+ATTACHMENT = "attachment"
+INERT_TYPE_PREFIXES = ("image/", "audio/", "video/", "font/")
+INERT_TYPES = frozenset(
+    {
+        "application/javascript",  # with nosniff never run as a document, only shown
+        "application/json",
+        "application/wasm",
+        "application/octet-stream",
+        "text/plain",
+        "text/css",
+    }
+)
 # Encodings in server preference order (brotli is smaller).
 ENCODINGS = tuple(VARIANTS)
 
 
 def content_type_for(extension: str) -> str:
-    """The content type served for a file extension (with its dot; "" for none)."""
+    """The content type served for a file extension (with its dot; "" for none): the file's
+    own type when a browser shows it inertly (``is_inert``), else ``application/octet-stream``
+    (also sent as an attachment: ``stored_asset``)."""
     ext = extension.lower()
     if not ext:
         return DEFAULT_CONTENT_TYPE
-    return CONTENT_TYPES.get(ext) or mimetypes.guess_type(f"x{ext}")[0] or DEFAULT_CONTENT_TYPE
+    guessed = CONTENT_TYPES.get(ext) or mimetypes.guess_type(f"x{ext}")[0] or DEFAULT_CONTENT_TYPE
+    return guessed if is_inert(guessed) else DEFAULT_CONTENT_TYPE
+
+
+def is_inert(content_type: str) -> bool:
+    """Whether a browser navigated to a response of this type never runs code from it.
+
+    An allow-list, so a type nobody thought of is treated as active: HTML, XHTML, SVG and
+    every XML type (XSLT runs, SVG and XHTML hold script), PDF (viewers run script) and
+    anything unknown are not inert.
+    """
+    media = content_type.split(";", 1)[0].strip().lower()
+    if "xml" in media or "svg" in media or "html" in media:
+        return False
+    return media in INERT_TYPES or media.startswith(INERT_TYPE_PREFIXES)
 
 
 def parse_asset_name(name: str) -> tuple[str, str]:
@@ -132,13 +164,15 @@ def stored_asset(
         ("content-type", content_type),
         ("cache-control", IMMUTABLE),
         ("etag", asset_etag(sha256, encoding)),
-        ("x-content-type-options", "nosniff"),
         ("accept-ranges", "bytes"),
         ("last-modified", formatdate(stat.st_mtime, usegmt=True)),
     ]
+    if content_type == DEFAULT_CONTENT_TYPE:
+        pairs.append(("content-disposition", ATTACHMENT))
     if encoding != "identity":
         pairs.append(("content-encoding", encoding))
-    return StoredAsset(sha256, encoding, path, stat, content_type, raw_headers(*pairs))
+    headers = (*raw_headers(*pairs), *ASSET_SECURITY_HEADERS)
+    return StoredAsset(sha256, encoding, path, stat, content_type, headers)
 
 
 class AssetFiles:

@@ -1,0 +1,170 @@
+"""The red-team suite of issue 15: each attack, as an attacker would make it, against a real
+``lumora serve``. Every test here failed on the code before the fix it guards (SECURITY.md,
+"Threat model", points at each one).
+
+Items 2, 3, 14 and 15 (device-driven statistics, storage bounds, negative caching, patch
+caps) live in ``test_security_attacks_stats.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+from harness import ServerProcess, create_project, publish_dir, sha256_hex
+
+CHROMIUM = Path("/usr/bin/chromium")
+ASSET_CSP = "sandbox; default-src 'none'"
+
+# The payload of item 1: read the dashboard session's CSRF token, mint an all-projects
+# admin key with it, and say so in the title.
+PWN_SCRIPT = """
+fetch('/dashboard/session').then(r => r.json()).then(s => fetch('/api/v1/keys', {
+  method: 'POST', credentials: 'same-origin',
+  headers: {'content-type': 'application/json', 'x-csrf-token': s.csrfToken},
+  body: JSON.stringify({name: 'pwned-MARK', role: 'admin'})
+})).then(r => { document.title = 'pwned ' + r.status; });
+"""
+ACTIVE_FILES = {
+    "x.html": "<html><body><script>{js}</script></body></html>",
+    "x.htm": "<html><body><script>{js}</script></body></html>",
+    "x.xhtml": (
+        '<html xmlns="http://www.w3.org/1999/xhtml"><body><script>{js}</script></body></html>'
+    ),
+    "x.svg": '<svg xmlns="http://www.w3.org/2000/svg"><script>{js}</script></svg>',
+    "x.xml": '<?xml version="1.0"?><x xmlns:h="http://www.w3.org/1999/xhtml"/>',
+    "x.pdf": "%PDF-1.4 not really",
+}
+# Types a browser would execute, render as a document or hand to a scripting viewer.
+ACTIVE_TYPES = ("html", "xml", "svg", "pdf", "xsl")
+
+
+def new_key(server: ServerProcess, role: str, project_id: str | None, name: str) -> str:
+    body: dict[str, Any] = {"name": name, "role": role}
+    if project_id is not None:
+        body["project"] = project_id
+    with server.client() as admin:
+        resp = admin.post("/api/v1/keys", json=body)
+    assert resp.status_code == 201, resp.text
+    key: str = resp.json()["key"]
+    return key
+
+
+def key_names(server: ServerProcess) -> list[str]:
+    with server.client() as admin:
+        resp = admin.get("/api/v1/keys")
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    items = body["items"] if isinstance(body, dict) else body
+    return [k["name"] for k in items]
+
+
+@pytest.fixture
+def active_assets(server: ServerProcess, unique: str, tmp_path: Path) -> dict[str, str]:
+    """A publish key's update carrying HTML, SVG, XHTML, XML and PDF files: name -> URL path."""
+    with server.client() as admin:
+        project = create_project(admin, f"xss-{unique}")
+    publisher = new_key(server, "publish", project["id"], f"ci-{unique}")
+    root = tmp_path / "export"
+    root.mkdir()
+    (root / "bundle.js").write_text(f"console.log('{unique}')")
+    for name, text in ACTIVE_FILES.items():
+        (root / name).write_text(text.format(js=PWN_SCRIPT.replace("MARK", unique)))
+    with server.client(publisher) as client:
+        publish_dir(client, project["slug"], root, launch="bundle.js")
+    return {
+        name: f"/api/v1/assets/{sha256_hex((root / name).read_bytes())}{Path(name).suffix}"
+        for name in [*ACTIVE_FILES, "bundle.js"]
+    }
+
+
+def assert_inert(resp: httpx.Response, *, active: bool) -> None:
+    assert resp.headers.get("content-security-policy") == ASSET_CSP, resp.headers
+    assert resp.headers.get("x-content-type-options") == "nosniff"
+    if active:
+        media = resp.headers.get("content-type", "application/octet-stream").lower()
+        assert not any(word in media for word in ACTIVE_TYPES), media
+        assert resp.headers.get("content-disposition", "").startswith("attachment")
+
+
+# ------------------------------------------------------- 1. published files are never pages
+
+
+def test_every_asset_answer_is_sandboxed_and_active_types_are_attachments(
+    server: ServerProcess, active_assets: dict[str, str]
+) -> None:
+    with server.anon() as anon:
+        for name, path in active_assets.items():
+            active = name != "bundle.js"
+            edge = anon.get(path)  # answered by the device edge
+            assert edge.status_code == 200
+            assert_inert(edge, active=active)
+            routed = anon.get(path, params={"via": "route"})  # a query string: the route
+            assert routed.status_code == 200
+            assert_inert(routed, active=active)
+            assert_inert(anon.head(path), active=active)
+            ranged = anon.get(path, headers={"range": "bytes=0-3"})
+            assert ranged.status_code == 206
+            assert_inert(ranged, active=active)
+            etag = edge.headers["etag"]
+            for params in ({}, {"via": "route"}):
+                unchanged = anon.get(path, params=params, headers={"if-none-match": etag})
+                assert unchanged.status_code == 304
+                assert unchanged.headers["content-security-policy"] == ASSET_CSP
+        # A miss and a bad name on the asset path are sandboxed too.
+        for missing in (f"/api/v1/assets/{'0' * 64}.html", "/api/v1/assets/nope.html"):
+            assert anon.get(missing).headers["content-security-policy"] == ASSET_CSP
+        # The launch asset keeps its type: devices and the SDK read it as JavaScript.
+        bundle = anon.get(active_assets["bundle.js"])
+        assert bundle.headers["content-type"] == "application/javascript"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        instance = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
+        )
+        yield instance
+        instance.close()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("name", ["x.html", "x.svg", "x.xhtml"])
+def test_a_signed_in_admin_opening_a_published_page_mints_no_key(
+    server: ServerProcess, active_assets: dict[str, str], browser: Any, name: str, unique: str
+) -> None:
+    context = browser.new_context(accept_downloads=True)
+    try:
+        page = context.new_page()
+        signed_in = page.request.post(
+            f"{server.url}/dashboard/session",
+            data={"apiKey": server.admin_key},
+            headers={"origin": server.url},
+        )
+        assert signed_in.ok
+        # The browser downloads the file instead of rendering it on our origin.
+        downloaded = False
+        with contextlib.suppress(PlaywrightTimeout):
+            with page.expect_download(timeout=10_000):
+                try:
+                    page.goto(f"{server.url}{active_assets[name]}")
+                except PlaywrightError as exc:  # how goto reports a navigation that downloads
+                    assert "Download is starting" in str(exc)
+            downloaded = True
+        minted = [n for n in key_names(server) if n == f"pwned-{unique}"]
+        assert not minted, f"{name} ran on the dashboard's origin: title {page.title()!r}"
+        assert downloaded
+    finally:
+        context.close()
