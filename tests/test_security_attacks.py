@@ -9,6 +9,9 @@ caps) live in ``test_security_attacks_stats.py``.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,14 @@ import pytest
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from harness import ServerProcess, create_project, publish_dir, sha256_hex
+from harness import (
+    ServerProcess,
+    create_project,
+    free_port,
+    lumora_bin,
+    publish_dir,
+    sha256_hex,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 ASSET_CSP = "sandbox; default-src 'none'"
@@ -44,6 +54,28 @@ ACTIVE_FILES = {
 }
 # Types a browser would execute, render as a document or hand to a scripting viewer.
 ACTIVE_TYPES = ("html", "xml", "svg", "pdf", "xsl")
+
+
+def run_serve(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``lumora serve`` with ``env``, expected to refuse to start: its exit and output. A
+    server that starts anyway is stopped (its whole session) after 20 s."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("LUMORA_")}
+    args = [lumora_bin(), "serve", "--data-dir", str(tmp_path / "refused"), "--port"]
+    proc = subprocess.Popen(
+        [*args, str(free_port())],
+        env={**full, **env},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def new_key(server: ServerProcess, role: str, project_id: str | None, name: str) -> str:
@@ -168,3 +200,65 @@ def test_a_signed_in_admin_opening_a_published_page_mints_no_key(
         assert downloaded
     finally:
         context.close()
+
+
+# ------------------------------------- 16. device limits: only devices, by their real address
+
+
+def _many_files(root: Path, n: int, seed: str) -> Path:
+    root.mkdir(parents=True)
+    (root / "bundle.js").write_text(f"console.log('{seed}')")
+    for i in range(n - 1):
+        (root / f"asset{i}.png").write_bytes(f"{seed} {i}".encode() * 10)
+    return root
+
+
+def test_device_limits_never_apply_to_management_routes(
+    server_factory: Any, unique: str, tmp_path: Path
+) -> None:
+    srv: ServerProcess = server_factory("sqlite", extra_env={"LUMORA_RATE_LIMIT_PER_IP": "1/5"})
+    with srv.client() as admin:
+        create_project(admin, f"rl-{unique}")
+        # 31 files: POST /assets/missing and 31 PUT /assets/{sha256} from one address.
+        root = _many_files(tmp_path / "export", 31, unique)
+        answer = publish_dir(admin, f"rl-{unique}", root, launch="bundle.js")
+    assert answer["updates"]
+    # Devices on that address are still limited.
+    with srv.anon() as anon:
+        statuses = [anon.get(f"/api/v1/assets/{'0' * 64}").status_code for _ in range(8)]
+    assert 429 in statuses
+
+
+def test_forwarded_for_is_believed_from_trusted_proxies_only(
+    server_factory: Any, unique: str
+) -> None:
+    limits = {"LUMORA_RATE_LIMIT_PER_IP": "1/3"}
+    behind = server_factory(
+        "sqlite", extra_env={**limits, "LUMORA_TRUSTED_PROXIES": "127.0.0.0/8, 10.9.0.0/16"}
+    )
+    direct = server_factory("sqlite", extra_env=limits)
+    asset = f"/api/v1/assets/{'0' * 64}"
+
+    def statuses(srv: ServerProcess, forwarded_for: str, n: int = 3) -> list[int]:
+        with srv.anon() as anon:
+            return [
+                anon.get(asset, headers={"x-forwarded-for": forwarded_for}).status_code
+                for _ in range(n)
+            ]
+
+    # Behind a trusted proxy every device has its own bucket (the rightmost untrusted hop),
+    # however many share the proxy ...
+    for device in range(6):
+        assert 429 not in statuses(behind, f"192.0.2.{device}, 10.9.0.1")
+    # ... and a device cannot pick another bucket by prepending addresses.
+    assert statuses(behind, "198.51.100.7, 192.0.2.0, 10.9.0.1", n=1) == [429]
+    # Without trusted proxies the header means nothing: a client cannot make up addresses.
+    seen = [s for device in range(3) for s in statuses(direct, f"192.0.2.{device}")]
+    assert 429 in seen
+
+
+def test_an_invalid_trusted_proxy_list_is_refused_at_start(tmp_path: Path) -> None:
+    proc = run_serve(tmp_path, {"LUMORA_TRUSTED_PROXIES": "10.0.0.0/8, proxy.example"})
+    assert proc.returncode != 0
+    assert "LUMORA_TRUSTED_PROXIES" in proc.stderr and "proxy.example" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from collections.abc import Callable
@@ -36,6 +37,23 @@ def _env_int(name: str, default: int) -> int:
 
 def _env_float(name: str, default: float) -> float:
     return _env_parsed(name, default, float, "a number")
+
+
+def parse_networks(name: str, raw: str) -> tuple[str, ...]:
+    """A comma-separated list of IP addresses and CIDR networks (``10.0.0.0/8, ::1``),
+    normalised; ``SettingsError`` naming ``name`` for anything else (host names and ``*``
+    included: trusting a name or everyone would let any client choose its address)."""
+    networks: list[str] = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise SettingsError(
+                f"{name} must list IP addresses or CIDR networks, not {item!r}"
+            ) from None
+    return tuple(networks)
 
 
 @dataclass(frozen=True)
@@ -76,6 +94,11 @@ class Settings:
     # Device-endpoint rate limits, "RATE[/BURST]" requests per second; empty = off.
     rate_limit_per_ip: str = ""
     rate_limit_per_client: str = ""
+    # Reverse proxies (IP networks) whose ``X-Forwarded-For``/``-Proto`` are believed: a
+    # request from one of them is taken to come from the rightmost address of that header
+    # that is not itself a trusted proxy. Empty: the header is ignored (a client could
+    # otherwise pick any address, and so its own rate-limit bucket).
+    trusted_proxies: tuple[str, ...] = ()
     # Delta updates: patches are computed from the launch assets of this many previous updates
     # of a stream, and served only when smaller than this fraction of the brotli bundle.
     patch_bases: int = 3
@@ -147,6 +170,9 @@ class Settings:
             test_crash_point=env("LUMORA_TEST_CRASH_POINT") or None,
             rate_limit_per_ip=env("LUMORA_RATE_LIMIT_PER_IP") or "",
             rate_limit_per_client=env("LUMORA_RATE_LIMIT_PER_CLIENT") or "",
+            trusted_proxies=parse_networks(
+                "LUMORA_TRUSTED_PROXIES", env("LUMORA_TRUSTED_PROXIES") or ""
+            ),
             patch_bases=_env_int("LUMORA_PATCH_BASES", 3),
             patch_max_ratio=_env_float("LUMORA_PATCH_MAX_RATIO", 0.5),
             asset_memory_bytes=_env_int("LUMORA_ASSET_MEMORY_BYTES", 32 * 1024 * 1024),

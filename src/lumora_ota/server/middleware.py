@@ -117,12 +117,26 @@ class DeviceRateLimiter:
 RATE_LIMIT_SCOPE_KEY = "lumora.rate_limit_wait"
 
 
+# Methods devices use on the asset path; the management API shares the prefix with writes
+# (``POST /api/v1/assets/missing``, ``PUT /api/v1/assets/{sha256}``), which keys, not device
+# limits, govern.
+DEVICE_ASSET_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+MANAGEMENT_ASSET_PATHS = ("/api/v1/assets/missing",)
+
+
 def is_device_request(scope: Scope) -> bool:
-    """Whether an HTTP request goes to a device endpoint (the ones rate limits cover)."""
+    """Whether an HTTP request goes to a device endpoint (the ones rate limits cover): never
+    a management route, even one under a device path's prefix."""
     if scope["type"] != "http":
         return False
     path: str = scope["path"]
-    return path.startswith(DEVICE_PATH_PREFIXES)
+    if not path.startswith(DEVICE_PATH_PREFIXES):
+        return False
+    if path.startswith(ASSET_PATH_PREFIX):
+        return scope["method"] in DEVICE_ASSET_METHODS and not path.startswith(
+            MANAGEMENT_ASSET_PATHS
+        )
+    return True
 
 
 class DeviceRateLimitMiddleware:
