@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -262,3 +263,52 @@ def test_an_invalid_trusted_proxy_list_is_refused_at_start(tmp_path: Path) -> No
     assert proc.returncode != 0
     assert "LUMORA_TRUSTED_PROXIES" in proc.stderr and "proxy.example" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------ 4. idle connections cannot lock clients out
+
+
+def _closed_by_server(sock: socket.socket, within: float) -> bool:
+    """Whether the server closes ``sock`` (EOF or reset) within ``within`` seconds."""
+    sock.settimeout(within)
+    try:
+        while sock.recv(4096):  # a 408 answer may come first
+            pass
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+@pytest.mark.parametrize("kind", ["silent", "slow-headers"])
+def test_a_thousand_idle_connections_leave_room_and_time_out(
+    server_factory: Any, kind: str
+) -> None:
+    srv: ServerProcess = server_factory("sqlite", extra_env={"LUMORA_HEADER_TIMEOUT": "2"})
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(1024):
+            sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            if kind == "slow-headers":
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            sockets.append(sock)
+        # A new client is answered while all of them are open (it hung ~30 s before).
+        with httpx.Client(base_url=srv.url, timeout=10) as client:
+            for _ in range(3):
+                assert client.get("/health").status_code == 200
+        # And every idle connection is closed by the server after the header timeout.
+        assert all(_closed_by_server(sock, within=30) for sock in sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert httpx.get(f"{srv.url}/health", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("LUMORA_HEADER_TIMEOUT", "0"), ("LUMORA_MAX_CONNECTIONS", "lots")]
+)
+def test_connection_limits_are_checked_at_start(tmp_path: Path, name: str, value: str) -> None:
+    proc = run_serve(tmp_path, {name: value})
+    assert proc.returncode != 0
+    assert name in proc.stderr and "Traceback" not in proc.stderr

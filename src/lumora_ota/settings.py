@@ -39,6 +39,20 @@ def _env_float(name: str, default: float) -> float:
     return _env_parsed(name, default, float, "a number")
 
 
+def _env_bounded_float(name: str, default: float, low: float, high: float) -> float:
+    value = _env_float(name, default)
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low:g} and {high:g}, not {value:g}")
+    return value
+
+
+def _env_bounded_int(name: str, default: int, low: int, high: int) -> int:
+    value = _env_int(name, default)
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, not {value}")
+    return value
+
+
 def parse_networks(name: str, raw: str) -> tuple[str, ...]:
     """A comma-separated list of IP addresses and CIDR networks (``10.0.0.0/8, ::1``),
     normalised; ``SettingsError`` naming ``name`` for anything else (host names and ``*``
@@ -85,6 +99,13 @@ class Settings:
     health_min_launches: int = 20
     workers: int = 1
     server: str = "granian"
+    # Seconds a connection may take to send a request's headers, counted from the moment it
+    # opens or finishes its previous request (so also the keep-alive idle time): idle and
+    # slow-header connections are closed after it instead of holding a connection slot.
+    header_timeout: float = 10.0
+    # Connections each worker serves at once; more wait in the kernel's accept queue. With
+    # ``header_timeout`` this bounds what idle connections can hold (``server/launch.py``).
+    max_connections: int = 4096
     log_level: str = "info"
     # Names this process in /health, so operators (and tests) can tell who answered.
     instance_name: str = field(default_factory=socket.gethostname)
@@ -165,6 +186,8 @@ class Settings:
             health_min_launches=_env_int("LUMORA_HEALTH_MIN_LAUNCHES", 20),
             workers=_env_int("LUMORA_WORKERS", 1),
             server=env("LUMORA_SERVER_IMPL") or "granian",
+            header_timeout=_env_bounded_float("LUMORA_HEADER_TIMEOUT", 10.0, 0.1, 60.0),
+            max_connections=_env_bounded_int("LUMORA_MAX_CONNECTIONS", 4096, 16, 1_000_000),
             log_level=env("LUMORA_LOG_LEVEL") or "info",
             instance_name=env("LUMORA_INSTANCE_NAME") or socket.gethostname(),
             test_crash_point=env("LUMORA_TEST_CRASH_POINT") or None,
