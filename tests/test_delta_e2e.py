@@ -268,7 +268,9 @@ def test_promoted_copies_are_patched_like_the_originals(pair: Pair, tmp_path: Pa
 
 def delivery_metric(server: ServerProcess, name: str) -> float:
     """One ``lumora_delivery_*`` figure of a server process's /metrics."""
-    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    text = httpx.get(
+        f"{server.url}/metrics", headers={"authorization": f"Bearer {server.admin_key}"}, timeout=30
+    ).text
     match = re.search(rf"^lumora_delivery_{name} (\S+)$", text, re.MULTILINE)
     assert match is not None, f"no lumora_delivery_{name} in /metrics"
     return float(match.group(1))

@@ -312,3 +312,39 @@ def test_connection_limits_are_checked_at_start(tmp_path: Path, name: str, value
     proc = run_serve(tmp_path, {name: value})
     assert proc.returncode != 0
     assert name in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------ 8. /metrics names no project to strangers
+
+
+def test_metrics_need_an_all_projects_key_or_the_private_address(
+    server_factory: Any, unique: str
+) -> None:
+    private = free_port()
+    srv: ServerProcess = server_factory(
+        "sqlite", extra_env={"LUMORA_METRICS_BIND": f"127.0.0.1:{private}"}
+    )
+    slug = f"secret-{unique}"
+    with srv.client() as admin:
+        project = create_project(admin, slug)
+        admin.post("/api/v1/updates/check", json={})  # anything, so figures exist
+    scoped = new_key(srv, "admin", project["id"], f"scoped-{unique}")
+    with srv.anon() as anon:
+        refused = anon.get("/metrics")
+    assert refused.status_code == 401
+    assert slug.encode() not in refused.content and b"lumora_" not in refused.content
+    with srv.client(scoped) as client:
+        assert client.get("/metrics").status_code == 403
+    with srv.client() as admin:
+        full = admin.get("/metrics")
+    assert full.status_code == 200 and "lumora_http_requests_total" in full.text
+    # The private listener: no key, for a scraper on the private network.
+    scraped = httpx.get(f"http://127.0.0.1:{private}/metrics", timeout=10)
+    assert scraped.status_code == 200 and "lumora_http_requests_total" in scraped.text
+    assert httpx.get(f"http://127.0.0.1:{private}/", timeout=10).status_code == 404
+
+
+def test_a_malformed_metrics_bind_is_refused_at_start(tmp_path: Path) -> None:
+    proc = run_serve(tmp_path, {"LUMORA_METRICS_BIND": "everywhere"})
+    assert proc.returncode != 0
+    assert "LUMORA_METRICS_BIND" in proc.stderr and "Traceback" not in proc.stderr

@@ -53,6 +53,18 @@ def _env_bounded_int(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
+def parse_bind(name: str, raw: str) -> tuple[str, int] | None:
+    """``host:port`` (``[v6]:port`` for IPv6) as a pair; None for ""; ``SettingsError``
+    naming ``name`` for anything else."""
+    if not raw:
+        return None
+    host, sep, port = raw.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"{name} must be host:port (e.g. 127.0.0.1:9102), not {raw!r}")
+    return host, int(port)
+
+
 def parse_networks(name: str, raw: str) -> tuple[str, ...]:
     """A comma-separated list of IP addresses and CIDR networks (``10.0.0.0/8, ::1``),
     normalised; ``SettingsError`` naming ``name`` for anything else (host names and ``*``
@@ -120,6 +132,9 @@ class Settings:
     # that is not itself a trusted proxy. Empty: the header is ignored (a client could
     # otherwise pick any address, and so its own rate-limit bucket).
     trusted_proxies: tuple[str, ...] = ()
+    # Where ``/metrics`` is also served without a key (a private address for a Prometheus
+    # scraper); on the main port it always needs an all-projects key.
+    metrics_bind: tuple[str, int] | None = None
     # Delta updates: patches are computed from the launch assets of this many previous updates
     # of a stream, and served only when smaller than this fraction of the brotli bundle.
     patch_bases: int = 3
@@ -193,6 +208,7 @@ class Settings:
             test_crash_point=env("LUMORA_TEST_CRASH_POINT") or None,
             rate_limit_per_ip=env("LUMORA_RATE_LIMIT_PER_IP") or "",
             rate_limit_per_client=env("LUMORA_RATE_LIMIT_PER_CLIENT") or "",
+            metrics_bind=parse_bind("LUMORA_METRICS_BIND", env("LUMORA_METRICS_BIND") or ""),
             trusted_proxies=parse_networks(
                 "LUMORA_TRUSTED_PROXIES", env("LUMORA_TRUSTED_PROXIES") or ""
             ),
