@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -348,3 +349,53 @@ def test_a_malformed_metrics_bind_is_refused_at_start(tmp_path: Path) -> None:
     proc = run_serve(tmp_path, {"LUMORA_METRICS_BIND": "everywhere"})
     assert proc.returncode != 0
     assert "LUMORA_METRICS_BIND" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --------------------------------------- 13. uploaded is not published: no download by hash
+
+
+def test_uploaded_but_unpublished_files_are_not_served(
+    server_factory: Any, unique: str, tmp_path: Path
+) -> None:
+    first: ServerProcess = server_factory("sqlite")
+    # A second process on the same database and files, which learns of publishes late.
+    second: ServerProcess = server_factory(
+        "sqlite",
+        database_url=first.database_url,
+        storage_url=f"file://{first.data_dir / 'blobs'}",
+        extra_env={"LUMORA_CACHE_POLL_INTERVAL": "3600"},
+    )
+    slug = f"unpub-{unique}"
+    with first.client() as admin:
+        create_project(admin, slug)
+    secret = f"not for devices {unique}".encode()
+    sha = sha256_hex(secret)
+    with first.client() as admin:
+        put = admin.put(f"/api/v1/assets/{sha}", params={"project": slug}, content=secret)
+    assert put.status_code == 201
+    for srv in (first, second):
+        with srv.anon() as anon:
+            for path in (f"/api/v1/assets/{sha}", f"/api/v1/assets/{sha}.txt"):
+                assert anon.get(path).status_code == 404
+                assert anon.get(path, params={"via": "route"}).status_code == 404
+                assert anon.head(path).status_code == 404
+                assert anon.get(path, headers={"range": "bytes=0-3"}).status_code == 404
+                assert secret not in anon.get(path).content
+    # Once published it is served, at once, by every process.
+    root = tmp_path / "export"
+    root.mkdir()
+    (root / "bundle.js").write_text(f"console.log('{unique}')")
+    (root / "notes.txt").write_bytes(secret)
+    with first.client() as admin:
+        publish_dir(admin, slug, root, launch="bundle.js")
+    with first.anon() as anon:
+        served = anon.get(f"/api/v1/assets/{sha}.txt")
+        assert served.status_code == 200 and served.content == secret
+    # The other process still runs on its old snapshot: it asks the database (a "no" it
+    # got before the publish is reused for at most a second).
+    with second.anon() as anon:
+        deadline = time.monotonic() + 10
+        while (served := anon.get(f"/api/v1/assets/{sha}.txt")).status_code == 404:
+            assert time.monotonic() < deadline, "the other process never served it"
+            time.sleep(0.2)
+        assert served.status_code == 200 and served.content == secret

@@ -161,7 +161,10 @@ class UpdateAsset(Base):
     """An asset of an update: the launch asset has ``is_launch_asset`` set."""
 
     __tablename__ = "update_assets"
-    __table_args__ = (UniqueConstraint("update_id", "key", name="uq_update_assets_key"),)
+    __table_args__ = (
+        UniqueConstraint("update_id", "key", name="uq_update_assets_key"),
+        Index("ix_update_assets_sha256", "sha256"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     update_id: Mapped[str] = mapped_column(ForeignKey("updates.id", ondelete="CASCADE"))

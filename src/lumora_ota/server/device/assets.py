@@ -36,7 +36,7 @@ from lumora_ota.server.context import AppContext
 from lumora_ota.server.device.answer import RawHeaders, raw_headers
 from lumora_ota.server.device.memory import BytesLRU
 from lumora_ota.server.device.negotiation import acceptable_encodings
-from lumora_ota.server.device.patches import full_asset_vary, negotiate_patch
+from lumora_ota.server.device.patches import full_asset_vary, negotiate_patch, patch_index
 from lumora_ota.server.middleware import ASSET_SECURITY_HEADERS
 from lumora_ota.server.problems import ProblemError
 from lumora_ota.store.blobs import VARIANTS, BlobLocation, BlobStore, variant_name
@@ -283,6 +283,12 @@ def build_router(ctx: AppContext, files: AssetFiles) -> APIRouter:
     router = APIRouter(tags=["device"])
     sizes = KnownSizes(ctx.blobs)
 
+    async def published(sha256: str) -> bool:
+        # Uploaded is not published: a file no update references (a publish that never
+        # happened, or one still being prepared) is nobody's to download. Asked only about
+        # stored files, so random names cost no database query.
+        return await patch_index(ctx).is_published(sha256)
+
     # HEAD answers like GET without a body (FileResponse knows); one schema entry is enough.
     @router.head("/api/v1/assets/{name}", include_in_schema=False)
     @router.get(
@@ -305,9 +311,11 @@ def build_router(ctx: AppContext, files: AssetFiles) -> APIRouter:
             return patched
         identity = ctx.blobs.locate(sha256, content_type=content_type_for(extension))
         if identity.url is not None:
+            if await sizes.size(sha256) is None or not await published(sha256):
+                raise ProblemError(404, "asset not found")
             return await _redirect_to_store(ctx, sizes, request, sha256, extension, identity)
         found = files.find(sha256, extension, request.headers.get("accept-encoding"))
-        if found is None:
+        if found is None or not await published(sha256):
             raise ProblemError(404, "asset not found")
         asset, _ = found
         headers = {
