@@ -399,3 +399,45 @@ def test_uploaded_but_unpublished_files_are_not_served(
             assert time.monotonic() < deadline, "the other process never served it"
             time.sleep(0.2)
         assert served.status_code == 200 and served.content == secret
+
+
+# ------------------------------------------- 7. the data directory is private from creation
+
+
+def _loose(root: Path) -> list[str]:
+    """Paths under ``root`` (and itself) that group or others may access."""
+    paths = [root, *root.rglob("*")]
+    return [f"{p} {p.stat().st_mode & 0o777:04o}" for p in paths if p.stat().st_mode & 0o077]
+
+
+def test_data_directory_and_database_are_private_from_creation(
+    server_factory: Any, unique: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "fresh" / "data"  # does not exist: `lumora serve` creates it
+    srv: ServerProcess = server_factory(
+        "sqlite",
+        database_url=f"sqlite:///{data / 'lumora.db'}",
+        extra_args=["--data-dir", str(data)],  # the last --data-dir wins
+    )
+    with srv.client() as admin:
+        create_project(admin, f"modes-{unique}")
+        root = _many_files(tmp_path / "export", 3, unique)
+        publish_dir(admin, f"modes-{unique}", root, launch="bundle.js")
+    assert (data / "lumora.db").exists() and any((data / "blobs").rglob("*"))
+    assert _loose(data) == []
+    assert "accessible to other users" not in srv.log()
+
+
+def test_an_existing_readable_data_directory_is_reported_at_start(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    data = tmp_path / "shared"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    srv: ServerProcess = server_factory(
+        "sqlite",
+        database_url=f"sqlite:///{data / 'lumora.db'}",
+        extra_args=["--data-dir", str(data)],
+    )
+    warnings = [line for line in srv.log().splitlines() if "accessible to other users" in line]
+    assert len(warnings) == 1 and str(data) in warnings[0] and "chmod 700" in warnings[0]

@@ -23,6 +23,7 @@ import resource
 import sys
 from collections.abc import Sequence
 
+from lumora_ota.datadir import make_private
 from lumora_ota.settings import Settings, SettingsError
 
 APP_FACTORY = "lumora_ota.server.app:create_app_from_env"
@@ -171,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = Settings.from_env()
     except SettingsError as exc:
         raise SystemExit(str(exc)) from None
+    for warning in make_private(settings.data_dir, settings.resolved_database_url):
+        print(warning, file=sys.stderr, flush=True)
     run = run_granian if args.server == "granian" else run_uvicorn
     run(
         host=args.host,
