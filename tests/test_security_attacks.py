@@ -28,6 +28,7 @@ from harness import (
     create_project,
     free_port,
     lumora_bin,
+    make_export,
     publish_dir,
     sha256_hex,
 )
@@ -441,3 +442,63 @@ def test_an_existing_readable_data_directory_is_reported_at_start(
     )
     warnings = [line for line in srv.log().splitlines() if "accessible to other users" in line]
     assert len(warnings) == 1 and str(data) in warnings[0] and "chmod 700" in warnings[0]
+
+
+# ------------------------------------ 6. `lumora publish` never follows a link out of DIR
+
+
+def _lumora(server: ServerProcess, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUMORA_")}
+    env.update(
+        HOME=str(tmp_path),
+        XDG_CONFIG_HOME=str(tmp_path / ".config"),
+        LUMORA_SERVER=server.url,
+        LUMORA_API_KEY=server.admin_key,
+    )
+    return subprocess.run(
+        [lumora_bin(), *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_publish_refuses_a_symlink_leading_out_of_the_directory(
+    server: ServerProcess, unique: str, tmp_path: Path
+) -> None:
+    slug = f"links-{unique}"
+    with server.client() as admin:
+        create_project(admin, slug)
+    credentials = tmp_path / "home" / ".aws" / "credentials"
+    credentials.parent.mkdir(parents=True)
+    credentials.write_text(f"aws_secret_access_key = {unique}\n")
+    app = tmp_path / "app"
+    (app / "img").mkdir(parents=True)
+    (app / "main.js").write_text(f"console.log('{unique}')")
+    (app / "img" / "logo.png").write_bytes(b"png " + unique.encode())
+    (app / "img" / "alias.png").symlink_to(app / "img" / "logo.png")  # inside: fine
+    (app / "img" / "creds.png").symlink_to(credentials)
+    export = make_export(tmp_path / "export", seed=unique)
+    asset = next((export / "assets").iterdir())
+    asset.unlink()
+    asset.symlink_to(credentials)
+    attempts = [
+        (app / "img" / "creds.png", ["publish", str(app), "--launch-asset", "main.js",
+                                     "--runtime-version", "1"]),
+        (asset, ["publish", str(export)]),
+    ]  # fmt: skip
+    for link, args in attempts:
+        done = _lumora(server, tmp_path, *args, "--project", slug, "--yes", "--json")
+        assert done.returncode != 0, done.stdout
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+        assert str(link) in lines[0] and "outside" in lines[0]
+    # Nothing of the file reached the server.
+    with server.client() as admin:
+        missing = admin.post(
+            "/api/v1/assets/missing",
+            json={"project": slug, "hashes": [sha256_hex(credentials.read_bytes())]},
+        )
+    assert missing.json()["missing"] == [sha256_hex(credentials.read_bytes())]
+    # Without the outward link, links inside the directory are published as files.
+    (app / "img" / "creds.png").unlink()
+    args = ["publish", str(app), "--launch-asset", "main.js", "--runtime-version", "1"]
+    done = _lumora(server, tmp_path, *args, "--project", slug, "--yes", "--json")
+    assert done.returncode == 0, done.stderr
