@@ -502,3 +502,71 @@ def test_publish_refuses_a_symlink_leading_out_of_the_directory(
     args = ["publish", str(app), "--launch-asset", "main.js", "--runtime-version", "1"]
     done = _lumora(server, tmp_path, *args, "--project", slug, "--yes", "--json")
     assert done.returncode == 0, done.stderr
+
+
+# ------------------------- 5. privateKeyPath: the keys directory, all-projects admins, no oracle
+
+
+def test_private_key_path_reads_only_the_keys_directory_for_all_projects_admins(
+    server: ServerProcess, unique: str, tmp_path: Path
+) -> None:
+    from lumora_ota.signing import KEY_FILE_REFUSED, generate_signing_identity
+
+    key_pem, cert_pem = generate_signing_identity(f"keys-{unique}")
+    keys_dir = server.data_dir / "signing-keys"
+    keys_dir.mkdir(mode=0o700, exist_ok=True)
+    mine = keys_dir / f"a-{unique}.pem"
+    mine.write_bytes(key_pem)
+    mine.chmod(0o600)
+    with server.client() as admin:
+        victim = create_project(admin, f"victim-{unique}")
+        attacker = create_project(admin, f"attacker-{unique}")
+    body = {"keyid": "main", "certificatePem": cert_pem.decode()}
+
+    def put(path: str, key: str | None = None, project: dict[str, Any] = attacker) -> Any:
+        with server.client(key) as client:
+            return client.put(
+                f"/api/v1/projects/{project['slug']}/signing",
+                json={**body, "privateKeyPath": path},
+            )
+
+    assert put(mine.name, project=victim).status_code == 200  # the operator sets it up
+    # Another project's admin cannot point at the victim's key, nor any other server file.
+    scoped = new_key(server, "admin", attacker["id"], f"attacker-{unique}")
+    for path in (mine.name, str(mine), "/etc/hostname", "/nonexistent"):
+        assert put(path, scoped).status_code == 403
+    # For an all-projects admin, every refused file gets the same answer.
+    outside = tmp_path / "outside.pem"
+    outside.write_bytes(key_pem)
+    outside.chmod(0o600)
+    (keys_dir / f"link-{unique}.pem").symlink_to(outside)
+    huge = keys_dir / f"huge-{unique}.pem"
+    with huge.open("wb") as fh:
+        fh.truncate(1 << 30)  # 1 GiB, sparse: must not be read
+    huge.chmod(0o600)
+    loose = keys_dir / f"loose-{unique}.pem"
+    loose.write_bytes(key_pem)
+    loose.chmod(0o644)
+    fifo = keys_dir / f"fifo-{unique}"
+    os.mkfifo(fifo, 0o600)
+    refused = [
+        str(outside),
+        f"link-{unique}.pem",
+        "../lumora.db",
+        "/etc/shadow",
+        "/etc/hostname",
+        "/nonexistent/key.pem",
+        huge.name,
+        loose.name,
+        fifo.name,
+        ".",
+    ]
+    details = set()
+    for path in refused:
+        resp = put(path)
+        assert resp.status_code == 400, (path, resp.text)
+        details.add(resp.json()["detail"])
+    assert details == {KEY_FILE_REFUSED}
+    # The operator's file in the directory works, by name or absolute path.
+    assert put(mine.name).status_code == 200
+    assert put(str(mine)).status_code == 200

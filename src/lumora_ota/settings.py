@@ -39,6 +39,11 @@ def _env_float(name: str, default: float) -> float:
     return _env_parsed(name, default, float, "a number")
 
 
+def _env_path(name: str) -> Path | None:
+    raw = os.environ.get(name)
+    return Path(raw) if raw else None
+
+
 def _env_bounded_float(name: str, default: float, low: float, high: float) -> float:
     value = _env_float(name, default)
     if not low <= value <= high:
@@ -135,6 +140,9 @@ class Settings:
     # Where ``/metrics`` is also served without a key (a private address for a Prometheus
     # scraper); on the main port it always needs an all-projects key.
     metrics_bind: tuple[str, int] | None = None
+    # The only directory ``privateKeyPath`` (code signing) may read from; default
+    # ``<data_dir>/signing-keys``.
+    signing_keys_dir: Path | None = None
     # Delta updates: patches are computed from the launch assets of this many previous updates
     # of a stream, and served only when smaller than this fraction of the brotli bundle.
     patch_bases: int = 3
@@ -157,6 +165,11 @@ class Settings:
         if self.storage_url:
             return self.storage_url
         return f"file://{(self.data_dir / 'blobs').resolve()}"
+
+    @property
+    def resolved_signing_keys_dir(self) -> Path:
+        """Where signing-key files may be read from (``privateKeyPath``)."""
+        return self.signing_keys_dir or self.data_dir / "signing-keys"
 
     @property
     def resolved_public_url(self) -> str:
@@ -208,6 +221,9 @@ class Settings:
             test_crash_point=env("LUMORA_TEST_CRASH_POINT") or None,
             rate_limit_per_ip=env("LUMORA_RATE_LIMIT_PER_IP") or "",
             rate_limit_per_client=env("LUMORA_RATE_LIMIT_PER_CLIENT") or "",
+            signing_keys_dir=Path(keys_dir)
+            if (keys_dir := env("LUMORA_SIGNING_KEYS_DIR"))
+            else None,
             metrics_bind=parse_bind("LUMORA_METRICS_BIND", env("LUMORA_METRICS_BIND") or ""),
             trusted_proxies=parse_networks(
                 "LUMORA_TRUSTED_PROXIES", env("LUMORA_TRUSTED_PROXIES") or ""
