@@ -570,3 +570,35 @@ def test_private_key_path_reads_only_the_keys_directory_for_all_projects_admins(
     # The operator's file in the directory works, by name or absolute path.
     assert put(mine.name).status_code == 200
     assert put(str(mine)).status_code == 200
+
+
+# ------------------------------------------- 9. signing out voids the cookie on the server
+
+
+def test_a_cookie_copied_before_sign_out_is_worthless_after_it(
+    server: ServerProcess, unique: str
+) -> None:
+    from lumora_ota.server.dashboard.sessions import SESSION_COOKIE
+
+    key = new_key(server, "admin", None, f"dash-{unique}")
+    origin = {"origin": server.url}
+    with httpx.Client(base_url=server.url, timeout=30) as browser:
+        signed_in = browser.post("/dashboard/session", json={"apiKey": key}, headers=origin)
+        assert signed_in.status_code == 200
+        csrf = signed_in.json()["csrfToken"]
+        stolen = browser.cookies[SESSION_COOKIE]
+        assert browser.delete("/dashboard/session", headers={"x-csrf-token": csrf}).status_code
+    with httpx.Client(base_url=server.url, timeout=30, cookies={SESSION_COOKIE: stolen}) as thief:
+        assert thief.get("/api/v1/projects").status_code == 401
+        minted = thief.post(
+            "/api/v1/keys",
+            json={"name": f"stolen-{unique}", "role": "admin"},
+            headers={"x-csrf-token": csrf, **origin},
+        )
+        assert minted.status_code == 401
+        assert thief.get("/dashboard/session").json() == {"signedIn": False}
+    assert f"stolen-{unique}" not in key_names(server)
+    # Signing in again works.
+    with httpx.Client(base_url=server.url, timeout=30) as browser:
+        assert browser.post("/dashboard/session", json={"apiKey": key}).status_code == 200
+        assert browser.get("/api/v1/projects").status_code == 200

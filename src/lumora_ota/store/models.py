@@ -197,6 +197,9 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Dashboard sessions of this key issued before this instant (Unix milliseconds) are
+    # void: set by signing out, so a copied cookie dies with the sign-out.
+    sessions_void_before_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class AuditEntry(Base):
