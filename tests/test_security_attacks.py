@@ -602,3 +602,34 @@ def test_a_cookie_copied_before_sign_out_is_worthless_after_it(
     with httpx.Client(base_url=server.url, timeout=30) as browser:
         assert browser.post("/dashboard/session", json={"apiKey": key}).status_code == 200
         assert browser.get("/api/v1/projects").status_code == 200
+
+
+# ------------------------------------------------ 10. failed key attempts are throttled
+
+
+def test_failed_key_attempts_are_throttled_per_address(server_factory: Any) -> None:
+    srv: ServerProcess = server_factory(
+        "sqlite",
+        extra_env={"LUMORA_AUTH_FAILURE_LIMIT": "0.1/10", "LUMORA_TRUSTED_PROXIES": "127.0.0.1"},
+    )
+    guesser = {"x-forwarded-for": "203.0.113.5"}
+    with srv.anon() as anon:
+        statuses = []
+        for i in range(40):
+            resp = anon.get(
+                "/api/v1/projects", headers={**guesser, "authorization": f"Bearer lum_guess{i}"}
+            )
+            statuses.append(resp.status_code)
+            if resp.status_code == 429:
+                assert int(resp.headers["retry-after"]) >= 1
+                assert resp.headers["content-type"].startswith("application/problem+json")
+        assert statuses[:10] == [401] * 10 and statuses[-1] == 429
+        assert statuses.count(429) >= 25
+        # While throttled even the right key is refused (it would confirm a guess) ...
+        right = {**guesser, "authorization": f"Bearer {srv.admin_key}"}
+        assert anon.get("/api/v1/projects", headers=right).status_code == 429
+        signin = anon.post("/dashboard/session", json={"apiKey": srv.admin_key}, headers=guesser)
+        assert signin.status_code == 429
+        # ... and another address is not affected.
+        other = {"x-forwarded-for": "198.51.100.9", "authorization": f"Bearer {srv.admin_key}"}
+        assert anon.get("/api/v1/projects", headers=other).status_code == 200

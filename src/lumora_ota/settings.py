@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
+from lumora_ota.domain.ratelimit import RateLimit
+
 T = TypeVar("T")
 
 DEFAULT_HOST = "127.0.0.1"
@@ -37,6 +39,11 @@ def _env_int(name: str, default: int) -> int:
 
 def _env_float(name: str, default: float) -> float:
     return _env_parsed(name, default, float, "a number")
+
+
+def _rate_spec(raw: str) -> str:
+    RateLimit.parse(raw)  # ValueError when malformed
+    return raw
 
 
 def _env_path(name: str) -> Path | None:
@@ -132,6 +139,9 @@ class Settings:
     # Device-endpoint rate limits, "RATE[/BURST]" requests per second; empty = off.
     rate_limit_per_ip: str = ""
     rate_limit_per_client: str = ""
+    # Failed API-key attempts per client address, "RATE[/BURST]" per second: past it every
+    # key attempt from that address gets 429 until the bucket refills; "off" turns it off.
+    auth_failure_limit: str = "1/20"
     # Reverse proxies (IP networks) whose ``X-Forwarded-For``/``-Proto`` are believed: a
     # request from one of them is taken to come from the rightmost address of that header
     # that is not itself a trusted proxy. Empty: the header is ignored (a client could
@@ -221,6 +231,9 @@ class Settings:
             test_crash_point=env("LUMORA_TEST_CRASH_POINT") or None,
             rate_limit_per_ip=env("LUMORA_RATE_LIMIT_PER_IP") or "",
             rate_limit_per_client=env("LUMORA_RATE_LIMIT_PER_CLIENT") or "",
+            auth_failure_limit=_env_parsed(
+                "LUMORA_AUTH_FAILURE_LIMIT", "1/20", _rate_spec, "RATE[/BURST] or off"
+            ),
             signing_keys_dir=Path(keys_dir)
             if (keys_dir := env("LUMORA_SIGNING_KEYS_DIR"))
             else None,

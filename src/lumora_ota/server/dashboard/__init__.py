@@ -34,6 +34,7 @@ from lumora_ota.server.dashboard.sessions import (
     same_origin,
 )
 from lumora_ota.server.lifecycle import Lifecycle
+from lumora_ota.server.management.throttle import source_of, throttle_of
 from lumora_ota.server.problems import ProblemError
 from lumora_ota.store.apikeys import find_usable_key
 from lumora_ota.store.models import ApiKey
@@ -156,8 +157,13 @@ def build_router(files: dict[str, tuple[bytes, str, str]]) -> APIRouter:
                 key = find_usable_key(session, body.api_key.strip())
                 return _key_json(key) if key is not None else None
 
+        throttle = throttle_of(request)
+        if throttle is not None:
+            throttle.check(source_of(request))
         key = await asyncio.to_thread(check)
         if key is None:
+            if throttle is not None:
+                throttle.failed(source_of(request))
             raise ProblemError(401, "the API key is unknown, revoked or expired")
         cookie, session = auth.signer.issue(key["id"])
         response = JSONResponse(

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from lumora_ota.server.context import app_context
 from lumora_ota.server.dashboard.sessions import DashboardSession
+from lumora_ota.server.management.throttle import source_of, throttle_of
 from lumora_ota.server.problems import ProblemError, not_found
 from lumora_ota.store.apikeys import (
     find_usable_key,
@@ -80,11 +81,16 @@ def current_principal(request: Request) -> Principal:
         if dashboard_session is not None:
             return _principal_of_session(request, dashboard_session)
     secret = bearer_secret(request)
+    throttle = throttle_of(request)
+    if throttle is not None:
+        throttle.check(source_of(request))
     sessions = app_context(request).sessions
     with sessions() as session:
         session.connection(execution_options={"readonly": True})
         key = find_usable_key(session, secret)
         if key is None:
+            if throttle is not None:
+                throttle.failed(source_of(request))
             raise _unauthorized("the API key is unknown, revoked or expired")
         principal = Principal(
             key_id=key.id, name=key.name, role=key.role, project_id=key.project_id
