@@ -633,3 +633,19 @@ def test_failed_key_attempts_are_throttled_per_address(server_factory: Any) -> N
         # ... and another address is not affected.
         other = {"x-forwarded-for": "198.51.100.9", "authorization": f"Bearer {srv.admin_key}"}
         assert anon.get("/api/v1/projects", headers=other).status_code == 200
+
+
+# -------------------------------------------- 11. /health tells strangers the status only
+
+
+def test_health_shows_details_only_with_a_key(server: ServerProcess) -> None:
+    with server.anon() as anon:
+        anonymous = anon.get("/health")
+        wrong = anon.get("/health", headers={"authorization": "Bearer lum_wrong"})
+    assert anonymous.status_code == 200 and anonymous.json() == {"status": "ok"}
+    assert wrong.status_code == 401
+    reader = new_key(server, "read", None, "health-reader")
+    with server.client(reader) as client:
+        detailed = client.get("/health").json()
+    assert detailed["status"] == "ok" and detailed["instance"] == server.instance
+    assert {"version", "pid", "checks"} <= detailed.keys()
