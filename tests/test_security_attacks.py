@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -649,3 +650,46 @@ def test_health_shows_details_only_with_a_key(server: ServerProcess) -> None:
         detailed = client.get("/health").json()
     assert detailed["status"] == "ok" and detailed["instance"] == server.instance
     assert {"version", "pid", "checks"} <= detailed.keys()
+
+
+# --------------------------------------- 12. /docs loads nothing from elsewhere, under a CSP
+
+
+def test_docs_load_only_local_files_under_a_strict_csp(server: ServerProcess) -> None:
+    with server.anon() as anon:
+        page = anon.get("/docs")
+        assert page.status_code == 200
+        csp = page.headers["content-security-policy"]
+        directives = {part.split()[0]: part.split()[1:] for part in csp.split(";") if part.strip()}
+        assert directives["script-src"] == ["'self'"] and directives["default-src"] == ["'none'"]
+        assert directives["frame-ancestors"] == ["'none'"]
+        sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert sources and all(s.startswith("/docs/") for s in sources), sources
+        assert "<script>" not in page.text  # no inline script
+        for source in sources:
+            assert anon.get(source).status_code == 200, source
+        assert anon.get("/docs/static/../../../etc/passwd").status_code == 404
+        assert anon.get("/docs/static/swagger-editor-bundle.js").status_code == 404
+
+
+@pytest.mark.browser
+def test_docs_render_in_a_browser_without_csp_violations(
+    server: ServerProcess, browser: Any
+) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        outside: list[str] = []
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        page.on(
+            "request",
+            lambda req: None if req.url.startswith(server.url) else outside.append(req.url),
+        )
+        page.goto(f"{server.url}/docs")
+        page.locator(".opblock").first.wait_for(timeout=30_000)  # operations listed
+        assert page.locator(".opblock").count() > 20
+    finally:
+        context.close()
+    assert not errors, errors
+    assert not outside, outside

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from lumora_ota import __version__
 from lumora_ota.domain.ratelimit import RateLimit
 from lumora_ota.server import (
+    apidocs,
     dashboard,
     device,
     health,
@@ -115,12 +116,14 @@ def create_app(settings: Settings) -> LumoraApp:
         version=__version__,
         description=API_DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served locally under a CSP: server/apidocs.py
+        redoc_url=None,
         openapi_url="/openapi.json",
     )
     app.state.ctx = ctx
     install_problem_handlers(app)
     health.install(app, ctx, lifecycle)
+    apidocs.install(app)
     observability.install(app, ctx, lifecycle)  # stats recorder, /api/v1/events, /metrics
     responders = device.install(app, ctx, lifecycle)
     management.install(app, ctx, lifecycle)
