@@ -136,6 +136,8 @@ def assert_inert(resp: httpx.Response, *, active: bool) -> None:
 def test_every_asset_answer_is_sandboxed_and_active_types_are_attachments(
     server: ServerProcess, active_assets: dict[str, str]
 ) -> None:
+    if server.storage_url is not None:
+        pytest.skip("an object store serves asset bytes from its own origin (302 from here)")
     # One representation throughout: a compressed variant written meanwhile by the
     # post-publish job would carry another ETag.
     with server.anon(headers={"accept-encoding": "identity"}) as anon:
