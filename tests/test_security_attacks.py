@@ -698,3 +698,14 @@ def test_docs_render_in_a_browser_without_csp_violations(
         context.close()
     assert not errors, errors
     assert not outside, outside
+
+
+def test_keys_created_before_the_first_start_are_private_too(tmp_path: Path) -> None:
+    data = tmp_path / "new-install"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUMORA_")}
+    args = [lumora_bin(), "keys", "create", "--data-dir", str(data), "--role", "admin"]
+    done = subprocess.run(
+        [*args, "--name", "me"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert (data / "lumora.db").exists() and _loose(data) == []
