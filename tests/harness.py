@@ -129,7 +129,7 @@ class ServerProcess:
 
     def _owns_port(self) -> bool:
         for _ in range(5):
-            body = httpx.get(f"{self.url}/health", timeout=5).json()
+            body = httpx.get(f"{self.url}/health", headers=self.key_header, timeout=5).json()
             if body.get("instance") != self.instance:
                 return False
         return True
@@ -143,6 +143,9 @@ class ServerProcess:
                 "LUMORA_CACHE_POLL_INTERVAL": "0.2",
                 "LUMORA_STATS_FLUSH_INTERVAL": "0.2",
                 "LUMORA_INSTANCE_NAME": self.instance,
+                # The suite makes thousands of deliberate wrong-key requests from one
+                # address; the throttle's own test turns it on (test_security_attacks).
+                "LUMORA_AUTH_FAILURE_LIMIT": "off",
             }
         )
         env.update(self.extra_env)
@@ -173,14 +176,19 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log()}")
             with contextlib.suppress(httpx.HTTPError, ValueError):
-                resp = httpx.get(f"{self.url}/health", timeout=1)
-                if resp.status_code == 200:
+                resp = httpx.get(f"{self.url}/health", headers=self.key_header, timeout=1)
+                if resp.status_code in (200, 401):  # 401: another server, not our key
                     if resp.json().get("instance") == self.instance and self._owns_port():
                         return self
                     raise PortClash(self.url)
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"server did not become healthy:\n{self.log()}")
+
+    @property
+    def key_header(self) -> dict[str, str]:
+        """The ``Authorization`` header of the admin key (``/health`` details need a key)."""
+        return {"authorization": f"Bearer {self.admin_key}"}
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""

@@ -453,8 +453,9 @@ def test_bytes_lru_keeps_the_most_recent_within_its_limit() -> None:
     assert lru.size == 5
 
 
-def _edge_answered(http: Any) -> float:
-    for line in http.get("/metrics").text.splitlines():
+def _edge_answered(http: Any, key: str) -> float:
+    metrics = http.get("/metrics", headers={"authorization": f"Bearer {key}"})
+    for line in metrics.text.splitlines():
         if line.startswith("lumora_device_edge_answered_total "):
             return float(line.split()[1])
     raise AssertionError("no lumora_device_edge_answered_total in /metrics")
@@ -469,7 +470,7 @@ def test_a_real_server_answers_device_requests_at_the_edge(
     launch = f"/api/v1/assets/{ios['launchAsset']['sha256']}.js"
     with server.anon() as http:
         assert http.get(f"/api/v1/expo/{slug}/manifest", headers=expo_headers()).status_code == 200
-        before = _edge_answered(http)
+        before = _edge_answered(http, server.admin_key)
         manifest = http.get(f"/api/v1/expo/{slug}/manifest", headers=expo_headers())
         check = http.post(
             "/api/v1/updates/check",
@@ -484,7 +485,7 @@ def test_a_real_server_answers_device_requests_at_the_edge(
         )
         # On an object store (LUMORA_TEST_STORAGE=s3) the asset is the app's 302 to the bucket.
         edge_answers = 3 if STORAGE == "file" else 2
-        assert _edge_answered(http) == before + edge_answers
+        assert _edge_answered(http, server.admin_key) == before + edge_answers
         # Left to the application: a browser's request (CORS) and an error.
         browser = http.get(
             f"/api/v1/expo/{slug}/manifest",
@@ -494,4 +495,4 @@ def test_a_real_server_answers_device_requests_at_the_edge(
         missing = http.get(f"/api/v1/expo/{slug}/manifest", headers=expo_headers(platform="web"))
         assert missing.status_code == 400
         assert missing.headers["content-type"] == "application/problem+json"
-        assert _edge_answered(http) == before + edge_answers
+        assert _edge_answered(http, server.admin_key) == before + edge_answers

@@ -6,7 +6,7 @@ from harness import ServerProcess
 
 
 def test_health_reports_each_dependency(server: ServerProcess) -> None:
-    resp = server.anon().get("/health")
+    resp = server.client().get("/health")  # details need a key
     assert resp.status_code == 200
     body = resp.json()
     assert body["status"] == "ok"

@@ -141,7 +141,9 @@ def _publisher_loop(
 
 
 def _asset_bytes_metric(server: ServerProcess) -> float:
-    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    text = httpx.get(
+        f"{server.url}/metrics", headers={"authorization": f"Bearer {server.admin_key}"}, timeout=30
+    ).text
     match = re.search(r"^lumora_stats_asset_bytes (\S+)$", text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
 

@@ -317,7 +317,7 @@ def test_three_processes_start_at_once_on_a_fresh_database(
         with ThreadPoolExecutor(max_workers=3) as pool:
             list(pool.map(lambda srv: srv.start(timeout=120), servers))
         for srv in servers:
-            body = srv.anon().get("/health").json()
+            body = srv.client().get("/health").json()
             checks = {c["name"]: c for c in body["checks"]}
             assert body["status"] == "ok"
             assert checks["database"] == {**checks["database"], "status": "ok"}

@@ -80,7 +80,8 @@ def test_serve_with_uvicorn_runs_through_the_launcher(tmp_path: Path) -> None:
         assert server.proc is not None
         argv = _cmdline(server.proc.pid)
         assert argv[argv.index("--server") + 1] == "uvicorn"
-        assert httpx.get(f"{server.url}/health", timeout=5).json()["instance"] == server.instance
+        health = httpx.get(f"{server.url}/health", headers=server.key_header, timeout=5)
+        assert health.json()["instance"] == server.instance
         server.stop()
         # uvicorn re-raises the SIGTERM it handled once it has shut down gracefully.
         assert server.proc.returncode in (0, -signal.SIGTERM)

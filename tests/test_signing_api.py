@@ -88,7 +88,9 @@ def test_private_key_file_must_be_owner_only(
     server: ServerProcess, unique: str, pair: tuple[bytes, bytes], tmp_path: Path
 ) -> None:
     slug = new_project(server, unique, "sigfile")
-    key_file = tmp_path / "private-key.pem"
+    keys_dir = server.data_dir / "signing-keys"  # the default LUMORA_SIGNING_KEYS_DIR
+    keys_dir.mkdir(mode=0o700, exist_ok=True)
+    key_file = keys_dir / f"private-key-{unique}.pem"
     key_file.write_bytes(pair[0])
     body = {"keyid": "main", "privateKeyPath": str(key_file), "certificatePem": pair[1].decode()}
     os.chmod(key_file, 0o644)

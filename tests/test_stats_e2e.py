@@ -223,8 +223,8 @@ def test_two_processes_add_up_exactly(
 
     # /metrics: per-route request counts, and the cluster-wide figures from the database.
     def scrape() -> str:
-        with a.anon() as anon:
-            resp = anon.get("/metrics")
+        with a.client() as scraper:  # /metrics needs an all-projects key
+            resp = scraper.get("/metrics")
         assert resp.status_code == 200
         return resp.text
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
+
+from lumora_ota.domain.ratelimit import RateLimit
 
 T = TypeVar("T")
 
@@ -36,6 +39,59 @@ def _env_int(name: str, default: int) -> int:
 
 def _env_float(name: str, default: float) -> float:
     return _env_parsed(name, default, float, "a number")
+
+
+def _rate_spec(raw: str) -> str:
+    RateLimit.parse(raw)  # ValueError when malformed
+    return raw
+
+
+def _env_path(name: str) -> Path | None:
+    raw = os.environ.get(name)
+    return Path(raw) if raw else None
+
+
+def _env_bounded_float(name: str, default: float, low: float, high: float) -> float:
+    value = _env_float(name, default)
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low:g} and {high:g}, not {value:g}")
+    return value
+
+
+def _env_bounded_int(name: str, default: int, low: int, high: int) -> int:
+    value = _env_int(name, default)
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, not {value}")
+    return value
+
+
+def parse_bind(name: str, raw: str) -> tuple[str, int] | None:
+    """``host:port`` (``[v6]:port`` for IPv6) as a pair; None for ""; ``SettingsError``
+    naming ``name`` for anything else."""
+    if not raw:
+        return None
+    host, sep, port = raw.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"{name} must be host:port (e.g. 127.0.0.1:9102), not {raw!r}")
+    return host, int(port)
+
+
+def parse_networks(name: str, raw: str) -> tuple[str, ...]:
+    """A comma-separated list of IP addresses and CIDR networks (``10.0.0.0/8, ::1``),
+    normalised; ``SettingsError`` naming ``name`` for anything else (host names and ``*``
+    included: trusting a name or everyone would let any client choose its address)."""
+    networks: list[str] = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise SettingsError(
+                f"{name} must list IP addresses or CIDR networks, not {item!r}"
+            ) from None
+    return tuple(networks)
 
 
 @dataclass(frozen=True)
@@ -79,12 +135,33 @@ class Settings:
     stats_retention_days: int = 90
     workers: int = 1
     server: str = "granian"
+    # Seconds a connection may take to send a request's headers, counted from the moment it
+    # opens or finishes its previous request (so also the keep-alive idle time): idle and
+    # slow-header connections are closed after it instead of holding a connection slot.
+    header_timeout: float = 10.0
+    # Connections each worker serves at once; more wait in the kernel's accept queue. With
+    # ``header_timeout`` this bounds what idle connections can hold (``server/launch.py``).
+    max_connections: int = 4096
     log_level: str = "info"
     # Names this process in /health, so operators (and tests) can tell who answered.
     instance_name: str = field(default_factory=socket.gethostname)
     # Device-endpoint rate limits, "RATE[/BURST]" requests per second; empty = off.
     rate_limit_per_ip: str = ""
     rate_limit_per_client: str = ""
+    # Failed API-key attempts per client address, "RATE[/BURST]" per second: past it every
+    # key attempt from that address gets 429 until the bucket refills; "off" turns it off.
+    auth_failure_limit: str = "1/20"
+    # Reverse proxies (IP networks) whose ``X-Forwarded-For``/``-Proto`` are believed: a
+    # request from one of them is taken to come from the rightmost address of that header
+    # that is not itself a trusted proxy. Empty: the header is ignored (a client could
+    # otherwise pick any address, and so its own rate-limit bucket).
+    trusted_proxies: tuple[str, ...] = ()
+    # Where ``/metrics`` is also served without a key (a private address for a Prometheus
+    # scraper); on the main port it always needs an all-projects key.
+    metrics_bind: tuple[str, int] | None = None
+    # The only directory ``privateKeyPath`` (code signing) may read from; default
+    # ``<data_dir>/signing-keys``.
+    signing_keys_dir: Path | None = None
     # Delta updates: patches are computed from the launch assets of this many previous updates
     # of a stream, and served only when smaller than this fraction of the brotli bundle.
     patch_bases: int = 3
@@ -123,6 +200,11 @@ class Settings:
         if self.storage_url:
             return self.storage_url
         return f"file://{(self.data_dir / 'blobs').resolve()}"
+
+    @property
+    def resolved_signing_keys_dir(self) -> Path:
+        """Where signing-key files may be read from (``privateKeyPath``)."""
+        return self.signing_keys_dir or self.data_dir / "signing-keys"
 
     @property
     def resolved_public_url(self) -> str:
@@ -171,10 +253,22 @@ class Settings:
             stats_retention_days=_env_int("LUMORA_STATS_RETENTION_DAYS", 90),
             workers=_env_int("LUMORA_WORKERS", 1),
             server=env("LUMORA_SERVER_IMPL") or "granian",
+            header_timeout=_env_bounded_float("LUMORA_HEADER_TIMEOUT", 10.0, 0.1, 60.0),
+            max_connections=_env_bounded_int("LUMORA_MAX_CONNECTIONS", 4096, 16, 1_000_000),
             log_level=env("LUMORA_LOG_LEVEL") or "info",
             instance_name=env("LUMORA_INSTANCE_NAME") or socket.gethostname(),
             rate_limit_per_ip=env("LUMORA_RATE_LIMIT_PER_IP") or "",
             rate_limit_per_client=env("LUMORA_RATE_LIMIT_PER_CLIENT") or "",
+            auth_failure_limit=_env_parsed(
+                "LUMORA_AUTH_FAILURE_LIMIT", "1/20", _rate_spec, "RATE[/BURST] or off"
+            ),
+            signing_keys_dir=Path(keys_dir)
+            if (keys_dir := env("LUMORA_SIGNING_KEYS_DIR"))
+            else None,
+            metrics_bind=parse_bind("LUMORA_METRICS_BIND", env("LUMORA_METRICS_BIND") or ""),
+            trusted_proxies=parse_networks(
+                "LUMORA_TRUSTED_PROXIES", env("LUMORA_TRUSTED_PROXIES") or ""
+            ),
             patch_bases=_env_int("LUMORA_PATCH_BASES", 3),
             patch_max_ratio=_env_float("LUMORA_PATCH_MAX_RATIO", 0.5),
             patch_max_bundle_bytes=_env_int("LUMORA_PATCH_MAX_BUNDLE_BYTES", 32 * 1024 * 1024),

@@ -10,9 +10,12 @@ tooling does (key usage critical, extended key usage not critical).
 from __future__ import annotations
 
 import base64
+import os
 import re
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -27,6 +30,50 @@ KEYID_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
 class SigningError(ValueError):
     """A key, certificate or key id that cannot be used for code signing."""
+
+
+MAX_KEY_FILE_BYTES = 64 * 1024
+# The one answer to every refused key file: which rule failed (no such file, not a file,
+# outside the directory, readable by others, too large, unreadable) is not told, so the
+# field reveals nothing about the server's files.
+KEY_FILE_REFUSED = (
+    "privateKeyPath must name a PEM file of at most 64 KiB, readable by its owner only "
+    "(mode 0600), inside the server's signing-keys directory (LUMORA_SIGNING_KEYS_DIR)"
+)
+
+
+def read_key_file(keys_dir: Path, name: str) -> bytes:
+    """The bytes of private-key file ``name`` (relative to ``keys_dir``, or absolute) when it
+    is a regular file of at most ``MAX_KEY_FILE_BYTES`` that only its owner may access and
+    that lies, every symbolic link followed, inside ``keys_dir``; ``SigningError`` with
+    ``KEY_FILE_REFUSED`` otherwise. Mode and size are checked on the opened file, so a file
+    swapped in between is refused too, and no more than the limit is ever read."""
+    try:
+        root = keys_dir.resolve(strict=True)
+        path = (root / name).resolve(strict=True)
+        if not path.is_relative_to(root):
+            raise SigningError(KEY_FILE_REFUSED)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            info = os.fstat(fd)
+            if (
+                not stat.S_ISREG(info.st_mode)
+                or info.st_mode & 0o077
+                or info.st_size > MAX_KEY_FILE_BYTES
+            ):
+                raise SigningError(KEY_FILE_REFUSED)
+            chunks: list[bytes] = []
+            size = 0
+            while chunk := os.read(fd, MAX_KEY_FILE_BYTES + 1 - size):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_KEY_FILE_BYTES:
+                    raise SigningError(KEY_FILE_REFUSED)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):  # SigningError included: one message for every refusal
+        raise SigningError(KEY_FILE_REFUSED) from None
 
 
 @dataclass(frozen=True)

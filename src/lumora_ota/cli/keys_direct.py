@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from lumora_ota.cli.errors import CliError
+from lumora_ota.datadir import make_private
 from lumora_ota.domain.manifest import iso_time
 from lumora_ota.settings import Settings
 from lumora_ota.store import apikeys
@@ -51,6 +52,9 @@ def open_session(url: str, *, create: bool) -> Iterator[Session]:
         raise CliError(
             f"no Lumora database at {parsed.database}; check --data-dir or --database-url"
         )
+    if is_sqlite_file:
+        # Private from creation, as `lumora serve` makes them (lumora_ota.datadir).
+        make_private(Path(str(parsed.database)).parent)
     try:
         engine = create_db_engine(url, pool_size=1)
     except Exception as exc:

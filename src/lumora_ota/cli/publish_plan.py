@@ -21,6 +21,7 @@ import functools
 import hashlib
 import json
 import mimetypes
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -186,7 +187,7 @@ def _plan_expo_export(
         raise CliError(f"{root / 'metadata.json'} lists no ios, android or web bundle")
     expo_config: dict[str, Any] | None = None
     if (root / "expoConfig.json").is_file():
-        expo_config = _read_json_object(root / "expoConfig.json")
+        expo_config = _read_json_object(inside(root, root / "expoConfig.json"))
     if runtime_version is None and expo_config is None:
         raise CliError(
             f"no runtime version: {root} has no expoConfig.json (`npx expo export` does not"
@@ -261,8 +262,14 @@ def _plan_directory(
     launch_path = found.resolve()
     resolved_root = root.resolve()
     if not launch_path.is_relative_to(resolved_root):
+        if Path(os.path.normpath(found.absolute())).is_relative_to(root.absolute()):
+            inside(root, found)  # a file of DIR that links out of it: name the link
         raise CliError(f"the launch asset {launch_asset} is not inside {root}")
-    files = [p for p in _visible_files(resolved_root) if p.resolve() != launch_path]
+    files = [
+        inside(resolved_root, p)
+        for p in _visible_files(resolved_root)
+        if p.resolve() != launch_path
+    ]
     launch_key = launch_path.relative_to(resolved_root).as_posix()
     launch_ext = launch_path.suffix
     launch = PlannedFile(launch_key, launch_path, content_type_for(launch_ext), launch_ext)
@@ -429,4 +436,17 @@ def _existing_file(root: Path, key: str, where: str) -> Path:
     path = root / key
     if not path.is_file():
         raise CliError(f"{where} names {key}, which does not exist in {root}")
+    return inside(root, path)
+
+
+def inside(root: Path, path: Path) -> Path:
+    """``path`` when it (after following every symbolic link on the way) is inside ``root``;
+    else ``CliError`` naming it. Whatever is published is downloadable by anyone, so a link
+    out of the directory (to ``~/.aws/credentials``, say) must never be followed; links
+    within it are fine."""
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise CliError(
+            f"{path} is a symbolic link leading outside {root} (to {path.resolve()}):"
+            " refusing to publish it"
+        )
     return path

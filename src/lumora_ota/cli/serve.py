@@ -10,6 +10,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from lumora_ota.cli.errors import CliError
+from lumora_ota.datadir import make_private
 from lumora_ota.server.launch import LOG_LEVELS, SERVERS, command
 from lumora_ota.settings import (
     DEFAULT_DATA_DIR,
@@ -91,7 +92,8 @@ def serve(
     log_level = log_level.lower()
     if log_level not in LOG_LEVELS:
         raise typer.BadParameter(f"choose one of {', '.join(LOG_LEVELS)}", param_hint="--log-level")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Private before the migration creates the database; the launcher reports loose modes.
+    make_private(settings.data_dir, settings.resolved_database_url)
     _export(settings)
     _migrate(settings)
     _exec_server(

@@ -40,6 +40,14 @@ class TokenBuckets:
         self.max_keys = max_keys
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
+    def wait(self, key: str, now: float) -> float:
+        """Seconds until ``key`` has a token at ``now`` (0: it has one), spending nothing."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return 0.0
+        tokens = min(self.limit.burst, bucket[0] + (now - bucket[1]) * self.limit.rate)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.limit.rate
+
     def take(self, key: str, now: float) -> float:
         """Spend one token for ``key`` at time ``now``.
 

@@ -11,13 +11,15 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
 from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lumora_ota import __version__
 from lumora_ota.domain.ratelimit import RateLimit
 from lumora_ota.server import (
+    apidocs,
     dashboard,
     device,
     health,
@@ -69,14 +71,17 @@ def settle_garbage_collector() -> None:
 
 class LumoraApp(FastAPI):
     """The FastAPI application with the device edge (``server/device/edge.py``) in front:
-    the commonest device requests are answered before the framework's layers."""
+    the commonest device requests are answered before the framework's layers. With trusted
+    proxies configured, their forwarding headers are applied first (``front``), so the edge's
+    rate limits and everything behind it see the device's address."""
 
     edge: DeviceEdge | None = None
+    front: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        edge = self.edge
-        if edge is not None and scope["type"] == "http":
-            await edge(scope, receive, send)  # hands everything else to ``framework``
+        front = self.front
+        if front is not None and scope["type"] == "http":
+            await front(scope, receive, send)  # hands everything else to ``framework``
         else:
             await super().__call__(scope, receive, send)
 
@@ -116,12 +121,14 @@ def create_app(settings: Settings) -> LumoraApp:
         version=__version__,
         description=API_DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served locally under a CSP: server/apidocs.py
+        redoc_url=None,
         openapi_url="/openapi.json",
     )
     app.state.ctx = ctx
     install_problem_handlers(app)
     health.install(app, ctx, lifecycle)
+    apidocs.install(app)
     observability.install(app, ctx, lifecycle)  # stats recorder, /api/v1/events, /metrics
     responders = device.install(app, ctx, lifecycle)
     management.install(app, ctx, lifecycle)
@@ -143,6 +150,18 @@ def create_app(settings: Settings) -> LumoraApp:
         limiter=limiter,
     )
     ctx.components["edge"] = app.edge  # /metrics reads how many requests it answered
+    app.front = app.edge
+    if settings.trusted_proxies:
+        # uvicorn's middleware: X-Forwarded-For read right to left, trusted hops skipped.
+        # Imported here only: uvicorn's package costs a granian worker memory otherwise.
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        app.front = cast(
+            ASGIApp,
+            ProxyHeadersMiddleware(
+                cast(Any, app.edge), trusted_hosts=list(settings.trusted_proxies)
+            ),
+        )
     app.add_middleware(RequestGuardMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
     return app

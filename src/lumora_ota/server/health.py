@@ -3,6 +3,10 @@
 A dependency that answers but not fully (a SQLite database locked by another process or
 read-only: devices are still served, publishing is not) makes the status "degraded" with
 200, so load balancers keep an instance that still serves devices.
+
+Anonymous callers (load balancers, uptime checks) get the status only; the version, the
+instance name, the process id and each dependency's check are for a valid API key (any
+role): they tell an attacker which release and which hosts to aim at.
 """
 
 from __future__ import annotations
@@ -12,14 +16,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from lumora_ota import __version__
 from lumora_ota.server.context import AppContext
+from lumora_ota.server.dashboard.sessions import SESSION_COOKIE
 from lumora_ota.server.lifecycle import Lifecycle
+from lumora_ota.server.management.auth import current_principal
 from lumora_ota.store.db import is_sqlite, sqlite_write_problem
 from lumora_ota.store.outage import database_outage, describe
 
@@ -63,19 +69,24 @@ def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
     """Add ``/health``."""
 
     @app.get("/health", tags=["health"], summary="Liveness and dependency health")
-    async def get_health() -> JSONResponse:
+    async def get_health(request: Request) -> JSONResponse:
+        """``{"status": "ok"|"degraded"}``; with an API key also ``version``, ``instance``,
+        ``pid`` and ``checks``. 401 for a wrong key."""
+        detailed = "authorization" in request.headers or SESSION_COOKIE in request.cookies
+        if detailed:
+            await run_in_threadpool(current_principal, request)
         checks = await run_in_threadpool(check_dependencies, ctx)
         ok = all(c["status"] == "ok" for c in checks)
         # Degraded (not down) still serves devices: stay in the load balancer (200).
         down = any(c["status"] == "down" for c in checks)
+        body: dict[str, Any] = {"status": "ok" if ok else "degraded"}
+        if detailed:
+            body.update(
+                version=__version__,
+                instance=ctx.settings.instance_name,
+                pid=os.getpid(),
+                checks=checks,
+            )
         return JSONResponse(
-            {
-                "status": "ok" if ok else "degraded",
-                "version": __version__,
-                "instance": ctx.settings.instance_name,
-                "pid": os.getpid(),
-                "checks": checks,
-            },
-            status_code=503 if down else 200,
-            headers={"cache-control": "no-store"},
+            body, status_code=503 if down else 200, headers={"cache-control": "no-store"}
         )

@@ -3,10 +3,11 @@
 ``lumora serve`` (the Typer CLI) validates its options, exports the settings to the
 environment, migrates the database, then replaces itself (``os.execv``, same PID, so signals
 and process-tree handling are unchanged) with ``python -m lumora_ota.server.launch``. This
-module imports only the standard library and the chosen server, so the supervisor stays small
-and the workers, forked from it, do not inherit the CLI's modules (Typer, Rich, Click, the
-API client) either: every megabyte here is counted once in the supervisor and again in each
-worker's RSS. It must not import the application (FastAPI, SQLAlchemy, ...): the workers do.
+module imports only the standard library, ``lumora_ota.settings`` (standard library only) and
+the chosen server, so the supervisor stays small and the workers, forked from it, do not
+inherit the CLI's modules (Typer, Rich, Click, the API client) either: every megabyte here
+is counted once in the supervisor and again in each worker's RSS. It must not import the
+application (FastAPI, SQLAlchemy, ...): the workers do.
 
 Run directly, it reads the same ``LUMORA_*`` variables as the application::
 
@@ -17,15 +18,52 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import os
+import resource
 import socket
 import sys
 from collections.abc import Sequence
+
+from lumora_ota.datadir import make_private
+from lumora_ota.settings import Settings, SettingsError
 
 APP_FACTORY = "lumora_ota.server.app:create_app_from_env"
 SERVERS = ("granian", "uvicorn")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 GRACEFUL_SHUTDOWN_SECONDS = 10
+# File descriptors a worker keeps for itself beyond its connections (database, blobs, logs).
+RESERVED_FDS = 256
+
+log = logging.getLogger("lumora_ota.server")
+
+
+def connection_cap(wanted: int) -> int:
+    """Connections one worker may hold: ``wanted``, raising this process's soft open-file
+    limit towards its hard limit to make room (workers inherit it), and lowered when even
+    the hard limit leaves too few descriptors: a worker out of descriptors refuses every
+    new client, which is the lockout the cap exists to prevent."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + RESERVED_FDS
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        capped = max(16, soft - RESERVED_FDS)
+        log.warning(
+            "LUMORA_MAX_CONNECTIONS=%d needs %d open files, the limit is %d: serving at most "
+            "%d connections per worker",
+            wanted,
+            needed,
+            soft,
+            capped,
+        )
+        return capped
+    return wanted
 
 
 def command(
@@ -69,11 +107,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_granian(*, host: str, port: int, workers: int, log_level: str) -> None:
-    """Serve with granian: this process supervises, ``workers`` forked processes serve."""
-    from granian.constants import Interfaces
+def run_granian(*, host: str, port: int, workers: int, log_level: str, settings: Settings) -> None:
+    """Serve with granian: this process supervises, ``workers`` forked processes serve.
+
+    HTTP/1.1 only (a reverse proxy speaks HTTP/2 to devices): in granian's automatic mode a
+    connection that sends nothing waits for protocol detection with no timeout at all, so
+    1,024 silent connections locked every client out. In HTTP/1 mode hyper's header timeout
+    runs from the moment a connection opens or goes idle, and each worker holds up to
+    ``max_connections`` (granian's backpressure) while the rest wait in the accept queue.
+    """
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
     from granian.server import Server
 
+    cap = connection_cap(settings.max_connections)
     Server(
         APP_FACTORY,
         address=host,
@@ -83,15 +130,26 @@ def run_granian(*, host: str, port: int, workers: int, log_level: str) -> None:
         factory=True,
         log_level=log_level,  # type: ignore[arg-type]
         log_access=False,
+        http=HTTPModes.http1,
+        http1_settings=HTTP1Settings(
+            header_read_timeout=max(1, round(settings.header_timeout * 1000)), keep_alive=True
+        ),
+        backlog=max(1024, min(cap, 4096)),
+        backpressure=cap,
         # Like uvicorn's graceful-shutdown timeout below: a worker that has not finished its
         # shutdown this long after SIGTERM is killed instead of holding the server up forever.
         workers_kill_timeout=GRACEFUL_SHUTDOWN_SECONDS,
     ).serve()
 
 
-def run_uvicorn(*, host: str, port: int, workers: int, log_level: str) -> None:
-    """Serve with uvicorn (in this process when ``workers`` is 1)."""
+def run_uvicorn(*, host: str, port: int, workers: int, log_level: str, settings: Settings) -> None:
+    """Serve with uvicorn (in this process when ``workers`` is 1). Idle keep-alive
+    connections close after ``header_timeout``; past ``max_connections`` new requests get
+    503 (uvicorn has no header timeout for a fresh connection: prefer granian, the default,
+    where the server faces the network)."""
     import uvicorn
+
+    cap = connection_cap(settings.max_connections)
 
     uvicorn.run(
         APP_FACTORY,
@@ -102,6 +160,8 @@ def run_uvicorn(*, host: str, port: int, workers: int, log_level: str) -> None:
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        timeout_keep_alive=max(1, round(settings.header_timeout)),
+        limit_concurrency=cap,
     )
 
 
@@ -135,8 +195,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.workers < 1:
         raise SystemExit("--workers must be at least 1")
     ensure_port_free(args.host, args.port)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise SystemExit(str(exc)) from None
+    for warning in make_private(settings.data_dir, settings.resolved_database_url):
+        print(warning, file=sys.stderr, flush=True)
     run = run_granian if args.server == "granian" else run_uvicorn
-    run(host=args.host, port=args.port, workers=args.workers, log_level=args.log_level)
+    run(
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        settings=settings,
+    )
 
 
 if __name__ == "__main__":

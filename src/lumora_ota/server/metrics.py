@@ -9,6 +9,7 @@ are the cluster-wide figures whichever process answers.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -24,6 +25,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lumora_ota.server.context import AppContext
+from lumora_ota.server.management.auth import current_principal
 from lumora_ota.stats import StatsRecorder
 from lumora_ota.stats_report import (
     ACTIVE_WINDOWS,
@@ -308,7 +310,66 @@ def build_registry(ctx: AppContext) -> tuple[CollectorRegistry, RequestMetrics]:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    """``GET /metrics`` in the Prometheus text format."""
+    """``GET /metrics`` in the Prometheus text format, for an all-projects key only: the
+    figures name every project (401 without a key, 403 for a project-scoped one). A scraper
+    without a key reads them on ``LUMORA_METRICS_BIND`` (``MetricsListener``)."""
+    principal = await run_in_threadpool(current_principal, request)
+    principal.require_all_projects()
     registry: CollectorRegistry = request.app.state.ctx.components["metrics_registry"]
     body = await run_in_threadpool(generate_latest, registry)
-    return Response(body, media_type=PROMETHEUS_CONTENT_TYPE)
+    return Response(body, media_type=PROMETHEUS_CONTENT_TYPE, headers={"cache-control": "no-store"})
+
+
+class MetricsListener:
+    """``GET /metrics`` without a key on a separate address (``LUMORA_METRICS_BIND``), meant
+    for a private network: a minimal HTTP/1.0-style server (one request per connection,
+    headers bounded in size and time) on the worker's event loop. Every worker binds it
+    with ``SO_REUSEPORT``, like the main port, so a scrape reaches one worker's request
+    figures; the statistics figures are cluster-wide whichever answers."""
+
+    HEADER_TIMEOUT = 5.0
+    MAX_HEAD_BYTES = 16 * 1024
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+        self._registry = registry
+        self._host = host
+        self._port = port
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        """Listen (``OSError`` when the address cannot be bound: the worker fails loudly)."""
+        self._server = await asyncio.start_server(
+            self._handle,
+            self._host,
+            self._port,
+            reuse_port=True,
+            limit=self.MAX_HEAD_BYTES,
+        )
+
+    async def stop(self) -> None:
+        """Stop listening and close open connections."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.HEADER_TIMEOUT)
+            method, _, rest = head.partition(b" ")
+            target = rest.partition(b" ")[0].partition(b"?")[0]
+            if method in (b"GET", b"HEAD") and target == b"/metrics":
+                body = await run_in_threadpool(generate_latest, self._registry)
+                status, content_type = b"200 OK", PROMETHEUS_CONTENT_TYPE.encode()
+            else:
+                body, status, content_type = b"not found\n", b"404 Not Found", b"text/plain"
+            writer.write(
+                b"HTTP/1.1 " + status + b"\r\ncontent-type: " + content_type
+                + b"\r\ncontent-length: " + str(len(body)).encode()
+                + b"\r\ncache-control: no-store\r\nconnection: close\r\n\r\n"
+                + (body if method != b"HEAD" else b"")
+            )  # fmt: skip
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            pass  # a silent, oversized or vanished client: just close
+        finally:
+            writer.close()

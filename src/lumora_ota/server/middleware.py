@@ -20,6 +20,16 @@ API_SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"x-frame-options", b"DENY"),
 ]
 
+# Every answer on the asset path (files, ranges, patches, redirects, errors): a document it
+# turns into gets a unique opaque origin, runs no script and loads nothing, so a published
+# file can never act on the dashboard's origin (issue 15 item 1; ``server/device/assets.py``).
+ASSET_PATH_PREFIX = "/api/v1/assets/"
+ASSET_CSP = "sandbox; default-src 'none'"
+ASSET_SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-security-policy", ASSET_CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+)
+
 DEVICE_PATH_PREFIXES = (
     "/api/v1/expo/",
     "/api/v1/updates/check",
@@ -28,16 +38,24 @@ DEVICE_PATH_PREFIXES = (
 )
 
 
-def with_security_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """``headers`` plus the security headers among ``API_SECURITY_HEADERS`` it lacks."""
+def with_security_headers(
+    headers: Iterable[tuple[bytes, bytes]], *, asset: bool = False
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` plus the security headers among ``API_SECURITY_HEADERS`` (and, for an
+    answer on the asset path, ``ASSET_SECURITY_HEADERS``) it lacks."""
     finished = list(headers)
     present = {name.lower() for name, _ in finished}
     finished.extend(h for h in API_SECURITY_HEADERS if h[0] not in present)
+    if asset:
+        # The asset path's policy replaces any other (no route there may loosen it).
+        finished = [h for h in finished if h[0].lower() != b"content-security-policy"]
+        finished.append(ASSET_SECURITY_HEADERS[0])
     return finished
 
 
 class SecurityHeadersMiddleware:
-    """Adds nosniff, no-referrer and frame denial to every response that lacks them."""
+    """Adds nosniff, no-referrer and frame denial to every response that lacks them, and the
+    sandboxing policy to every answer on the asset path."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -47,9 +65,11 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
 
+        asset = scope["path"].startswith(ASSET_PATH_PREFIX)
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = with_security_headers(message.get("headers", ()))
+                message["headers"] = with_security_headers(message.get("headers", ()), asset=asset)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -97,12 +117,26 @@ class DeviceRateLimiter:
 RATE_LIMIT_SCOPE_KEY = "lumora.rate_limit_wait"
 
 
+# Methods devices use on the asset path; the management API shares the prefix with writes
+# (``POST /api/v1/assets/missing``, ``PUT /api/v1/assets/{sha256}``), which keys, not device
+# limits, govern.
+DEVICE_ASSET_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+MANAGEMENT_ASSET_PATHS = ("/api/v1/assets/missing",)
+
+
 def is_device_request(scope: Scope) -> bool:
-    """Whether an HTTP request goes to a device endpoint (the ones rate limits cover)."""
+    """Whether an HTTP request goes to a device endpoint (the ones rate limits cover): never
+    a management route, even one under a device path's prefix."""
     if scope["type"] != "http":
         return False
     path: str = scope["path"]
-    return path.startswith(DEVICE_PATH_PREFIXES)
+    if not path.startswith(DEVICE_PATH_PREFIXES):
+        return False
+    if path.startswith(ASSET_PATH_PREFIX):
+        return scope["method"] in DEVICE_ASSET_METHODS and not path.startswith(
+            MANAGEMENT_ASSET_PATHS
+        )
+    return True
 
 
 class DeviceRateLimitMiddleware:

@@ -14,7 +14,12 @@ from sqlalchemy import Engine
 from lumora_ota.server.context import AppContext
 from lumora_ota.server.device import events
 from lumora_ota.server.lifecycle import Lifecycle
-from lumora_ota.server.metrics import MetricsMiddleware, build_registry, metrics_endpoint
+from lumora_ota.server.metrics import (
+    MetricsListener,
+    MetricsMiddleware,
+    build_registry,
+    metrics_endpoint,
+)
 from lumora_ota.stats import StatsBatch, StatsRecorder, utc_now
 from lumora_ota.stats_report import auto_pause_failing, health_thresholds
 from lumora_ota.stats_retention import PRUNE_INTERVAL, prune_statistics
@@ -95,3 +100,7 @@ def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
     ctx.components["request_metrics"] = request_metrics
     app.add_middleware(MetricsMiddleware, metrics=request_metrics)
     app.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+    if settings.metrics_bind is not None:
+        listener = MetricsListener(registry, *settings.metrics_bind)
+        lifecycle.on_start(listener.start)
+        lifecycle.on_stop(listener.stop)

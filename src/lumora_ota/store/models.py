@@ -167,7 +167,10 @@ class UpdateAsset(Base):
     """An asset of an update: the launch asset has ``is_launch_asset`` set."""
 
     __tablename__ = "update_assets"
-    __table_args__ = (UniqueConstraint("update_id", "key", name="uq_update_assets_key"),)
+    __table_args__ = (
+        UniqueConstraint("update_id", "key", name="uq_update_assets_key"),
+        Index("ix_update_assets_sha256", "sha256"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     update_id: Mapped[str] = mapped_column(ForeignKey("updates.id", ondelete="CASCADE"))
@@ -202,6 +205,9 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Dashboard sessions of this key issued before this instant (Unix milliseconds) are
+    # void: set by signing out, so a copied cookie dies with the sign-out.
+    sessions_void_before_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class AuditEntry(Base):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -26,14 +27,17 @@ from lumora_ota.server.context import AppContext, app_context
 from lumora_ota.server.dashboard.sessions import (
     SESSION_COOKIE,
     CookieAuthenticator,
+    DashboardSession,
     SessionSigner,
     load_or_create_secret,
     origin_of,
     same_origin,
 )
 from lumora_ota.server.lifecycle import Lifecycle
+from lumora_ota.server.management.throttle import source_of, throttle_of
 from lumora_ota.server.problems import ProblemError
 from lumora_ota.store.apikeys import find_usable_key
+from lumora_ota.store.models import ApiKey
 
 STATIC_DIR = Path(__file__).parent / "static"
 CONTENT_TYPES = {
@@ -107,6 +111,17 @@ def _key_json(key: Any) -> dict[str, Any]:
     return {"id": key.id, "name": key.name, "role": key.role, "projectId": key.project_id}
 
 
+def void_sessions(ctx: AppContext, session: DashboardSession) -> None:
+    """Void every dashboard session of ``session``'s key issued until now (milliseconds
+    past its issue time, so a sign-in later in the same millisecond is not voided)."""
+    with ctx.sessions() as db:
+        key = db.get(ApiKey, session.key_id)
+        if key is not None:
+            now_ms = max(int(time.time() * 1000), session.issued_at_ms)
+            key.sessions_void_before_ms = max(key.sessions_void_before_ms or 0, now_ms)
+            db.commit()
+
+
 def build_router(files: dict[str, tuple[bytes, str, str]]) -> APIRouter:
     """The dashboard's routes, serving ``files`` from memory."""
     router = APIRouter(include_in_schema=False, route_class=DashboardRoute)
@@ -143,8 +158,13 @@ def build_router(files: dict[str, tuple[bytes, str, str]]) -> APIRouter:
                 key = find_usable_key(session, body.api_key.strip())
                 return _key_json(key) if key is not None else None
 
+        throttle = throttle_of(request)
+        if throttle is not None:
+            throttle.check(source_of(request))
         key = await asyncio.to_thread(check)
         if key is None:
+            if throttle is not None:
+                throttle.failed(source_of(request))
             raise ProblemError(401, "the API key is unknown, revoked or expired")
         cookie, session = auth.signer.issue(key["id"])
         response = JSONResponse(
@@ -178,7 +198,11 @@ def build_router(files: dict[str, tuple[bytes, str, str]]) -> APIRouter:
             with ctx.sessions() as db:
                 db.connection(execution_options={"readonly": True})  # no write lock
                 key = get_key(db, session.key_id)
-                return _key_json(key) if key is not None and is_usable(key) else None
+                if key is None or not is_usable(key):
+                    return None
+                if session.voided_by(key.sessions_void_before_ms):
+                    return None
+                return _key_json(key)
 
         key = await asyncio.to_thread(load)
         headers = _headers({"cache-control": "no-store"})
@@ -192,7 +216,11 @@ def build_router(files: dict[str, tuple[bytes, str, str]]) -> APIRouter:
     @router.delete("/dashboard/session")
     async def sign_out(request: Request) -> Response:
         auth = _authenticator(request)
-        auth(request)  # a session sign-out is a write: CSRF-checked
+        session = auth(request)  # a session sign-out is a write: CSRF-checked
+        if session is not None:
+            # Void it on the server, so a copy of the cookie (and every other session of
+            # this key issued until now) stops working, on every process at once.
+            await asyncio.to_thread(void_sessions, app_context(request), session)
         response = Response(status_code=204, headers=_headers({"cache-control": "no-store"}))
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
         return response

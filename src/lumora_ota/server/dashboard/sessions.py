@@ -4,7 +4,9 @@ Signing in with an API key sets the cookie ``lumora_session`` =
 ``base64url(json{k: key id, n: nonce, e: expiry}) "." base64url(HMAC-SHA256)``, signed with a
 per-install secret kept in the database (``server_secrets``), so every server process sharing
 the database accepts it. The cookie never holds the key itself; each request re-reads the key
-by id, so revoking or expiring the key ends its sessions at once.
+by id, so revoking or expiring the key ends its sessions at once. Signing out voids, on the
+server, every session of the key issued until then (``ApiKey.sessions_void_before_ms``,
+compared with the cookie's issue time ``i``), so a copy of the cookie is worthless after it.
 
 Write requests made with the cookie must carry ``X-CSRF-Token`` (an HMAC of the session nonce,
 handed to the dashboard script by ``GET /dashboard/session``) and, when the browser sends one,
@@ -68,6 +70,11 @@ class DashboardSession:
     key_id: str
     nonce: str
     expires_at: int
+    issued_at_ms: int
+
+    def voided_by(self, void_before_ms: int | None) -> bool:
+        """Whether a sign-out at ``void_before_ms`` (Unix ms; None: never) ended it."""
+        return void_before_ms is not None and self.issued_at_ms <= void_before_ms
 
 
 class SessionSigner:
@@ -82,10 +89,14 @@ class SessionSigner:
 
     def issue(self, key_id: str, now: float | None = None) -> tuple[str, DashboardSession]:
         """A new cookie value for ``key_id``."""
-        expires_at = int((now or time.time()) + self.lifetime)
-        session = DashboardSession(key_id, secrets.token_urlsafe(16), expires_at)
+        now = now or time.time()
+        expires_at = int(now + self.lifetime)
+        session = DashboardSession(
+            key_id, secrets.token_urlsafe(16), expires_at, issued_at_ms=int(now * 1000)
+        )
         payload = json.dumps(
-            {"k": key_id, "n": session.nonce, "e": expires_at}, separators=(",", ":")
+            {"k": key_id, "n": session.nonce, "e": expires_at, "i": session.issued_at_ms},
+            separators=(",", ":"),
         ).encode()
         return f"{_b64(payload)}.{_b64(self._mac('session', payload))}", session
 
@@ -97,7 +108,10 @@ class SessionSigner:
             if not hmac.compare_digest(mac, self._mac("session", payload)):
                 return None
             data = json.loads(payload)
-            session = DashboardSession(str(data["k"]), str(data["n"]), int(data["e"]))
+            expires_at = int(data["e"])
+            # Cookies made before issue times were recorded: issued one lifetime before expiry.
+            issued = int(data.get("i", (expires_at - self.lifetime) * 1000))
+            session = DashboardSession(str(data["k"]), str(data["n"]), expires_at, issued)
         except (ValueError, KeyError, TypeError):
             return None
         return session if session.expires_at > (now or time.time()) else None
@@ -140,9 +154,10 @@ class CookieAuthenticator:
         cookie = request.cookies.get(SESSION_COOKIE)
         return self.signer.verify(cookie) if cookie else None
 
-    def __call__(self, request: Request) -> str | None:
-        """The key id of the request's session; None without a valid session cookie.
-        Raises 403 for a write without a valid CSRF token or from another origin."""
+    def __call__(self, request: Request) -> DashboardSession | None:
+        """The request's session; None without a valid session cookie (whether a sign-out
+        voided it is the caller's to check, with the key). Raises 403 for a write without a
+        valid CSRF token or from another origin."""
         session = self.session_of(request)
         if session is None:
             return None
@@ -154,4 +169,4 @@ class CookieAuthenticator:
                 or not same_origin(request, self.public_origins)
             ):
                 raise ProblemError(403, "missing or invalid CSRF token for this dashboard session")
-        return session.key_id
+        return session

@@ -27,7 +27,12 @@ class DeviceResponders:
 def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> DeviceResponders:
     """Add the device routes, CORS for them and the delivery cache with its poller; returns
     the responders behind the routes (for the device edge)."""
-    cache = DeliveryCache(ctx.engine, ctx.sessions, poll_interval=ctx.settings.cache_poll_interval)
+    cache = DeliveryCache(
+        ctx.engine,
+        ctx.sessions,
+        poll_interval=ctx.settings.cache_poll_interval,
+        signing_keys_dir=ctx.settings.resolved_signing_keys_dir,
+    )
     cache.watch_local_commits()
     ctx.components["delivery"] = cache
     lifecycle.on_start(cache.start)

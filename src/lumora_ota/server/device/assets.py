@@ -36,7 +36,8 @@ from lumora_ota.server.context import AppContext
 from lumora_ota.server.device.answer import RawHeaders, raw_headers
 from lumora_ota.server.device.memory import BytesLRU
 from lumora_ota.server.device.negotiation import acceptable_encodings
-from lumora_ota.server.device.patches import full_asset_vary, negotiate_patch
+from lumora_ota.server.device.patches import full_asset_vary, negotiate_patch, patch_index
+from lumora_ota.server.middleware import ASSET_SECURITY_HEADERS
 from lumora_ota.server.problems import ProblemError
 from lumora_ota.store.blobs import VARIANTS, BlobLocation, BlobStore, variant_name
 from lumora_ota.store.known_sizes import KnownSizes
@@ -66,20 +67,51 @@ CONTENT_TYPES = {
     ".mp4": "video/mp4",
     ".wasm": "application/wasm",
     ".txt": "text/plain; charset=utf-8",
-    ".html": "text/html; charset=utf-8",
     ".css": "text/css; charset=utf-8",
 }
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+# Published files are anyone's bytes (any publish key), served on the dashboard's origin:
+# none may ever run as a page there. Every asset answer is sandboxed (``ASSET_SECURITY_HEADERS``)
+# and only types a browser renders inertly keep their type; everything else (HTML, XHTML, SVG,
+# XML/XSLT, PDF, unknown types...) goes out as an ``application/octet-stream`` attachment.
+ATTACHMENT = "attachment"
+INERT_TYPE_PREFIXES = ("image/", "audio/", "video/", "font/")
+INERT_TYPES = frozenset(
+    {
+        "application/javascript",  # with nosniff never run as a document, only shown
+        "application/json",
+        "application/wasm",
+        "application/octet-stream",
+        "text/plain",
+        "text/css",
+    }
+)
 # Encodings in server preference order (brotli is smaller).
 ENCODINGS = tuple(VARIANTS)
 
 
 def content_type_for(extension: str) -> str:
-    """The content type served for a file extension (with its dot; "" for none)."""
+    """The content type served for a file extension (with its dot; "" for none): the file's
+    own type when a browser shows it inertly (``is_inert``), else ``application/octet-stream``
+    (also sent as an attachment: ``stored_asset``)."""
     ext = extension.lower()
     if not ext:
         return DEFAULT_CONTENT_TYPE
-    return CONTENT_TYPES.get(ext) or mimetypes.guess_type(f"x{ext}")[0] or DEFAULT_CONTENT_TYPE
+    guessed = CONTENT_TYPES.get(ext) or mimetypes.guess_type(f"x{ext}")[0] or DEFAULT_CONTENT_TYPE
+    return guessed if is_inert(guessed) else DEFAULT_CONTENT_TYPE
+
+
+def is_inert(content_type: str) -> bool:
+    """Whether a browser navigated to a response of this type never runs code from it.
+
+    An allow-list, so a type nobody thought of is treated as active: HTML, XHTML, SVG and
+    every XML type (XSLT runs, SVG and XHTML hold script), PDF (viewers run script) and
+    anything unknown are not inert.
+    """
+    media = content_type.split(";", 1)[0].strip().lower()
+    if "xml" in media or "svg" in media or "html" in media:
+        return False
+    return media in INERT_TYPES or media.startswith(INERT_TYPE_PREFIXES)
 
 
 def parse_asset_name(name: str) -> tuple[str, str]:
@@ -132,13 +164,15 @@ def stored_asset(
         ("content-type", content_type),
         ("cache-control", IMMUTABLE),
         ("etag", asset_etag(sha256, encoding)),
-        ("x-content-type-options", "nosniff"),
         ("accept-ranges", "bytes"),
         ("last-modified", formatdate(stat.st_mtime, usegmt=True)),
     ]
+    if content_type == DEFAULT_CONTENT_TYPE:
+        pairs.append(("content-disposition", ATTACHMENT))
     if encoding != "identity":
         pairs.append(("content-encoding", encoding))
-    return StoredAsset(sha256, encoding, path, stat, content_type, raw_headers(*pairs))
+    headers = (*raw_headers(*pairs), *ASSET_SECURITY_HEADERS)
+    return StoredAsset(sha256, encoding, path, stat, content_type, headers)
 
 
 class AssetFiles:
@@ -249,6 +283,12 @@ def build_router(ctx: AppContext, files: AssetFiles) -> APIRouter:
     router = APIRouter(tags=["device"])
     sizes = KnownSizes(ctx.blobs)
 
+    async def published(sha256: str) -> bool:
+        # Uploaded is not published: a file no update references (a publish that never
+        # happened, or one still being prepared) is nobody's to download. Asked only about
+        # stored files, so random names cost no database query.
+        return await patch_index(ctx).is_published(sha256)
+
     # HEAD answers like GET without a body (FileResponse knows); one schema entry is enough.
     @router.head("/api/v1/assets/{name}", include_in_schema=False)
     @router.get(
@@ -271,9 +311,11 @@ def build_router(ctx: AppContext, files: AssetFiles) -> APIRouter:
             return patched
         identity = ctx.blobs.locate(sha256, content_type=content_type_for(extension))
         if identity.url is not None:
+            if await sizes.size(sha256) is None or not await published(sha256):
+                raise ProblemError(404, "asset not found")
             return await _redirect_to_store(ctx, sizes, request, sha256, extension, identity)
         found = files.find(sha256, extension, request.headers.get("accept-encoding"))
-        if found is None:
+        if found is None or not await published(sha256):
             raise ProblemError(404, "asset not found")
         asset, _ = found
         headers = {

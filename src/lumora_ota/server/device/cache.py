@@ -61,7 +61,12 @@ from starlette.concurrency import run_in_threadpool
 from lumora_ota.domain.model import UpdateKind, UpdateRecord, UpdateStatus
 from lumora_ota.domain.runtime import is_runtime_range, runtime_matches
 from lumora_ota.domain.selection import IndexedCandidates
-from lumora_ota.signing import SigningError, SigningIdentity, load_signing_identity
+from lumora_ota.signing import (
+    SigningError,
+    SigningIdentity,
+    load_signing_identity,
+    read_key_file,
+)
 from lumora_ota.store.db import DELIVERY_BUMPED, PATCH_BUMPED, read_revisions
 from lumora_ota.store.models import Channel, Project, SigningKey, Update
 from lumora_ota.store.outage import (
@@ -319,8 +324,12 @@ def load_full_update(session: Session, update_id: str) -> UpdateRecord | None:
     return to_record(update) if update is not None else None
 
 
-def load_signing_key(session: Session, project_id: str) -> SigningIdentity | None:
-    """The project's signing identity, None when it does not sign (or its key is unusable)."""
+def load_signing_key(
+    session: Session, project_id: str, keys_dir: Path | None = None
+) -> SigningIdentity | None:
+    """The project's signing identity, None when it does not sign (or its key is unusable).
+    A key file is read only from ``keys_dir`` (``signing.read_key_file``): a path stored
+    before that rule (another project's key, say) is refused and logged."""
     row = session.get(SigningKey, project_id)
     if row is None:
         return None
@@ -328,7 +337,9 @@ def load_signing_key(session: Session, project_id: str) -> SigningIdentity | Non
         if row.private_key_pem is not None:
             private_pem: bytes = row.private_key_pem.encode()
         elif row.private_key_path is not None:
-            private_pem = Path(row.private_key_path).read_bytes()
+            if keys_dir is None:
+                return None
+            private_pem = read_key_file(keys_dir, row.private_key_path)
         else:
             return None
         return load_signing_identity(row.keyid, private_pem, row.certificate_pem)
@@ -344,8 +355,14 @@ class DeliveryCache:
     """In-process, revision-checked cache of everything the device endpoints serve."""
 
     def __init__(
-        self, engine: Engine, sessions: sessionmaker[Session], *, poll_interval: float
+        self,
+        engine: Engine,
+        sessions: sessionmaker[Session],
+        *,
+        poll_interval: float,
+        signing_keys_dir: Path | None = None,
     ) -> None:
+        self._signing_keys_dir = signing_keys_dir
         self._engine = engine
         # Loads only read: a read-only transaction (no write lock taken, none waited for).
         self._sessions = sessionmaker(
@@ -669,7 +686,9 @@ class DeliveryCache:
             return generation.signing[project_id]
 
         async def load() -> SigningIdentity | None:
-            loaded = await run_in_threadpool(self._run_in_session, load_signing_key, project_id)
+            loaded = await run_in_threadpool(
+                self._run_in_session, load_signing_key, project_id, self._signing_keys_dir
+            )
             generation.signing[project_id] = loaded
             return loaded
 

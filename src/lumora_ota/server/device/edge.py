@@ -237,7 +237,9 @@ class DeviceEdge:
         try:
             # As the route: the patch index is loaded for every asset request, so the
             # ``vary`` of a URL is the same whichever request came first.
-            await patch_index(self._ctx).snapshot()
+            snapshot = await patch_index(self._ctx).snapshot()
+            if sha256 not in snapshot.published:
+                raise Fallback  # the route looks it up, or answers 404 (never published)
             found = files.find(sha256, match["ext"] or "", headers.get("accept-encoding"))
             if found is None:
                 raise Fallback  # the route answers 404

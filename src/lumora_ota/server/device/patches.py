@@ -65,6 +65,8 @@ PATCH_STATUS = 226  # IM Used (RFC 3229)
 PATCH_CACHE_CONTROL = "private, no-store"
 DEFAULT_VARY = "accept-encoding"
 MAX_BODY_CACHE_BYTES = 64 * 1024 * 1024
+MAX_LOOKED_UP = 10_000  # database answers kept per snapshot (``PatchIndex.is_published``)
+UNPUBLISHED_TTL = 1.0  # seconds a "not published" answer from the database is reused
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,10 @@ class IndexSnapshot:
     launches: dict[str, ServedLaunch] = field(default_factory=dict)
     view: PatchIndexView = field(default_factory=lambda: PatchIndexView({}, {}, {}))
     launch_shas: frozenset[str] = frozenset()
+    # Every file some update (any status) references: only these are served by hash.
+    published: frozenset[str] = frozenset()
+    # Hashes looked up in the database since this snapshot was loaded (``is_published``).
+    looked_up: dict[str, tuple[bool, float]] = field(default_factory=dict)
 
 
 def load_snapshot(session: Session) -> IndexSnapshot:
@@ -135,7 +141,10 @@ def load_snapshot(session: Session) -> IndexSnapshot:
         known = patches.get((base_sha, target_sha))
         if known is None or (useful and not known.useful):
             patches[(base_sha, target_sha)] = PatchEntry(target_sha, base_sha, size, useful)
-    return IndexSnapshot(launches, PatchIndexView(served, bases, patches), launch_shas)
+    published = frozenset(session.execute(select(UpdateAsset.sha256).distinct()).scalars())
+    return IndexSnapshot(
+        launches, PatchIndexView(served, bases, patches), launch_shas, published=published
+    )
 
 
 class PatchBodies:
@@ -198,6 +207,36 @@ class PatchIndex:
                 self._token = token
                 self.loads += 1
             return self._snapshot
+
+    async def is_published(self, sha256: str) -> bool:
+        """Whether some update references this stored file, so it may be served by hash.
+
+        Known from the snapshot; a hash it lacks (published by another process since the
+        last reload) is looked up in the database. A yes holds for the snapshot's life, a
+        no for ``UNPUBLISHED_TTL`` seconds, so a client repeating a stored, unpublished
+        hash costs at most one query per hash that often. Callers ask only about files
+        that exist, so random hashes never reach the database.
+        """
+        snapshot = await self.snapshot()
+        if sha256 in snapshot.published:
+            return True
+        now = time.monotonic()
+        known = snapshot.looked_up.get(sha256)
+        if known is not None and (known[0] or now - known[1] < UNPUBLISHED_TTL):
+            return known[0]
+        if len(snapshot.looked_up) >= MAX_LOOKED_UP:
+            snapshot.looked_up.clear()
+        found = await run_in_threadpool(self._references, sha256)
+        snapshot.looked_up[sha256] = (found, now)
+        return found
+
+    def _references(self, sha256: str) -> bool:
+        with self._sessions() as session:
+            session.connection(execution_options={"readonly": True})
+            found = session.execute(
+                select(UpdateAsset.id).where(UpdateAsset.sha256 == sha256).limit(1)
+            ).first()
+            return found is not None
 
     def loaded(self) -> IndexSnapshot | None:
         """The last snapshot, stale or not (for cheap synchronous header decisions)."""

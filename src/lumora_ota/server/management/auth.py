@@ -18,6 +18,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from lumora_ota.server.context import app_context
+from lumora_ota.server.dashboard.sessions import DashboardSession
+from lumora_ota.server.management.throttle import source_of, throttle_of
 from lumora_ota.server.problems import ProblemError, not_found
 from lumora_ota.store.apikeys import (
     find_usable_key,
@@ -75,15 +77,20 @@ def current_principal(request: Request) -> Principal:
     # The dashboard's session cookie (server/dashboard/sessions.py) stands in for the header.
     cookie_auth = app_context(request).components.get("cookie_auth")
     if cookie_auth is not None and "authorization" not in request.headers:
-        key_id = cookie_auth(request)
-        if key_id is not None:
-            return _principal_by_id(request, key_id)
+        dashboard_session = cookie_auth(request)
+        if dashboard_session is not None:
+            return _principal_of_session(request, dashboard_session)
     secret = bearer_secret(request)
+    throttle = throttle_of(request)
+    if throttle is not None:
+        throttle.check(source_of(request))
     sessions = app_context(request).sessions
     with sessions() as session:
         session.connection(execution_options={"readonly": True})
         key = find_usable_key(session, secret)
         if key is None:
+            if throttle is not None:
+                throttle.failed(source_of(request))
             raise _unauthorized("the API key is unknown, revoked or expired")
         principal = Principal(
             key_id=key.id, name=key.name, role=key.role, project_id=key.project_id
@@ -101,12 +108,14 @@ def _note_use(sessions: sessionmaker[Session], key_id: str) -> None:
         session.commit()
 
 
-def _principal_by_id(request: Request, key_id: str) -> Principal:
+def _principal_of_session(request: Request, dashboard: DashboardSession) -> Principal:
     with app_context(request).sessions() as session:
         session.connection(execution_options={"readonly": True})
-        key = get_key(session, key_id)
+        key = get_key(session, dashboard.key_id)
         if key is None or not is_usable(key):
             raise _unauthorized("the dashboard session's key is revoked or expired")
+        if dashboard.voided_by(key.sessions_void_before_ms):
+            raise _unauthorized("this dashboard session was signed out")
         return Principal(key_id=key.id, name=key.name, role=key.role, project_id=key.project_id)
 
 

@@ -3,21 +3,22 @@
 ``PUT /projects/{project}/signing`` (admin) turns manifest signing on: the key pair must parse,
 the key must be RSA with at least 2048 bits, and the certificate must belong to it and allow
 code signing (what expo-updates checks). The private key is kept in the database, or — with
-``privateKeyPath`` instead of ``privateKeyPem`` — read from a file on the server that only its
-owner may read (mode 0600 or stricter). The private key is never returned.
+``privateKeyPath`` instead of ``privateKeyPem``, for an all-projects admin only — read from a
+file in the server's signing-keys directory that only its owner may read (mode 0600), at most
+64 KiB (``signing.read_key_file``; one message for every refused file, so the field is no
+oracle for the server's files). The private key is never returned.
 """
 
 from __future__ import annotations
 
-import stat
-from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import Field
 from sqlalchemy.orm import Session
 
 from lumora_ota.domain.manifest import iso_time
+from lumora_ota.server.context import app_context
 from lumora_ota.server.management.audit import record_audit
 from lumora_ota.server.management.auth import (
     CurrentPrincipal,
@@ -27,7 +28,7 @@ from lumora_ota.server.management.auth import (
 )
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel
 from lumora_ota.server.problems import ProblemError
-from lumora_ota.signing import KEYID_RE, SigningError, load_signing_identity
+from lumora_ota.signing import KEYID_RE, SigningError, load_signing_identity, read_key_file
 from lumora_ota.store.db import bump_delivery_revision
 from lumora_ota.store.models import SigningKey, utcnow
 
@@ -43,22 +44,6 @@ class SigningKeyPut(RequestModel):
     private_key_pem: Annotated[str | None, Field(max_length=MAX_PEM_CHARS)] = None
     private_key_path: Annotated[str | None, Field(min_length=1, max_length=4096)] = None
     certificate_pem: Annotated[str, Field(min_length=1, max_length=MAX_PEM_CHARS)]
-
-
-def read_private_key_file(path_text: str) -> bytes:
-    """The PEM at an absolute server-side path readable by its owner only; 400 otherwise."""
-    path = Path(path_text)
-    if not path.is_absolute():
-        raise ProblemError(400, "privateKeyPath must be an absolute path on the server")
-    try:
-        mode = path.stat().st_mode
-        if not stat.S_ISREG(mode):
-            raise ProblemError(400, "privateKeyPath is not a regular file")
-        if mode & 0o077:
-            raise ProblemError(400, "privateKeyPath must be readable by its owner only (chmod 600)")
-        return path.read_bytes()
-    except OSError as exc:
-        raise ProblemError(400, f"privateKeyPath cannot be read: {exc.strerror}") from None
 
 
 def signing_json(row: SigningKey | None) -> dict[str, Any]:
@@ -89,18 +74,27 @@ def _upsert(session: Session, project_id: str, body: SigningKeyPut) -> SigningKe
 
 @router.put("/projects/{project}/signing", summary="Turn on manifest signing (admin)")
 def put_signing(
-    project: str, body: SigningKeyPut, principal: CurrentPrincipal, session: WriteSession
+    project: str,
+    body: SigningKeyPut,
+    principal: CurrentPrincipal,
+    session: WriteSession,
+    request: Request,
 ) -> dict[str, Any]:
     """Store the project's signing key pair; manifests are signed from now on."""
     found = visible_project(session, principal, project)
     principal.require("admin")
     if (body.private_key_pem is None) == (body.private_key_path is None):
         raise ProblemError(400, "send exactly one of privateKeyPem and privateKeyPath")
-    private_pem = (
-        body.private_key_pem.encode()
-        if body.private_key_pem is not None
-        else read_private_key_file(body.private_key_path or "")
-    )
+    if body.private_key_pem is not None:
+        private_pem = body.private_key_pem.encode()
+    else:
+        # Server files are the operator's: a project's admin must not pick one.
+        principal.require_all_projects()
+        keys_dir = app_context(request).settings.resolved_signing_keys_dir
+        try:
+            private_pem = read_key_file(keys_dir, body.private_key_path or "")
+        except SigningError as exc:
+            raise ProblemError(400, str(exc)) from None
     try:
         load_signing_identity(body.keyid, private_pem, body.certificate_pem, require_valid_now=True)
     except SigningError as exc:
