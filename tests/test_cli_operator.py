@@ -150,9 +150,15 @@ def test_every_updates_command_takes_a_group_id(
     # A group with a rolled-back update is not half promoted.
     assert "rolled back" in cli.fails("updates", "promote", group, "--to-channel", "qa", "--yes")
     assert updates_of(server, project, channel="qa") == []
-    assert {u["status"] for u in updates_of(server, project, channel="production")} == {
-        "rolledBack"
-    }
+    # Production holds the rolled-back pair and what replaced it for their devices (the
+    # only publish had nothing before it: a roll-back-to-embedded marker per platform), and
+    # nothing else: the refused promote changed nothing there either.
+    replaced = {r["replacement"]["id"] for r in rolled if r.get("replacement")}
+    assert len(replaced) == 2
+    production = {u["id"]: u for u in updates_of(server, project, channel="production")}
+    assert set(production) == {ios, android} | replaced
+    assert {production[i]["status"] for i in (ios, android)} == {"rolledBack"}
+    assert {production[i]["kind"] for i in replaced} == {"rollbackToEmbedded"}
     assert "no update or update group" in cli.fails("updates", "view", str(uuid.uuid4()))
 
 

@@ -31,6 +31,7 @@ from delta_helpers import (
 )
 from harness import ServerProcess, create_project, publish_export, sha256_hex
 from lumora_ota.domain.hashes import hex_from_b64url
+from lumora_ota.store.db import create_db_engine, read_revisions
 
 PATCH_LIMIT_OF_BROTLI = 0.20
 
@@ -314,6 +315,8 @@ def test_another_process_serves_new_patches(
     while delivery_metric(other, "patch_changes") < 1:
         assert time.monotonic() < deadline, "the other process never saw the patch revision"
         time.sleep(0.1)
+    engine = create_db_engine(pair.server.database_url)
+    revision = read_revisions(engine)[0]
     invalidations = delivery_metric(other, "cache_invalidations_total")
     patch_changes = delivery_metric(other, "patch_changes")
     embedded_id = f"store-{uuid.uuid4().hex[:8]}"
@@ -340,7 +343,12 @@ def test_another_process_serves_new_patches(
     while delivery_metric(other, "patch_changes") <= patch_changes:
         assert time.monotonic() < deadline, "the other process never saw the new patch revision"
         time.sleep(0.1)
-    assert delivery_metric(other, "cache_invalidations_total") == invalidations
+    # The module's shared server may change delivery for other projects meanwhile (its
+    # background work), moving the revision: the other process drops its cache only for
+    # such moves, never for the store build or its patch.
+    moved = read_revisions(engine)[0] - revision
+    engine.dispose()
+    assert delivery_metric(other, "cache_invalidations_total") - invalidations <= moved
     other.stop()
 
 

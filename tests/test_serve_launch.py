@@ -236,7 +236,7 @@ def test_a_second_serve_on_a_busy_port_fails(tmp_path: Path, impl: str) -> None:
         assert f"127.0.0.1:{first.port}" in stderr
         # Every request still reaches the first server.
         for _ in range(10):
-            body = httpx.get(f"{first.url}/health", timeout=5).json()
+            body = httpx.get(f"{first.url}/health", headers=first.key_header, timeout=5).json()
             assert body["instance"] == first.instance
     finally:
         first.stop()

@@ -404,21 +404,29 @@ def test_failing_flushes_keep_counters_but_bound_per_device_detail(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A database outage: the batch is kept for the next flush, but fresh device ids cannot
-    grow it past ``MAX_UNFLUSHED``; the counters survive."""
+    grow it past ``MAX_PENDING_ROWS``; the counters keep counting."""
     from sqlalchemy import create_engine
 
     import lumora_ota.stats as stats_module
 
-    monkeypatch.setattr(stats_module, "MAX_UNFLUSHED", 100)
+    monkeypatch.setattr(stats_module, "MAX_PENDING_ROWS", 100)
     no_schema = create_engine("sqlite://")  # every flush fails: no tables
     recorder = StatsRecorder(no_schema, clock=lambda: NOW)
-    for i in range(150):
-        recorder.record_check(
-            project_id="p", channel="production", platform="ios",
-            served_update_id="u", device_id=f"device-{i}",
-        )  # fmt: skip
+
+    def checks(start: int, count: int) -> None:
+        for i in range(start, start + count):
+            recorder.record_check(
+                project_id="p", channel="production", platform="ios",
+                served_update_id="u", device_id=f"device-{i}",
+            )  # fmt: skip
+
+    checks(0, 150)
     with pytest.raises(Exception):
         recorder.flush()
-    assert recorder.dropped > 0
-    assert recorder.pending == 1  # the one counter: 150 checks of update u
+    kept = recorder.pending
+    assert kept <= 100 + 4  # the bound, plus the last admitted device's rows
+    checks(150, 1000)  # the outage goes on: fresh device ids add nothing
+    assert recorder.pending == kept
+    assert recorder.totals["stats_dropped"] >= 1000
+    assert recorder.totals["checks"] == 1150
     assert recorder.flush_errors == 1

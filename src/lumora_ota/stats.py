@@ -97,8 +97,9 @@ EVENT_TIME_PAST = timedelta(days=30)
 # (UpdateDao.loadRecentUpdateIdsWithFailedLaunch: ``... ORDER BY commit_time DESC LIMIT 5``);
 # more ids in one request count no further.
 MAX_FAILED_IDS_COUNTED = 5
-# Rows a batch may hold while flushes fail or lag: past it, new device rows are dropped
-# (counted in ``totals["stats_dropped"]``) so a flood cannot grow memory without bound.
+# Rows a batch may hold while flushes fail (a database outage) or lag: past it, new
+# per-device rows are dropped (counted in ``totals["stats_dropped"]``) and only the counters
+# keep counting, so a flood of fresh device ids cannot grow memory however long it lasts.
 MAX_PENDING_ROWS = 200_000
 # Devices new today (to this process) that one source may add; past it that source's new
 # device ids are counted as checks only. Invented device ids are the one way anonymous
@@ -114,10 +115,6 @@ EVENT_TIME_FUTURE = timedelta(days=1)
 # pinned memory the allocator could otherwise give back. Two keys sharing a 64-bit hash
 # (odds about 1 in 10^14 at this size) would cost one idempotent write being skipped.
 SEEN_FACTS_LIMIT = 50_000
-# Per-device entries kept for the next flush while flushes fail (a database outage): past
-# this, per-device detail is dropped and only the counters are kept, so anonymous traffic
-# with fresh device ids cannot grow memory for as long as the outage lasts.
-MAX_UNFLUSHED = 200_000
 
 CounterKey = tuple[str, str, str, date, str]  # project, channel, update, day, metric
 FactKey = tuple[str, str, str, str]  # project, device, update, fact
@@ -250,7 +247,6 @@ class StatsRecorder:
         self.totals: dict[str, int] = {}
         self.flushes = 0
         self.flush_errors = 0
-        self.dropped = 0  # per-device entries given up during an outage
 
     # ------------------------------------------------------------------ hot path
 
@@ -420,18 +416,6 @@ class StatsRecorder:
                 with self._lock:
                     batch.merge(self._batch)
                     self._batch = batch
-                    if len(batch) - len(batch.counters) > MAX_UNFLUSHED:
-                        dropped = len(batch) - len(batch.counters)
-                        self.dropped += dropped
-                        batch.facts.clear()
-                        batch.devices.clear()
-                        batch.device_days.clear()
-                        self._failure_log.warning(
-                            "dropped",
-                            "dropped the per-device statistics of %d entries (the database "
-                            "cannot take them); counters are kept",
-                            dropped,
-                        )
                 raise
             self.flushes += 1
             with self._lock:

@@ -29,6 +29,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("api_keys", schema=None) as batch_op:
-        batch_op.drop_column("sessions_void_before_ms")
+    op.drop_column("api_keys", "sessions_void_before_ms")  # plain DROP COLUMN, as in 0003
     op.drop_index("ix_update_assets_sha256", table_name="update_assets")

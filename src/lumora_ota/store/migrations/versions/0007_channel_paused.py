@@ -26,5 +26,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("channels", schema=None) as batch_op:
-        batch_op.drop_column("paused")
+    # A plain DROP COLUMN (SQLite >= 3.35 has it): a batch rebuild of ``channels`` would
+    # delete every update through their ON DELETE CASCADE foreign keys.
+    op.drop_column("channels", "paused")
