@@ -164,6 +164,9 @@ class _Generation:
     loading: dict[Hashable, asyncio.Future[Any]] = field(default_factory=dict)
     # The last good values, answered when a load fails or is slow (see the module docs).
     snapshot: Snapshot | None = None
+    # The delivery revision read before this generation's first load: everything loaded
+    # into it is at least this new (the sequence of signed check answers, ``freshness``).
+    revision: int | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,7 @@ class Snapshot:
     full_updates: dict[str, UpdateRecord]
     signing: dict[str, SigningIdentity | None]
     update_ids: dict[str, frozenset[str]] = field(default_factory=dict)
+    revision: int | None = None
 
     @classmethod
     def of(cls, generation: _Generation) -> Snapshot | None:
@@ -203,7 +207,10 @@ class Snapshot:
             update_ids = {k: v for k, v in update_ids.items() if k in projects.channels}
         if projects is None and not candidates and not full and not signing:
             return None
-        return cls(projects, candidates, full, signing, update_ids)
+        revision = generation.revision
+        if revision is None and older is not None:
+            revision = older.revision
+        return cls(projects, candidates, full, signing, update_ids, revision)
 
 
 class RuntimeIndex:
@@ -509,7 +516,7 @@ class DeliveryCache:
             return self._stale(found, old, "the database failed moments ago")
         pending = generation.loading.get(key)
         if pending is None:
-            pending = asyncio.ensure_future(load())
+            pending = asyncio.ensure_future(self._after_revision(generation, load))
             generation.loading[key] = pending
             pending.add_done_callback(lambda _done: generation.loading.pop(key, None))
             # Retrieve a failure nobody awaits (the waiter was answered from the snapshot).
@@ -531,6 +538,26 @@ class DeliveryCache:
             self._failures = 0
             self._outage_log.recovered("load", "%s answers again", self._database)
         return cast(V, value)
+
+    async def _after_revision(self, generation: _Generation, load: Callable[[], Awaitable[V]]) -> V:
+        """``await load()``, after reading the delivery revision when ``generation`` has none
+        yet: read first, it labels everything the generation loads (which is at least as new).
+        Concurrent first loads keep the smallest revision read."""
+        if generation.revision is None:
+            revision, _patches = await run_in_threadpool(read_revisions, self._engine)
+            if generation.revision is None or revision < generation.revision:
+                generation.revision = revision
+        return await load()
+
+    def sequence(self) -> int | None:
+        """The delivery revision the current answers were loaded at (from the database, so
+        it only grows, across restarts and processes); while loads fail, the snapshot's.
+        None before anything was loaded."""
+        generation = self._generation
+        if generation.revision is not None:
+            return generation.revision
+        snapshot = generation.snapshot
+        return snapshot.revision if snapshot is not None else None
 
     def _load_failed(self, exc: BaseException) -> None:
         """Count a failed load and leave the database alone for the next backoff period."""
