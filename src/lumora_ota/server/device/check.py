@@ -43,7 +43,9 @@ from lumora_ota.server.device.bodies import (
     BodyKey,
     directive_body,
     dump_json,
+    freshness_signer,
     manifest_body,
+    publisher_gate,
     selection_key,
     signature_for,
 )
@@ -58,7 +60,7 @@ from lumora_ota.server.device.delivery import (
     select_for_device,
 )
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel
-from lumora_ota.signing import SigningIdentity
+from lumora_ota.signing import Signer
 from lumora_ota.stats import stats_source
 
 ShortId = Field(default=None, min_length=1, max_length=MAX_HEADER_ID_LENGTH)
@@ -127,7 +129,7 @@ class CheckResponse(BaseModel):
 
 def _signed_fields(
     cache: DeliveryCache,
-    identity: SigningIdentity,
+    identity: Signer,
     text_field: str,
     key: BodyKey,
     body: bytes,
@@ -165,13 +167,20 @@ class CheckResponder:
             # Read before selecting: what is selected next is at least this new.
             sequence = cache.sequence()
         selection_req = body.selection_request()
-        selection = await select_for_device(cache, project_id, selection_req)
+        selection = publisher_gate(
+            cache,
+            await select_for_device(cache, project_id, selection_req),
+            selection_req.runtime_version,
+            self._ctx.settings.resolved_asset_base_url,
+            identity or await cache.signing_identity(project_id),
+            lumora_fields=True,
+        )
         key: tuple[object, ...] = (
             "check-answer",
             *selection_key(selection, selection_req.runtime_version, identity),
         )
         freshness: Freshness | None = None
-        if identity is not None:
+        if identity is not None and freshness_signer(identity) is not None:
             freshness = await self._freshness(body, project_id, selection, sequence)
             key = (*key, freshness.channel, freshness.platform, freshness.sequence)
             key = (*key, freshness.issued_at, freshness.rollback, freshness.project_id)
@@ -219,7 +228,7 @@ class CheckResponder:
         self,
         selection: Selection,
         runtime_version: str,
-        identity: SigningIdentity | None,
+        identity: Signer | None,
         freshness: Freshness | None,
     ) -> DeviceAnswer:
         cache = self._cache
@@ -247,10 +256,11 @@ class CheckResponder:
             fields, signature = _signed_fields(cache, identity, text_field, key, payload)
             parts.append(fields)
             headers = (*headers, (b"expo-signature", signature.encode("latin-1")))
-            if freshness is not None:
+            statement_signer = freshness_signer(identity)
+            if freshness is not None and statement_signer is not None:
                 statement = replace(freshness, body_sha256=body_digest(payload)).to_bytes()
                 parts.append(b',"freshnessText":' + dump_json(statement.decode("utf-8")))
-                statement_signature = identity.signature_header(statement)
+                statement_signature = statement_signer.signature_header(statement)
                 parts.append(b',"freshnessSignature":' + dump_json(statement_signature))
         parts.append(b"}")
         return DeviceAnswer(200, b"".join(parts), headers)
