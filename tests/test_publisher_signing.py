@@ -341,3 +341,45 @@ console.log('ok');
         cwd=scratch, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_resign_after_the_asset_base_url_changes(
+    server_factory: Any, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """Manifests name their asset URLs, so a new asset base URL changes every manifest's
+    bytes: devices get nothing until ``lumora codesigning resign`` signs them again."""
+    srv: ServerProcess = server_factory("sqlite")
+    env = _base_env(tmp_path)
+    env.update(LUMORA_SERVER=srv.url, LUMORA_API_KEY=srv.admin_key)
+    cli = Cli(env, tmp_path)
+    pair = fixtures_dir / "expo-codesigning"
+    key, cert_path = pair / "private-key.pem", pair / "certificate.pem"
+    cli.json("projects", "create", "Resign", "--slug", "resign")
+    cli.json(
+        "codesigning", "publisher-held", "--project", "resign", "--keyid", "main",
+        "--private-key", str(key), "--certificate", str(cert_path),
+    )  # fmt: skip
+    v1 = _publish(
+        cli, "resign", _write(tmp_path / "v1", {"main.js": b"v1()"}), "--private-key", str(key)
+    )
+    srv.stop()
+    cdn = f"http://localhost:{srv.port}/api/v1/assets"  # another origin: a CDN, say
+    srv.extra_env["LUMORA_ASSET_BASE_URL"] = cdn
+    srv.start()
+    manifest_url = f"{srv.url}/api/v1/expo/resign/manifest"
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    with httpx.Client() as client:
+        assert run_update_cycle(_device(cert), client, manifest_url) == "nothing"
+        # Without --asset-origin the CLI refuses to sign URLs on another origin.
+        refused = cli.fails(
+            "codesigning", "resign", "--project", "resign", "--private-key", str(key)
+        )
+        assert "localhost" in refused and "--asset-origin" in refused
+        done = cli.json(
+            "codesigning", "resign", "--project", "resign", "--private-key", str(key),
+            "--asset-origin", f"http://localhost:{srv.port}",
+        )  # fmt: skip
+        assert done["signed"] == 2
+        device = _device(cert)
+        assert run_update_cycle(device, client, manifest_url) == "downloaded"
+        assert device.running_id == v1

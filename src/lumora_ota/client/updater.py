@@ -391,7 +391,10 @@ class UpdateManager:
         if manifest.id in state.failed or manifest.id in (state.current, state.pending):
             # failed here before, running, or applied and waiting for the next launch
             return CheckResult(False, signature_verified=answer.signature_verified)
-        if answer.freshness is not None and not answer.freshness.rollback:
+        # Under a separate timestamp key (the publisher holds the signing key) the server's
+        # word is not enough to take devices back: only the publisher's newer copies are.
+        rollback = answer.freshness is not None and answer.freshness.rollback
+        if answer.freshness is not None and (not rollback or self._freshness_certificate):
             self._refuse_downgrade(state, manifest)
         missing = {a.sha256: a.size for a in manifest.files if not self._blobs.has(a)}
         return CheckResult(

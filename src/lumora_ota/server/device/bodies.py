@@ -122,12 +122,14 @@ def publisher_gate(
     if not isinstance(signer, PublisherIdentity) or update is None:
         return selection
     if selection.kind == "rollback_to_embedded":
-        _, body = directive_body(cache, update)
+        key, body = directive_body(cache, update)
     else:
-        _, body = manifest_body(
+        key, body = manifest_body(
             cache, update, requested, asset_base_url, lumora_fields=lumora_fields
         )
-    return selection if signer.signs(body) else NO_UPDATE
+    # Hashed once per body and generation (an uploaded signature starts a new generation).
+    signed = cache.memoize(("publisher-signed", signer.keyid, *key), lambda: signer.signs(body))
+    return selection if signed else NO_UPDATE
 
 
 def freshness_signer(signer: Signer) -> Signer | None:
