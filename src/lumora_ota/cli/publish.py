@@ -188,6 +188,13 @@ def _publish_plan(
         _print_summary(plan, project, channel, message, rollout, mandatory, files)
     confirm(f"Publish this update to {channel}?", assume_yes=yes, non_interactive=non_interactive)
     with open_api(server, api_key) as api:
+        if private_key is not None:
+            signing = api.get(f"/projects/{project}/signing")
+            if not isinstance(signing, dict) or signing.get("mode") != "publisher":
+                raise CliError(
+                    f"--private-key signs for publisher-held keys, and {project}'s is not"
+                    " (lumora codesigning publisher-held)"
+                )
         missing = _missing_hashes(api, project, sorted(by_hash))
         to_upload = [by_hash[h] for h in sorted(missing)]
         paths = {d.sha256: path for path, d in digests.items()}

@@ -29,6 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from lumora_ota.domain.manifest import build_manifest, iso_time
+from lumora_ota.domain.runtime import is_runtime_range
 from lumora_ota.server.context import app_context
 from lumora_ota.server.device.bodies import NO_UPDATE_DIRECTIVE, dump_json, rollback_directive
 from lumora_ota.server.management.audit import record_audit
@@ -175,6 +176,9 @@ def served_bodies(update: Update, asset_base_url: str) -> list[tuple[str, bytes]
     record = to_record(update)
     if record.kind == "rollback_to_embedded":
         return [("directive", dump_json(rollback_directive(record)))]
+    if is_runtime_range(record.runtime_version):
+        # Served manifests name each device's exact version: nothing one signature covers.
+        return []
     return [
         (
             f"manifest-{variant}",
