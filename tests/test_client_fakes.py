@@ -7,12 +7,14 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from lumora_ota.client import FetcherInterface, FetchResponse, NetworkError
 from lumora_ota.client._internal.fs import FileSystem
 from lumora_ota.domain.hashes import b64url_from_hex
+from lumora_ota.freshness import Freshness, body_digest
 from lumora_ota.signing import SigningIdentity
 
 SERVER = "http://updates.test"
@@ -73,6 +75,10 @@ class FakeServer(FetcherInterface):
     offer: Offer = field(default_factory=Offer)
     signer: SigningIdentity | None = None
     sign_mode: str = "text"  # "text" (manifestText + signature), "none", "tampered"
+    # The freshness statement of signed answers (``lumora_ota.freshness``).
+    sequence: int = 1
+    rollback: bool = False
+    freshness: bool = True
     chunk_size: int = 16
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     check_bodies: list[dict[str, Any]] = field(default_factory=list)
@@ -125,6 +131,21 @@ class FakeServer(FetcherInterface):
             doc[f"{part}Text"] = text.decode()
             doc.pop(part)
             doc["signature"] = self.signer.signature_header(text)
+            if self.freshness:
+                request = self.check_bodies[-1]
+                issued = datetime.now(UTC)
+                statement = Freshness(
+                    project_id=request["projectId"],
+                    channel=request["channel"],
+                    platform=request["platform"],
+                    sequence=self.sequence,
+                    issued_at=issued,
+                    expires=issued + timedelta(hours=1),
+                    body_sha256=body_digest(text),
+                    rollback=self.rollback,
+                ).to_bytes()
+                doc["freshnessText"] = statement.decode()
+                doc["freshnessSignature"] = self.signer.signature_header(statement)
             if self.sign_mode == "tampered":
                 doc[f"{part}Text"] = text.decode().replace('"size":', '"size": ')
         return compact(doc)

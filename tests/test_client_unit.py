@@ -24,6 +24,7 @@ from lumora_ota.client import (
     RetryPolicy,
     ServerResponseError,
     SignatureError,
+    StaleAnswerError,
     UpdateManager,
 )
 from lumora_ota.client._internal import state as sm
@@ -738,3 +739,31 @@ def test_binary_upgrade_launches_the_new_embedded_files(
     upgraded.check_for_update()
     assert h.server.check_bodies[-1]["runtimeVersion"] == "1.1"
     assert h.errors == []
+
+
+@pytest.mark.parametrize("timestamp_key", [False, True])
+def test_a_signed_rollback_may_go_back_but_not_on_the_timestamp_key_alone(
+    h: Harness, identity: Any, timestamp_key: bool
+) -> None:
+    """An update older than the running one is taken only when the answer is signed as a
+    rollback, and — with a separate timestamp key (publisher-held signing) — never: the
+    server's online key alone cannot take devices back (issue 20)."""
+    signer, cert_pem = identity
+    h.server.signer = signer
+    extra = {"freshness_certificate": cert_pem} if timestamp_key else {}
+    manager = h.manager(certificate=cert_pem, **extra)
+    newer = {**make_manifest("u2", V2, "main.py"), "createdAt": "2026-11-27T00:00:00.000Z"}
+    h.server.publish(newer, V2)
+    manager.download_and_install_update(manager.check_for_update())
+    manager.apply_update()
+    manager = h.manager(certificate=cert_pem, **extra)
+    manager.launch()
+    h.server.publish(make_manifest("u1", V1, "main.py"), V1)  # created earlier
+    with pytest.raises(StaleAnswerError, match="not a signed rollback"):
+        manager.check_for_update()
+    h.server.rollback = True
+    if timestamp_key:
+        with pytest.raises(StaleAnswerError):
+            manager.check_for_update()
+    else:
+        assert manager.check_for_update().update_id == "u1"

@@ -162,6 +162,9 @@ class Settings:
     # The only directory ``privateKeyPath`` (code signing) may read from; default
     # ``<data_dir>/signing-keys``.
     signing_keys_dir: Path | None = None
+    # Seconds a signed check answer's freshness stays valid (its ``expires``); the server
+    # signs a new one every quarter of it. Bounds how long a replayed answer is believed.
+    signed_answer_ttl: int = 3600
     # Delta updates: patches are computed from the launch assets of this many previous updates
     # of a stream, and served only when smaller than this fraction of the brotli bundle.
     patch_bases: int = 3
@@ -265,6 +268,7 @@ class Settings:
             signing_keys_dir=Path(keys_dir)
             if (keys_dir := env("LUMORA_SIGNING_KEYS_DIR"))
             else None,
+            signed_answer_ttl=_env_bounded_int("LUMORA_SIGNED_ANSWER_TTL", 3600, 60, 2_592_000),
             metrics_bind=parse_bind("LUMORA_METRICS_BIND", env("LUMORA_METRICS_BIND") or ""),
             trusted_proxies=parse_networks(
                 "LUMORA_TRUSTED_PROXIES", env("LUMORA_TRUSTED_PROXIES") or ""

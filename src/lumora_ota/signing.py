@@ -10,12 +10,15 @@ tooling does (key usage critical, extended key usage not critical).
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import re
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -263,3 +266,79 @@ def expo_signature_header(signature_b64: str, keyid: str) -> str:
         f"sig={_sf_string(signature_b64)}, keyid={_sf_string(keyid)}, "
         f"alg={_sf_string(SIGNATURE_ALGORITHM)}"
     )
+
+
+class Signer(Protocol):
+    """What signs device bodies: a ``SigningIdentity`` (server-held key) or a
+    ``PublisherIdentity`` (the publisher's stored signatures)."""
+
+    @property
+    def keyid(self) -> str:
+        """The ``keyid`` of its signatures."""
+        ...
+
+    def signature_header(self, body: bytes) -> str:
+        """The ``expo-signature`` value for ``body``."""
+        ...
+
+
+class UnsignedBody(SigningError):
+    """A body the publisher has not signed (publisher-held mode): it must not be served."""
+
+
+def body_sha256(body: bytes) -> str:
+    """Hex SHA-256 of a device body: what publisher signatures are looked up by."""
+    return hashlib.sha256(body).hexdigest()
+
+
+@dataclass(frozen=True)
+class PublisherIdentity:
+    """A project whose publisher holds the private key (issue 20): the server has the
+    certificate and the publisher's signatures by body SHA-256, never the key. ``timestamp``
+    is the server's online key that signs freshness statements only (TUF's timestamp role)."""
+
+    keyid: str
+    certificate: x509.Certificate
+    signatures: Mapping[str, str]  # hex SHA-256 of a body -> base64 signature
+    timestamp: SigningIdentity | None = None
+
+    def signs(self, body: bytes) -> bool:
+        """Whether the publisher signed exactly these bytes."""
+        return body_sha256(body) in self.signatures
+
+    def signature_header(self, body: bytes) -> str:
+        """The publisher's ``expo-signature`` for ``body``; ``UnsignedBody`` without one."""
+        signature = self.signatures.get(body_sha256(body))
+        if signature is None:
+            raise UnsignedBody("the publisher has not signed this body")
+        return expo_signature_header(signature, self.keyid)
+
+
+def parse_signature_value(value: str) -> str:
+    """The base64 signature of an ``expo-signature`` value (``sig="..."``) or of a bare
+    base64 signature; ``SigningError`` when it is neither."""
+    match = re.search(r'sig="([A-Za-z0-9+/=]+)"', value)
+    raw = match.group(1) if match else value.strip()
+    try:
+        if not raw or len(base64.b64decode(raw, validate=True)) < MIN_KEY_SIZE // 8:
+            raise ValueError
+    except ValueError:
+        raise SigningError("the signature is not base64 RSA signature bytes") from None
+    return raw
+
+
+def validate_publisher_certificate(certificate_pem: bytes | str) -> x509.Certificate:
+    """The certificate of a publisher-held key, checked as expo-updates would (RSA >= 2048
+    bits, digitalSignature + codeSigning, valid now); ``SigningError`` naming the problem."""
+    certificate = load_certificate(certificate_pem)
+    public_key = certificate.public_key()
+    if not isinstance(public_key, rsa.RSAPublicKey):
+        raise SigningError("the certificate's key must be an RSA key")
+    if public_key.key_size < MIN_KEY_SIZE:
+        raise SigningError(f"the RSA key has {public_key.key_size} bits; at least 2048 needed")
+    if not is_code_signing_certificate(certificate):
+        raise SigningError(
+            "the certificate needs key usage digitalSignature and extended key usage codeSigning"
+        )
+    check_validity(certificate)
+    return certificate

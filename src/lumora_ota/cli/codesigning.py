@@ -193,3 +193,143 @@ def _write_private(directory: Path, path: Path, data: bytes, *, mode: int) -> No
             raise
     except OSError as exc:
         raise CliError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+AssetOriginOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--asset-origin",
+        help="Another origin asset URLs may point at (a CDN) [default: the server's only].",
+    ),
+]
+
+
+@app.command("publisher-held")
+def publisher_held(
+    private_key: Annotated[
+        Path, typer.Option("--private-key", help="PEM private key; it never leaves this machine.")
+    ],
+    certificate: Annotated[
+        Path, typer.Option("--certificate", help="PEM code-signing certificate of that key.")
+    ],
+    keyid: Annotated[
+        str, typer.Option("--keyid", help="Key id: the keyid of the app's codeSigningMetadata.")
+    ] = "main",
+    timestamp_certificate_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--timestamp-certificate-out",
+            help="Where to write the server's timestamp certificate (for the Lumora SDK's "
+            "freshness_certificate).",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+    project: ProjectOption = None,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Sign with a key the server never sees (publisher-held mode): only the certificate
+    and a signature over the constant noUpdateAvailable directive are uploaded. From then
+    on the server serves an update only once `lumora publish --private-key` (or
+    `lumora codesigning sign`) has signed it. Works with the key pair of
+    `npx expo-updates codesigning:generate`.
+
+    Example: lumora codesigning publisher-held --project my-app --keyid main
+    --private-key keys/private-key.pem --certificate certs/certificate.pem
+    """
+    chosen = pick_project(project)
+    private_pem = _read_pem(private_key, "private key")
+    cert_pem = _read_pem(certificate, "certificate")
+    from lumora_ota.cli.publisher_signing import NO_UPDATE_BODY
+    from lumora_ota.signing import SigningError, load_signing_identity, sign_rsa_sha256
+
+    try:
+        identity = load_signing_identity(keyid, private_pem, cert_pem, require_valid_now=True)
+    except SigningError as exc:
+        raise CliError(f"cannot use the key pair: {exc}") from None
+    with open_api(server, api_key) as api:
+        answer = api.put(
+            f"/projects/{chosen}/signing",
+            {
+                "mode": "publisher",
+                "keyid": keyid,
+                "certificatePem": cert_pem.decode("ascii", errors="replace"),
+                "noUpdateSignature": sign_rsa_sha256(identity.private_key, NO_UPDATE_BODY),
+            },
+        )
+    timestamp_pem = answer.get("timestampCertificatePem") if isinstance(answer, dict) else None
+    if timestamp_certificate_out is not None and isinstance(timestamp_pem, str):
+        try:
+            timestamp_certificate_out.write_text(timestamp_pem)
+        except OSError as exc:
+            raise CliError(f"cannot write {timestamp_certificate_out}: {exc}") from exc
+    result = {"project": chosen, "keyid": keyid, "mode": "publisher"}
+    if as_json:
+        print_json({**result, "timestampCertificatePem": timestamp_pem})
+        return
+    note(f"signing on for {chosen} (keyid {keyid}); the private key stays on this machine")
+
+
+def _sign_command(
+    private_key: Path,
+    asset_origin: list[str] | None,
+    update_ids: list[str] | None,
+    as_json: bool,
+    project: str | None,
+    server: str | None,
+    api_key: str | None,
+) -> None:
+    chosen = pick_project(project)
+    private_pem = _read_pem(private_key, "private key")
+    from lumora_ota.cli.publisher_signing import sign_pending
+
+    with open_api(server, api_key) as api:
+        signed = sign_pending(
+            api, chosen, private_pem, update_ids=update_ids, origins=asset_origin or ()
+        )
+    if as_json:
+        print_json({"project": chosen, "signed": signed})
+        return
+    note(f"signed {signed} bodies of {chosen}")
+
+
+@app.command("sign")
+def sign(
+    private_key: Annotated[Path, typer.Option("--private-key", help="PEM private key.")],
+    update: Annotated[
+        list[str] | None,
+        typer.Option("--update", help="Sign only these updates [default: every unsigned one]."),
+    ] = None,
+    asset_origin: AssetOriginOption = None,
+    as_json: JsonOption = False,
+    project: ProjectOption = None,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Sign what the server would serve but may not yet (publisher-held mode): new updates,
+    rollback and promote copies, roll-back-to-embedded directives. Each body is checked
+    before signing: compact JSON, the update it is listed for, asset URLs on the server's
+    origin (or --asset-origin).
+
+    Example: lumora codesigning sign --project my-app --private-key keys/private-key.pem
+    """
+    _sign_command(private_key, asset_origin, update, as_json, project, server, api_key)
+
+
+@app.command("resign")
+def resign(
+    private_key: Annotated[Path, typer.Option("--private-key", help="PEM private key.")],
+    asset_origin: AssetOriginOption = None,
+    as_json: JsonOption = False,
+    project: ProjectOption = None,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Sign every active update again after the server's asset base URL changed
+    (publisher-held mode): manifests name their asset URLs, so their bytes changed, and the
+    server serves none of them until they are signed.
+
+    Example: lumora codesigning resign --project my-app --private-key keys/private-key.pem
+    --asset-origin https://cdn.example.com
+    """
+    _sign_command(private_key, asset_origin, None, as_json, project, server, api_key)

@@ -96,6 +96,14 @@ def publish(
             " publishes APP_DIR/dist.",
         ),
     ] = None,
+    private_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--private-key",
+            help="Sign the update here with this PEM key (projects whose key is publisher-held:"
+            " `lumora codesigning publisher-held`).",
+        ),
+    ] = None,
     yes: YesOption = False,
     non_interactive: NonInteractiveOption = False,
     as_json: JsonOption = False,
@@ -147,6 +155,7 @@ def publish(
             as_json=as_json,
             server=server,
             api_key=api_key,
+            private_key=_read_key(private_key),
         )
         reports.append(report)
         if not as_json:
@@ -168,6 +177,7 @@ def _publish_plan(
     as_json: bool,
     server: str | None,
     api_key: str | None,
+    private_key: bytes | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Hash, upload what is missing and publish one plan; its report and the server's answer."""
     digests = digest_files(plan.unique_paths())
@@ -178,6 +188,13 @@ def _publish_plan(
         _print_summary(plan, project, channel, message, rollout, mandatory, files)
     confirm(f"Publish this update to {channel}?", assume_yes=yes, non_interactive=non_interactive)
     with open_api(server, api_key) as api:
+        if private_key is not None:
+            signing = api.get(f"/projects/{project}/signing")
+            if not isinstance(signing, dict) or signing.get("mode") != "publisher":
+                raise CliError(
+                    f"--private-key signs for publisher-held keys, and {project}'s is not"
+                    " (lumora codesigning publisher-held)"
+                )
         missing = _missing_hashes(api, project, sorted(by_hash))
         to_upload = [by_hash[h] for h in sorted(missing)]
         paths = {d.sha256: path for path, d in digests.items()}
@@ -193,6 +210,19 @@ def _publish_plan(
         )
         result = api.post("/updates/publish", body)
         manifest_url = api.url(f"/expo/{project}/manifest")
+        if private_key is not None:
+            from lumora_ota.cli.publisher_signing import sign_pending
+
+            ids = [str(u.get("id")) for u in result.get("updates", []) if isinstance(u, dict)]
+            published = frozenset(by_hash)
+            sign_pending(
+                api,
+                project,
+                private_key,
+                update_ids=ids,
+                expected_sha256=dict.fromkeys(ids, published),
+                exact=False,
+            )
     uploaded_bytes = sum(d.size for d in to_upload)
     report = _report(result, plan, project, channel, manifest_url)
     report.update(
@@ -202,6 +232,19 @@ def _publish_plan(
         skippedFiles=len(by_hash) - len(to_upload),
     )
     return report, result
+
+
+def _read_key(path: Path | None) -> bytes | None:
+    """The PEM private key of ``--private-key`` (read before anything is published)."""
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read the private key {path}: {exc.strerror or exc}") from exc
+    if len(data) > 64 * 1024:
+        raise CliError(f"the private key {path} is not a PEM file (over 64 KiB)")
+    return data
 
 
 def _merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:

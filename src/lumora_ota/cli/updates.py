@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -292,6 +293,13 @@ def rollback_update(
         bool,
         typer.Option("--to-embedded", help="Send devices back to the update built into the app."),
     ] = False,
+    private_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--private-key",
+            help="Sign what this creates with this PEM key (publisher-held signing keys).",
+        ),
+    ] = None,
     yes: YesOption = False,
     non_interactive: NonInteractiveOption = False,
     as_json: JsonOption = False,
@@ -338,6 +346,12 @@ def rollback_update(
             api.post(f"/updates/{u['id']}/rollback", body)
             for u, body in zip(target.updates, bodies, strict=True)
         ]
+        if private_key is not None:
+            _sign_created(
+                api,
+                private_key,
+                [_created(r, u) for r, u in zip(results, target.updates, strict=True)],
+            )
     if as_json:
         print_json(results if target.is_group else results[0])
         return
@@ -389,6 +403,13 @@ def promote_update(
     message: Annotated[
         str | None, typer.Option("--message", "-m", help="Message of the copy [default: same].")
     ] = None,
+    private_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--private-key",
+            help="Sign what this creates with this PEM key (publisher-held signing keys).",
+        ),
+    ] = None,
     yes: YesOption = False,
     non_interactive: NonInteractiveOption = False,
     as_json: JsonOption = False,
@@ -421,6 +442,8 @@ def promote_update(
             non_interactive=non_interactive,
         )
         results = [api.post(f"/updates/{u['id']}/promote", body) for u in target.updates]
+        if private_key is not None:
+            _sign_created(api, private_key, [r if isinstance(r, dict) else None for r in results])
     if as_json:
         print_json(results if target.is_group else results[0])
         return
@@ -555,3 +578,24 @@ def _short_json(value: Any, limit: int = 400) -> str:
 
 # The seed's spelling of ``lumora configure``.
 app.command("configure")(configure)
+
+
+def _created(result: Any, update: dict[str, Any]) -> dict[str, Any] | None:
+    """The update (or marker) a rollback created, None when it created none."""
+    if not isinstance(result, dict):
+        return None
+    replacement = result.get("replacement")
+    if isinstance(replacement, dict):
+        return replacement
+    return result if result.get("id") != update["id"] else None
+
+
+def _sign_created(api: Any, private_key: Path, created: list[dict[str, Any] | None]) -> None:
+    """Sign, with the publisher's key, the copies and markers just created."""
+    from lumora_ota.cli.publisher_signing import sign_new_updates
+
+    try:
+        pem = private_key.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read the private key {private_key}: {exc.strerror or exc}") from exc
+    sign_new_updates(api, pem, [u for u in created if u is not None])

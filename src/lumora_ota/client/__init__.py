@@ -9,7 +9,9 @@ The workflow (like CodePush / expo-updates, for desktop apps, kiosks and devices
 2. Once the app is up, ``mark_launch_successful()`` confirms the running update.
 3. ``check_for_update()`` asks the server (``POST /api/v1/updates/check``). With a
    ``certificate``, the manifest must carry a valid RSA-SHA256 signature before anything is
-   downloaded.
+   downloaded, and a signed freshness statement (``lumora_ota.freshness``): an expired
+   answer, one older than the newest seen, or an update older than the running one without
+   a signed rollback raises ``StaleAnswerError``.
 4. ``download_and_install_update(result)`` downloads only the files not already cached
    (content-addressed by SHA-256, streamed, bounded by the announced size, verified, retried
    with backoff, resumed with ``Range``), then installs the update atomically.
@@ -49,6 +51,7 @@ from lumora_ota.client.errors import (
     NetworkError,
     ServerResponseError,
     SignatureError,
+    StaleAnswerError,
 )
 from lumora_ota.client.fetcher import (
     BufferedResponse,
@@ -84,5 +87,6 @@ __all__ = [
     "RetryPolicy",
     "ServerResponseError",
     "SignatureError",
+    "StaleAnswerError",
     "UpdateManager",
 ]

@@ -35,6 +35,12 @@ class SignatureError(LumoraClientError):
     """A manifest or directive is unsigned or its signature does not verify."""
 
 
+class StaleAnswerError(SignatureError):
+    """A signed answer that is not fresh: expired, older than one already seen, for another
+    project, channel or platform, without a freshness statement, or offering an update older
+    than the running one without a signed rollback (``lumora_ota.freshness``)."""
+
+
 class DownloadError(LumoraClientError):
     """An asset could not be downloaded intact."""
 

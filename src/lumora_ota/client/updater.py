@@ -19,13 +19,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 
 from lumora_ota.client._internal import state as sm
-from lumora_ota.client._internal.check import read_check_answer
+from lumora_ota.client._internal.check import CheckAnswer, check_freshness, read_check_answer
 from lumora_ota.client._internal.delta import PatchBase
 from lumora_ota.client._internal.download import BlobCache, RetryPolicy
 from lumora_ota.client._internal.events import EventReporter, utc_now_iso
@@ -33,9 +34,14 @@ from lumora_ota.client._internal.fs import FileSystem
 from lumora_ota.client._internal.install import build_update_dir
 from lumora_ota.client._internal.manifest import Manifest, ManifestAsset, parse_manifest
 from lumora_ota.client._internal.signature import load_trusted_certificate
-from lumora_ota.client.errors import LumoraClientError, ServerResponseError
+from lumora_ota.client.errors import LumoraClientError, ServerResponseError, StaleAnswerError
 from lumora_ota.client.fetcher import FetcherInterface, HttpxFetcher
-from lumora_ota.client.selection import is_launchable
+from lumora_ota.client.selection import (
+    Candidate,
+    is_launchable,
+    parse_created_at,
+    should_load_new_update,
+)
 from lumora_ota.event_types import EventType
 
 log = logging.getLogger("lumora_ota.client")
@@ -112,6 +118,7 @@ class UpdateManager:
         *,
         embedded_dir: str | Path | None = None,
         certificate: bytes | str | Path | None = None,
+        freshness_certificate: bytes | str | Path | None = None,
         device_id: str | None = None,
         on_update_available: Callable[[CheckResult], None] | None = None,
         on_download_progress: Callable[[DownloadProgress], None] | None = None,
@@ -126,6 +133,7 @@ class UpdateManager:
         report_events: bool = True,
         _filesystem: FileSystem | None = None,
         _sleep: Callable[[float], None] = time.sleep,
+        _clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         if max_failed_launches < 1:
             raise ValueError("max_failed_launches must be at least 1")
@@ -145,6 +153,14 @@ class UpdateManager:
         self._certificate: x509.Certificate | None = (
             load_trusted_certificate(certificate) if certificate is not None else None
         )
+        # Where the freshness statements of signed answers are verified: the server's online
+        # timestamp key when the publisher holds the signing key, else ``certificate``.
+        self._freshness_certificate: x509.Certificate | None = (
+            load_trusted_certificate(freshness_certificate)
+            if freshness_certificate is not None
+            else None
+        )
+        self._clock = _clock
         self._on_update_available = on_update_available or _ignore
         self._on_download_progress = on_download_progress or _ignore
         self._on_update_ready = on_update_ready or _ignore
@@ -349,7 +365,11 @@ class UpdateManager:
             headers=headers,
             max_length=MAX_CHECK_ANSWER,
         )
-        answer = read_check_answer(response.body, response.headers, self._certificate)
+        answer = read_check_answer(
+            response.body, response.headers, self._certificate, self._freshness_certificate
+        )
+        if answer.freshness is not None:
+            self._accept_fresh(answer)
         directive = answer.directive.get("type") if answer.directive else None
         if directive == ROLL_BACK_TO_EMBEDDED:
             with self._lock:
@@ -371,6 +391,11 @@ class UpdateManager:
         if manifest.id in state.failed or manifest.id in (state.current, state.pending):
             # failed here before, running, or applied and waiting for the next launch
             return CheckResult(False, signature_verified=answer.signature_verified)
+        # Under a separate timestamp key (the publisher holds the signing key) the server's
+        # word is not enough to take devices back: only the publisher's newer copies are.
+        rollback = answer.freshness is not None and answer.freshness.rollback
+        if answer.freshness is not None and (not rollback or self._freshness_certificate):
+            self._refuse_downgrade(state, manifest)
         missing = {a.sha256: a.size for a in manifest.files if not self._blobs.has(a)}
         return CheckResult(
             update_available=True,
@@ -380,6 +405,41 @@ class UpdateManager:
             download_size=sum(missing.values()),
             signature_verified=answer.signature_verified,
         )
+
+    def _accept_fresh(self, answer: CheckAnswer) -> None:
+        """Refuse a signed answer that is not fresh (``check_freshness``); else remember its
+        sequence (atomically, in the state file) so no older answer is believed again."""
+        freshness = answer.freshness
+        assert freshness is not None
+        stream = f"{self.project_id}/{self.channel}/{self.platform}"
+        with self._lock:
+            check_freshness(
+                freshness,
+                project_id=self.project_id,
+                channel=self.channel,
+                platform=self.platform,
+                now=self._clock(),
+                newest_seen=self._state.sequences.get(stream),
+                offers_update=answer.update_available,
+            )
+            self._save(sm.record_sequence(self._state, stream, freshness.sequence))
+
+    def _refuse_downgrade(self, state: sm.ClientState, manifest: Manifest) -> None:
+        """``StaleAnswerError`` when ``manifest`` is older than the update this device runs
+        (or has applied): only an answer signed as a rollback may take it back."""
+        offered = Candidate(
+            manifest.id, manifest.runtime_version, parse_created_at(manifest.created_at)
+        )
+        for update_id in (state.pending, state.current):
+            info = state.installed.get(update_id) if update_id is not None else None
+            if info is None or update_id is None:
+                continue
+            running = info.candidate(update_id, self.runtime_version)
+            if not should_load_new_update(offered, running):
+                raise StaleAnswerError(
+                    f"update {manifest.id} is older than update {update_id} on this device "
+                    "and the answer is not a signed rollback"
+                )
 
     # ------------------------------------------------------------------ download + install
 

@@ -192,3 +192,21 @@ def select_update(candidates: Sequence[UpdateRecord], request: SelectionRequest)
         return Selection(kind="no_update", update=newest)
     mandatory = _skips_mandatory(candidates, index, request)
     return Selection(kind="update", update=newest, is_mandatory=mandatory)
+
+
+def is_rollback(candidates: Sequence[UpdateRecord], selection: Selection) -> bool:
+    """Whether ``selection`` deliberately takes devices back (signed freshness statements say
+    so, so the SDK accepts an update older than the one it runs): a roll-back-to-embedded
+    directive, or an update older than one of ``candidates`` (newest first) that was rolled
+    back. Walks only the candidates newer than the served update."""
+    if selection.kind == "rollback_to_embedded":
+        return True
+    served = selection.update
+    if selection.kind != "update" or served is None:
+        return False
+    for candidate in candidates:
+        if candidate.created_at <= served.created_at:
+            return False
+        if candidate.status == "rolled_back":
+            return True
+    return False

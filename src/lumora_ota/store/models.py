@@ -238,6 +238,34 @@ class SigningKey(Base):
     private_key_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     certificate_pem: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # "server": the server signs with the key above. "publisher": the publisher keeps the
+    # private key (none is stored) and uploads signatures (``PublisherSignature``); the
+    # server's own online timestamp key signs only freshness statements (issue 20).
+    mode: Mapped[str] = mapped_column(String(16), default="server", server_default="server")
+    timestamp_key_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    timestamp_certificate_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class PublisherSignature(Base):
+    """A signature the publisher made over one device body (a manifest or a directive) of a
+    project in publisher-held mode, with the exact bytes it covers (frozen: the server serves
+    a body only when its SHA-256 has a signature here)."""
+
+    __tablename__ = "publisher_signatures"
+
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    body_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The update (or roll-back-to-embedded marker) the body belongs to; None for the
+    # constant noUpdateAvailable directive.
+    update_id: Mapped[str | None] = mapped_column(
+        ForeignKey("updates.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    kind: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class DeliveryState(Base):

@@ -81,6 +81,9 @@ class ClientState:
     launch_counts: dict[str, int] = field(default_factory=dict)  # unconfirmed launches
     installed: dict[str, InstalledInfo] = field(default_factory=dict)  # install order
     embedded_requested: bool = False  # a rollBackToEmbedded directive awaits the next launch
+    # The newest freshness sequence seen per "project/channel/platform" (signed answers):
+    # an answer older than it is a replay (``lumora_ota.freshness``).
+    sequences: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         """Serialized state file content."""
@@ -94,6 +97,7 @@ class ClientState:
             "launchCounts": self.launch_counts,
             "installed": {k: v.to_json() for k, v in self.installed.items()},
             "embeddedRequested": self.embedded_requested,
+            "sequences": self.sequences,
         }
         return json.dumps(document, indent=1, sort_keys=False).encode()
 
@@ -114,6 +118,7 @@ class ClientState:
                 str(k): InstalledInfo.from_json(v) for k, v in raw.get("installed", {}).items()
             },
             embedded_requested=bool(raw.get("embeddedRequested", False)),
+            sequences={str(k): int(v) for k, v in raw.get("sequences", {}).items()},
         )
 
 
@@ -140,6 +145,14 @@ def record_installed(state: ClientState, update_id: str, info: InstalledInfo) ->
     installed = {k: v for k, v in state.installed.items() if k != update_id}
     installed[update_id] = info
     return replace(state, installed=installed, ready=update_id)
+
+
+def record_sequence(state: ClientState, stream: str, sequence: int) -> ClientState:
+    """A fresh signed answer of ``stream`` with ``sequence`` was accepted: remember the
+    newest sequence seen (it never goes down)."""
+    if state.sequences.get(stream, -1) >= sequence:
+        return state
+    return replace(state, sequences={**state.sequences, stream: sequence})
 
 
 def mark_ready(state: ClientState, update_id: str) -> ClientState:

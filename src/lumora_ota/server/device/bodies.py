@@ -14,9 +14,9 @@ from typing import Any
 from lumora_ota.domain.manifest import build_manifest, iso_time
 from lumora_ota.domain.model import UpdateRecord
 from lumora_ota.domain.runtime import is_runtime_range
-from lumora_ota.domain.selection import Selection
+from lumora_ota.domain.selection import NO_UPDATE, Selection
 from lumora_ota.server.device.cache import DeliveryCache
-from lumora_ota.signing import SigningIdentity
+from lumora_ota.signing import PublisherIdentity, Signer
 
 BodyKey = tuple[str, ...]
 
@@ -63,7 +63,7 @@ def manifest_body(
 
 
 def selection_key(
-    selection: Selection, requested: str, identity: SigningIdentity | None
+    selection: Selection, requested: str, identity: Signer | None
 ) -> tuple[object, ...]:
     """What of a selection shapes a device answer: its kind, the served update and the
     runtime version its manifest states, whether it is mandatory, and the signing key. Device
@@ -98,10 +98,41 @@ def directive_body(cache: DeliveryCache, marker: UpdateRecord | None) -> tuple[B
     return key, cache.memoize(key, lambda: dump_json(rollback_directive(marker)))
 
 
-def signature_for(
-    cache: DeliveryCache, identity: SigningIdentity, key: BodyKey, body: bytes
-) -> str:
+def signature_for(cache: DeliveryCache, identity: Signer, key: BodyKey, body: bytes) -> str:
     """The ``expo-signature`` value of a body, computed once per body and key pair."""
     return cache.memoize(
         ("signature", identity.keyid, *key), lambda: identity.signature_header(body)
     )
+
+
+def publisher_gate(
+    cache: DeliveryCache,
+    selection: Selection,
+    requested: str,
+    asset_base_url: str,
+    signer: Signer | None,
+    *,
+    lumora_fields: bool,
+) -> Selection:
+    """``selection``, unless the project's publisher holds its key and has not signed the
+    body it would serve (a new update awaiting ``lumora codesigning sign``, or a manifest whose
+    asset URLs changed since it was signed): then "no update". The server never serves a
+    body of such a project that its publisher did not sign, signed request or not."""
+    update = selection.update
+    if not isinstance(signer, PublisherIdentity) or update is None:
+        return selection
+    if selection.kind == "rollback_to_embedded":
+        key, body = directive_body(cache, update)
+    else:
+        key, body = manifest_body(
+            cache, update, requested, asset_base_url, lumora_fields=lumora_fields
+        )
+    # Hashed once per body and generation (an uploaded signature starts a new generation).
+    signed = cache.memoize(("publisher-signed", signer.keyid, *key), lambda: signer.signs(body))
+    return selection if signed else NO_UPDATE
+
+
+def freshness_signer(signer: Signer) -> Signer | None:
+    """What signs freshness statements: the server-held key itself, or — when the publisher
+    holds the key — the server's online timestamp key (None when it has none)."""
+    return signer.timestamp if isinstance(signer, PublisherIdentity) else signer

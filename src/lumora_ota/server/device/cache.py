@@ -62,13 +62,15 @@ from lumora_ota.domain.model import UpdateKind, UpdateRecord, UpdateStatus
 from lumora_ota.domain.runtime import is_runtime_range, runtime_matches
 from lumora_ota.domain.selection import IndexedCandidates
 from lumora_ota.signing import (
+    PublisherIdentity,
+    Signer,
     SigningError,
-    SigningIdentity,
+    load_certificate,
     load_signing_identity,
     read_key_file,
 )
 from lumora_ota.store.db import DELIVERY_BUMPED, PATCH_BUMPED, read_revisions
-from lumora_ota.store.models import Channel, Project, SigningKey, Update
+from lumora_ota.store.models import Channel, Project, PublisherSignature, SigningKey, Update
 from lumora_ota.store.outage import (
     DependencyUnavailable,
     ThrottledLog,
@@ -157,13 +159,16 @@ class _Generation:
     full_updates: BoundedCache[str, UpdateRecord] = field(
         default_factory=lambda: BoundedCache(MAX_FULL_UPDATES)
     )
-    signing: dict[str, SigningIdentity | None] = field(default_factory=dict)
+    signing: dict[str, Signer | None] = field(default_factory=dict)
     update_ids: dict[str, frozenset[str]] = field(default_factory=dict)
     bodies: BoundedCache[Hashable, Any] = field(default_factory=lambda: BoundedCache(MAX_BODIES))
     # Loads in flight, by key: concurrent misses share one (single flight).
     loading: dict[Hashable, asyncio.Future[Any]] = field(default_factory=dict)
     # The last good values, answered when a load fails or is slow (see the module docs).
     snapshot: Snapshot | None = None
+    # The delivery revision read before this generation's first load: everything loaded
+    # into it is at least this new (the sequence of signed check answers, ``freshness``).
+    revision: int | None = None
 
 
 @dataclass(frozen=True)
@@ -178,8 +183,9 @@ class Snapshot:
     projects: ProjectMap | None
     candidates: dict[ChannelKey, tuple[UpdateRecord, ...]]
     full_updates: dict[str, UpdateRecord]
-    signing: dict[str, SigningIdentity | None]
+    signing: dict[str, Signer | None]
     update_ids: dict[str, frozenset[str]] = field(default_factory=dict)
+    revision: int | None = None
 
     @classmethod
     def of(cls, generation: _Generation) -> Snapshot | None:
@@ -203,7 +209,10 @@ class Snapshot:
             update_ids = {k: v for k, v in update_ids.items() if k in projects.channels}
         if projects is None and not candidates and not full and not signing:
             return None
-        return cls(projects, candidates, full, signing, update_ids)
+        revision = generation.revision
+        if revision is None and older is not None:
+            revision = older.revision
+        return cls(projects, candidates, full, signing, update_ids, revision)
 
 
 class RuntimeIndex:
@@ -326,7 +335,7 @@ def load_full_update(session: Session, update_id: str) -> UpdateRecord | None:
 
 def load_signing_key(
     session: Session, project_id: str, keys_dir: Path | None = None
-) -> SigningIdentity | None:
+) -> Signer | None:
     """The project's signing identity, None when it does not sign (or its key is unusable).
     A key file is read only from ``keys_dir`` (``signing.read_key_file``): a path stored
     before that rule (another project's key, say) is refused and logged."""
@@ -334,6 +343,8 @@ def load_signing_key(
     if row is None:
         return None
     try:
+        if row.mode == "publisher":
+            return load_publisher_identity(session, row)
         if row.private_key_pem is not None:
             private_pem: bytes = row.private_key_pem.encode()
         elif row.private_key_path is not None:
@@ -346,6 +357,23 @@ def load_signing_key(
     except (OSError, SigningError):
         log.exception("the signing key of project %s cannot be used", project_id)
         return None
+
+
+def load_publisher_identity(session: Session, row: SigningKey) -> PublisherIdentity:
+    """A publisher-held project's certificate, its publisher's signatures (by body SHA-256;
+    the bodies themselves stay in the database) and the server's timestamp key."""
+    query = select(PublisherSignature.body_sha256, PublisherSignature.signature).where(
+        PublisherSignature.project_id == row.project_id
+    )
+    signatures = {digest: signature for digest, signature in session.execute(query)}
+    timestamp = None
+    if row.timestamp_key_pem and row.timestamp_certificate_pem:
+        timestamp = load_signing_identity(
+            "timestamp", row.timestamp_key_pem, row.timestamp_certificate_pem
+        )
+    return PublisherIdentity(
+        row.keyid, load_certificate(row.certificate_pem), signatures, timestamp
+    )
 
 
 # ---------------------------------------------------------------- the cache
@@ -509,7 +537,7 @@ class DeliveryCache:
             return self._stale(found, old, "the database failed moments ago")
         pending = generation.loading.get(key)
         if pending is None:
-            pending = asyncio.ensure_future(load())
+            pending = asyncio.ensure_future(self._after_revision(generation, load))
             generation.loading[key] = pending
             pending.add_done_callback(lambda _done: generation.loading.pop(key, None))
             # Retrieve a failure nobody awaits (the waiter was answered from the snapshot).
@@ -531,6 +559,26 @@ class DeliveryCache:
             self._failures = 0
             self._outage_log.recovered("load", "%s answers again", self._database)
         return cast(V, value)
+
+    async def _after_revision(self, generation: _Generation, load: Callable[[], Awaitable[V]]) -> V:
+        """``await load()``, after reading the delivery revision when ``generation`` has none
+        yet: read first, it labels everything the generation loads (which is at least as new).
+        Concurrent first loads keep the smallest revision read."""
+        if generation.revision is None:
+            revision, _patches = await run_in_threadpool(read_revisions, self._engine)
+            if generation.revision is None or revision < generation.revision:
+                generation.revision = revision
+        return await load()
+
+    def sequence(self) -> int | None:
+        """The delivery revision the current answers were loaded at (from the database, so
+        it only grows, across restarts and processes); while loads fail, the snapshot's.
+        None before anything was loaded."""
+        generation = self._generation
+        if generation.revision is not None:
+            return generation.revision
+        snapshot = generation.snapshot
+        return snapshot.revision if snapshot is not None else None
 
     def _load_failed(self, exc: BaseException) -> None:
         """Count a failed load and leave the database alone for the next backoff period."""
@@ -679,20 +727,20 @@ class DeliveryCache:
 
         return await self._load_once(generation, ("full-update", update.id), load, stale)
 
-    async def signing_identity(self, project_id: str) -> SigningIdentity | None:
+    async def signing_identity(self, project_id: str) -> Signer | None:
         """The project's signing identity, None when the project does not sign."""
         generation = self._generation
         if project_id in generation.signing:
             return generation.signing[project_id]
 
-        async def load() -> SigningIdentity | None:
+        async def load() -> Signer | None:
             loaded = await run_in_threadpool(
                 self._run_in_session, load_signing_key, project_id, self._signing_keys_dir
             )
             generation.signing[project_id] = loaded
             return loaded
 
-        def stale(snapshot: Snapshot | None) -> tuple[bool, SigningIdentity | None]:
+        def stale(snapshot: Snapshot | None) -> tuple[bool, Signer | None]:
             if snapshot is None:
                 return False, None
             return project_id in snapshot.signing, snapshot.signing.get(project_id)

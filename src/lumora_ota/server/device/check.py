@@ -17,10 +17,17 @@ and ``signature``, the ``expo-signature`` structured field
 sent as the ``expo-signature`` response header. A client verifies the signature over
 ``manifestText``, then uses the manifest parsed from that very text. A signed request for a
 project without a signing key gets 400.
+
+**Freshness.** A signed answer also carries ``freshnessText`` and ``freshnessSignature``: a
+signed statement binding the answer's bytes to its project, channel and platform, a sequence
+that only grows (the delivery revision) and an expiry (``LUMORA_SIGNED_ANSWER_TTL``), so a
+replayed or withheld answer is refused by the SDK (``lumora_ota.freshness``).
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -28,14 +35,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from starlette.responses import Response
 
-from lumora_ota.domain.selection import Selection, SelectionRequest
+from lumora_ota.domain.selection import Selection, SelectionRequest, is_rollback
+from lumora_ota.freshness import Freshness, body_digest, issue_window
 from lumora_ota.server.context import AppContext
 from lumora_ota.server.device.answer import DeviceAnswer, raw_headers
 from lumora_ota.server.device.bodies import (
     BodyKey,
     directive_body,
     dump_json,
+    freshness_signer,
     manifest_body,
+    publisher_gate,
     selection_key,
     signature_for,
 )
@@ -50,7 +60,7 @@ from lumora_ota.server.device.delivery import (
     select_for_device,
 )
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel
-from lumora_ota.signing import SigningIdentity
+from lumora_ota.signing import Signer
 from lumora_ota.stats import stats_source
 
 ShortId = Field(default=None, min_length=1, max_length=MAX_HEADER_ID_LENGTH)
@@ -107,11 +117,19 @@ class CheckResponse(BaseModel):
         description='Signed answers: sig="<base64>", keyid="...", alg="rsa-v1_5-sha256" '
         "over the UTF-8 bytes of manifestText/directiveText (also the expo-signature header).",
     )
+    freshness_text: str | None = Field(
+        default=None,
+        description="Signed answers: the freshness statement (lumora_ota.freshness): "
+        "projectId, channel, platform, sequence, issuedAt, expires, bodySha256, rollback.",
+    )
+    freshness_signature: str | None = Field(
+        default=None, description="Signed answers: expo-signature value over freshnessText."
+    )
 
 
 def _signed_fields(
     cache: DeliveryCache,
-    identity: SigningIdentity,
+    identity: Signer,
     text_field: str,
     key: BodyKey,
     body: bytes,
@@ -143,13 +161,34 @@ class CheckResponder:
         cache = self._cache
         project_id = await resolve_project(cache, body.project_id)
         identity = None
+        sequence: int | None = None
         if signed or body.signed:
             identity = await required_identity(cache, project_id)
+            # Read before selecting: what is selected next is at least this new.
+            sequence = cache.sequence()
         selection_req = body.selection_request()
-        selection = await select_for_device(cache, project_id, selection_req)
-        key = ("check-answer", *selection_key(selection, selection_req.runtime_version, identity))
+        selection = publisher_gate(
+            cache,
+            await select_for_device(cache, project_id, selection_req),
+            selection_req.runtime_version,
+            self._ctx.settings.resolved_asset_base_url,
+            identity or await cache.signing_identity(project_id),
+            lumora_fields=True,
+        )
+        key: tuple[object, ...] = (
+            "check-answer",
+            *selection_key(selection, selection_req.runtime_version, identity),
+        )
+        freshness: Freshness | None = None
+        if identity is not None and freshness_signer(identity) is not None:
+            freshness = await self._freshness(body, project_id, selection, sequence)
+            key = (*key, freshness.channel, freshness.platform, freshness.sequence)
+            key = (*key, freshness.issued_at, freshness.rollback, freshness.project_id)
         answer = cache.memoize(
-            key, lambda: self._build_answer(selection, selection_req.runtime_version, identity)
+            key,
+            lambda: self._build_answer(
+                selection, selection_req.runtime_version, identity, freshness
+            ),
         )
         await record_check(
             self._ctx.components,
@@ -161,8 +200,36 @@ class CheckResponder:
         )
         return answer
 
+    async def _freshness(
+        self, body: CheckRequest, project_id: str, selection: Selection, sequence: int | None
+    ) -> Freshness:
+        """The answer's freshness statement, its body digest still unset."""
+        cache = self._cache
+        if sequence is None:  # nothing was loaded before this request
+            sequence = cache.sequence() or 0
+        candidates = await cache.candidates(
+            project_id, body.channel, body.platform, body.runtime_version
+        )
+        issued_at, expires = issue_window(time.time(), self._ctx.settings.signed_answer_ttl)
+        return Freshness(
+            # As the device names it (id or slug): what the SDK compares with its own.
+            project_id=body.project_id,
+            # Devices may name any channel: those the project lacks share one statement.
+            channel=body.channel if cache.known_channel(project_id, body.channel) else "",
+            platform=body.platform,
+            sequence=sequence,
+            issued_at=issued_at,
+            expires=expires,
+            body_sha256="",
+            rollback=is_rollback(candidates, selection),
+        )
+
     def _build_answer(
-        self, selection: Selection, runtime_version: str, identity: SigningIdentity | None
+        self,
+        selection: Selection,
+        runtime_version: str,
+        identity: Signer | None,
+        freshness: Freshness | None,
     ) -> DeviceAnswer:
         cache = self._cache
         headers = CHECK_HEADERS
@@ -189,6 +256,12 @@ class CheckResponder:
             fields, signature = _signed_fields(cache, identity, text_field, key, payload)
             parts.append(fields)
             headers = (*headers, (b"expo-signature", signature.encode("latin-1")))
+            statement_signer = freshness_signer(identity)
+            if freshness is not None and statement_signer is not None:
+                statement = replace(freshness, body_sha256=body_digest(payload)).to_bytes()
+                parts.append(b',"freshnessText":' + dump_json(statement.decode("utf-8")))
+                statement_signature = statement_signer.signature_header(statement)
+                parts.append(b',"freshnessSignature":' + dump_json(statement_signature))
         parts.append(b"}")
         return DeviceAnswer(200, b"".join(parts), headers)
 

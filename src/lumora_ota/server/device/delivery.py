@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from lumora_ota.domain.selection import NO_UPDATE, Selection, SelectionRequest, select_update
 from lumora_ota.server.device.cache import DeliveryCache
 from lumora_ota.server.problems import ProblemError
-from lumora_ota.signing import SigningIdentity
+from lumora_ota.signing import Signer
 from lumora_ota.store.outage import DependencyUnavailable
 
 MAX_HEADER_ID_LENGTH = 200
@@ -62,7 +62,7 @@ async def select_for_device(
     return Selection(selection.kind, full, selection.is_mandatory)
 
 
-async def required_identity(cache: DeliveryCache, project_id: str) -> SigningIdentity:
+async def required_identity(cache: DeliveryCache, project_id: str) -> Signer:
     """The project's signing identity for a request that demands signatures.
 
     A client that expects signatures rejects unsigned answers anyway, so a project without a

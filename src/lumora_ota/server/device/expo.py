@@ -37,6 +37,7 @@ from lumora_ota.server.device.bodies import (
     directive_body,
     dump_json,
     manifest_body,
+    publisher_gate,
     selection_key,
     signature_for,
 )
@@ -52,7 +53,7 @@ from lumora_ota.server.device.delivery import (
 )
 from lumora_ota.server.device.negotiation import acceptable_media_types, parse_string_list
 from lumora_ota.server.problems import ProblemError
-from lumora_ota.signing import SigningIdentity
+from lumora_ota.signing import Signer
 from lumora_ota.stats import stats_source
 
 MULTIPART = "multipart/mixed"
@@ -168,11 +169,11 @@ class ExpoResponder:
         self._cache = cache
         self._multipart = MultipartBuilder()
 
-    def _signature(self, identity: SigningIdentity | None, key: BodyKey, body: bytes) -> str | None:
+    def _signature(self, identity: Signer | None, key: BodyKey, body: bytes) -> str | None:
         return None if identity is None else signature_for(self._cache, identity, key, body)
 
     def _manifest(
-        self, update: UpdateRecord, runtime_version: str, identity: SigningIdentity | None
+        self, update: UpdateRecord, runtime_version: str, identity: Signer | None
     ) -> tuple[BodyKey, bytes, str | None]:
         key, body = manifest_body(
             self._cache,
@@ -184,7 +185,7 @@ class ExpoResponder:
         return key, body, self._signature(identity, key, body)
 
     def manifest_multipart(
-        self, update: UpdateRecord, runtime_version: str, identity: SigningIdentity | None
+        self, update: UpdateRecord, runtime_version: str, identity: Signer | None
     ) -> bytes:
         """Manifest and extensions parts."""
         _, body, signature = self._manifest(update, runtime_version, identity)
@@ -192,16 +193,14 @@ class ExpoResponder:
             [("manifest", body, signature), ("extensions", extensions_body(update), None)]
         )
 
-    def directive_multipart(
-        self, marker: UpdateRecord | None, identity: SigningIdentity | None
-    ) -> bytes:
+    def directive_multipart(self, marker: UpdateRecord | None, identity: Signer | None) -> bytes:
         """One directive part: ``rollBackToEmbedded`` for a marker, else ``noUpdateAvailable``."""
         key, body = directive_body(self._cache, marker)
         signature = self._signature(identity, key, body)
         return self._multipart.build([("directive", body, signature)])
 
     def manifest_json(
-        self, update: UpdateRecord, runtime_version: str, identity: SigningIdentity | None
+        self, update: UpdateRecord, runtime_version: str, identity: Signer | None
     ) -> tuple[bytes, str | None]:
         """The bare manifest body and its signature."""
         _, body, signature = self._manifest(update, runtime_version, identity)
@@ -213,7 +212,7 @@ class ExpoResponder:
         request: SelectionRequest,
         protocol: int,
         acceptable: tuple[str, ...],
-        identity: SigningIdentity | None,
+        identity: Signer | None,
     ) -> DeviceAnswer:
         """The HTTP answer for ``selection`` (see the module table), built once per
         generation for each distinct combination that shapes it."""
@@ -234,7 +233,7 @@ class ExpoResponder:
         request: SelectionRequest,
         protocol: int,
         acceptable: tuple[str, ...],
-        identity: SigningIdentity | None,
+        identity: Signer | None,
     ) -> DeviceAnswer:
         update = selection.update
         serves_manifest = update is not None and (
@@ -289,7 +288,14 @@ class ExpoResponder:
         identity = None
         if "expo-expect-signature" in headers:
             identity = await required_identity(cache, project_id)
-        selection = await select_for_device(cache, project_id, selection_req)
+        selection = publisher_gate(
+            cache,
+            await select_for_device(cache, project_id, selection_req),
+            selection_req.runtime_version,
+            self._ctx.settings.resolved_asset_base_url,
+            identity or await cache.signing_identity(project_id),
+            lumora_fields=False,
+        )
         answer = self.respond(selection, selection_req, protocol, acceptable, identity)
         await record_check(
             self._ctx.components,

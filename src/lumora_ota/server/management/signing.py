@@ -7,18 +7,31 @@ code signing (what expo-updates checks). The private key is kept in the database
 file in the server's signing-keys directory that only its owner may read (mode 0600), at most
 64 KiB (``signing.read_key_file``; one message for every refused file, so the field is no
 oracle for the server's files). The private key is never returned.
+
+**Publisher-held keys** (``"mode": "publisher"``, issue 20): the server gets the certificate
+and the publisher's signature over the constant ``noUpdateAvailable`` directive, never a
+private key. It makes its own online *timestamp* key (returned as
+``timestampCertificatePem``), which signs only the freshness statements of Lumora check
+answers. Each manifest or directive the server would serve is listed by
+``GET /projects/{project}/signing/unsigned`` until the publisher (``lumora codesigning
+sign``) uploads its signature with ``POST /projects/{project}/signing/signatures``; the
+server checks the signature against the certificate and that the body is one it serves, and
+until then answers devices "no update" for that update (``bodies.publisher_gate``).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import Field
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
 
-from lumora_ota.domain.manifest import iso_time
+from lumora_ota.domain.manifest import build_manifest, iso_time
+from lumora_ota.domain.runtime import is_runtime_range
 from lumora_ota.server.context import app_context
+from lumora_ota.server.device.bodies import NO_UPDATE_DIRECTIVE, dump_json, rollback_directive
 from lumora_ota.server.management.audit import record_audit
 from lumora_ota.server.management.auth import (
     CurrentPrincipal,
@@ -28,9 +41,20 @@ from lumora_ota.server.management.auth import (
 )
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel
 from lumora_ota.server.problems import ProblemError
-from lumora_ota.signing import KEYID_RE, SigningError, load_signing_identity, read_key_file
+from lumora_ota.signing import (
+    KEYID_RE,
+    SigningError,
+    body_sha256,
+    generate_signing_identity,
+    load_signing_identity,
+    parse_signature_value,
+    read_key_file,
+    validate_publisher_certificate,
+    verify_rsa_sha256,
+)
 from lumora_ota.store.db import bump_delivery_revision
-from lumora_ota.store.models import SigningKey, utcnow
+from lumora_ota.store.models import PublisherSignature, SigningKey, Update, utcnow
+from lumora_ota.store.repository import STATUS_ACTIVE, to_record
 
 router = APIRouter(tags=["signing"], route_class=GuardedJSONRoute)
 
@@ -44,14 +68,43 @@ class SigningKeyPut(RequestModel):
     private_key_pem: Annotated[str | None, Field(max_length=MAX_PEM_CHARS)] = None
     private_key_path: Annotated[str | None, Field(min_length=1, max_length=4096)] = None
     certificate_pem: Annotated[str, Field(min_length=1, max_length=MAX_PEM_CHARS)]
+    # "publisher": no private key; ``noUpdateSignature`` (base64, or an expo-signature
+    # value) signs the compact ``{"type":"noUpdateAvailable"}`` directive.
+    mode: Literal["server", "publisher"] = "server"
+    no_update_signature: Annotated[str | None, Field(max_length=4096)] = None
+
+
+class SignatureUpload(RequestModel):
+    """One publisher signature: the update it belongs to, the exact body, the signature."""
+
+    update_id: Annotated[str, Field(min_length=1, max_length=36)]
+    body: Annotated[str, Field(min_length=2, max_length=4 * 1024 * 1024)]
+    signature: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class SignaturesPost(RequestModel):
+    """Body of ``POST /projects/{project}/signing/signatures``."""
+
+    signatures: Annotated[list[SignatureUpload], Field(min_length=1, max_length=200)]
 
 
 def signing_json(row: SigningKey | None) -> dict[str, Any]:
     """The API shape of a project's signing configuration (never the private key)."""
     if row is None:
         return {"enabled": False}
+    if row.mode == "publisher":
+        return {
+            "enabled": True,
+            "mode": "publisher",
+            "keyid": row.keyid,
+            "certificatePem": row.certificate_pem,
+            "privateKeySource": "publisher",
+            "timestampCertificatePem": row.timestamp_certificate_pem,
+            "createdAt": iso_time(row.created_at),
+        }
     return {
         "enabled": True,
+        "mode": "server",
         "keyid": row.keyid,
         "certificatePem": row.certificate_pem,
         "privateKeySource": "file" if row.private_key_path else "database",
@@ -69,6 +122,83 @@ def _upsert(session: Session, project_id: str, body: SigningKeyPut) -> SigningKe
     row.private_key_path = body.private_key_path
     row.certificate_pem = body.certificate_pem
     row.created_at = utcnow()
+    row.mode = body.mode
+    row.timestamp_key_pem = None
+    row.timestamp_certificate_pem = None
+    # Signatures under an earlier certificate verify no more: the publisher signs again.
+    session.query(PublisherSignature).filter(PublisherSignature.project_id == project_id).delete()
+    return row
+
+
+def _put_publisher(session: Session, project_id: str, slug: str, body: SigningKeyPut) -> SigningKey:
+    """Store a publisher-held key: certificate, the signed noUpdateAvailable directive and a
+    fresh timestamp key of the server's own."""
+    if body.private_key_pem is not None or body.private_key_path is not None:
+        raise ProblemError(400, "publisher-held keys stay with the publisher: send no private key")
+    if body.no_update_signature is None:
+        raise ProblemError(400, "send noUpdateSignature: the signed noUpdateAvailable directive")
+    try:
+        certificate = validate_publisher_certificate(body.certificate_pem)
+        signature = parse_signature_value(body.no_update_signature)
+    except SigningError as exc:
+        raise ProblemError(400, str(exc), title="Unusable signing key") from None
+    directive = dump_json(NO_UPDATE_DIRECTIVE)
+    if not verify_rsa_sha256(certificate, directive, signature):
+        raise ProblemError(
+            400,
+            'noUpdateSignature does not verify over {"type":"noUpdateAvailable"} '
+            "under the certificate",
+            title="Unusable signing key",
+        )
+    row = _upsert(session, project_id, body)
+    timestamp_key, timestamp_certificate = generate_signing_identity(
+        f"{slug} timestamp", valid_days=3650
+    )
+    row.timestamp_key_pem = timestamp_key.decode()
+    row.timestamp_certificate_pem = timestamp_certificate.decode()
+    session.add(
+        PublisherSignature(
+            project_id=project_id,
+            body_sha256=body_sha256(directive),
+            update_id=None,
+            kind="directive",
+            body=directive.decode(),
+            signature=signature,
+        )
+    )
+    return row
+
+
+def served_bodies(update: Update, asset_base_url: str) -> list[tuple[str, bytes]]:
+    """``(kind, body)`` of every body the server serves for ``update`` in publisher-held
+    mode: the Expo and the Lumora manifest (for the runtime version it declares), or the
+    ``rollBackToEmbedded`` directive of a marker. The same bytes as ``server/device/bodies``."""
+    record = to_record(update)
+    if record.kind == "rollback_to_embedded":
+        return [("directive", dump_json(rollback_directive(record)))]
+    if is_runtime_range(record.runtime_version):
+        # Served manifests name each device's exact version: nothing one signature covers.
+        return []
+    return [
+        (
+            f"manifest-{variant}",
+            dump_json(
+                build_manifest(
+                    record,
+                    asset_base_url,
+                    runtime_version=record.runtime_version,
+                    lumora_fields=variant == "lumora",
+                )
+            ),
+        )
+        for variant in ("expo", "lumora")
+    ]
+
+
+def _publisher_row(session: Session, project_id: str) -> SigningKey:
+    row = session.get(SigningKey, project_id)
+    if row is None or row.mode != "publisher":
+        raise ProblemError(409, "the project's signing key is not publisher-held")
     return row
 
 
@@ -83,6 +213,19 @@ def put_signing(
     """Store the project's signing key pair; manifests are signed from now on."""
     found = visible_project(session, principal, project)
     principal.require("admin")
+    if body.mode == "publisher":
+        row = _put_publisher(session, found.id, found.slug, body)
+        record_audit(
+            session,
+            principal,
+            "signing.set",
+            project_id=found.id,
+            target=found.slug,
+            detail={"keyid": body.keyid, "privateKeySource": "publisher"},
+        )
+        bump_delivery_revision(session)
+        session.commit()
+        return signing_json(row)
     if (body.private_key_pem is None) == (body.private_key_path is None):
         raise ProblemError(400, "send exactly one of privateKeyPem and privateKeyPath")
     if body.private_key_pem is not None:
@@ -134,3 +277,123 @@ def delete_signing(
         bump_delivery_revision(session)
         session.commit()
     return {"enabled": False}
+
+
+MAX_UNSIGNED = 100
+
+
+@router.get(
+    "/projects/{project}/signing/unsigned",
+    summary="Bodies awaiting the publisher's signature (publisher-held keys)",
+)
+def get_unsigned(
+    project: str,
+    principal: CurrentPrincipal,
+    session: ReadSession,
+    request: Request,
+    update_id: Annotated[list[str] | None, Query(alias="updateId", max_length=100)] = None,
+) -> dict[str, Any]:
+    """``{"unsigned": [{updateId, kind, body, sha256}]}``: the bodies of active updates
+    (newest first, at most 100; or the ``updateId``s given) that the server would serve but
+    the publisher has not signed, with the current asset base URL (a changed base URL lists
+    every update again: ``lumora codesigning resign``)."""
+    found = visible_project(session, principal, project)
+    _publisher_row(session, found.id)
+    query = (
+        select(Update)
+        .where(Update.project_id == found.id, Update.status == STATUS_ACTIVE)
+        .order_by(Update.created_at.desc(), Update.id.desc())
+        .options(selectinload(Update.assets), selectinload(Update.channel))
+    )
+    if update_id:
+        query = query.where(Update.id.in_(update_id))
+    signed = set(
+        session.scalars(
+            select(PublisherSignature.body_sha256).where(PublisherSignature.project_id == found.id)
+        )
+    )
+    base = app_context(request).settings.resolved_asset_base_url
+    unsigned: list[dict[str, Any]] = []
+    for update in session.scalars(query):
+        for kind, body in served_bodies(update, base):
+            digest = body_sha256(body)
+            if digest not in signed:
+                unsigned.append(
+                    {"updateId": update.id, "kind": kind, "body": body.decode(), "sha256": digest}
+                )
+        if len(unsigned) >= MAX_UNSIGNED:
+            break
+    return {"unsigned": unsigned}
+
+
+@router.post(
+    "/projects/{project}/signing/signatures",
+    summary="Upload the publisher's signatures (publisher-held keys)",
+)
+def post_signatures(
+    project: str,
+    body: SignaturesPost,
+    principal: CurrentPrincipal,
+    session: WriteSession,
+    request: Request,
+) -> dict[str, Any]:
+    """Store signatures over bodies the server serves: each must verify under the project's
+    certificate over exactly ``body``, which must be one of ``updateId``'s bodies now (400
+    otherwise, nothing stored). Devices are served those bodies from now on."""
+    found = visible_project(session, principal, project)
+    principal.require("publish")
+    row = _publisher_row(session, found.id)
+    certificate = validate_certificate_or_400(row.certificate_pem)
+    base = app_context(request).settings.resolved_asset_base_url
+    stored = 0
+    for index, upload in enumerate(body.signatures):
+        update = session.get(Update, upload.update_id)
+        if update is None or update.project_id != found.id:
+            raise ProblemError(400, f"signatures[{index}]: update {upload.update_id} not found")
+        data = upload.body.encode()
+        kinds = {bytes_: kind for kind, bytes_ in served_bodies(update, base)}
+        if data not in kinds:
+            raise ProblemError(
+                400, f"signatures[{index}]: the body is not one the server serves for the update"
+            )
+        try:
+            signature = parse_signature_value(upload.signature)
+        except SigningError as exc:
+            raise ProblemError(400, f"signatures[{index}]: {exc}") from None
+        if not verify_rsa_sha256(certificate, data, signature):
+            raise ProblemError(
+                400, f"signatures[{index}]: the signature does not verify under the certificate"
+            )
+        digest = body_sha256(data)
+        existing = session.get(PublisherSignature, (found.id, digest))
+        if existing is None:
+            session.add(
+                PublisherSignature(
+                    project_id=found.id,
+                    body_sha256=digest,
+                    update_id=update.id,
+                    kind=kinds[data],
+                    body=upload.body,
+                    signature=signature,
+                )
+            )
+            stored += 1
+    record_audit(
+        session,
+        principal,
+        "signing.signatures",
+        project_id=found.id,
+        target=found.slug,
+        detail={"stored": stored},
+    )
+    bump_delivery_revision(session)
+    session.commit()
+    return {"stored": stored}
+
+
+def validate_certificate_or_400(certificate_pem: str) -> Any:
+    """The stored certificate, or 409 when it is no longer usable (expired, say)."""
+    try:
+        return validate_publisher_certificate(certificate_pem)
+    except SigningError as exc:
+        raise ProblemError(409, f"the project's certificate is unusable: {exc}") from None
