@@ -14,6 +14,7 @@ from lumora_ota.server.management import (
     deployments,
     embedded,  # delta updates (issue #10)
     keys,
+    plans,  # rollout plans (issue 19)
     projects,
     publish,
     signing,
@@ -37,3 +38,5 @@ def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
     keys.install_bootstrap(ctx, lifecycle)
     publish.install(ctx, lifecycle)
     embedded.install(ctx, lifecycle)  # the delta-patch worker (issue #10)
+    app.include_router(plans.router, prefix=API_PREFIX)  # rollout plans (issue 19)
+    plans.install(ctx, lifecycle)
