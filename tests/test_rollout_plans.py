@@ -4,6 +4,7 @@ PostgreSQL database advance it exactly once per step."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from conftest import BACKENDS
 from harness import ServerProcess, create_project, make_export, publish_export
 from lumora_ota.domain.rollout import in_rollout
 from stats_attack_helpers import EMBEDDED, manifest, served
+from webhook_receiver import Receiver, receiver
 
 FAST = {"LUMORA_PLAN_INTERVAL": "0.1", "LUMORA_STATS_DEVICES_PER_SOURCE": "1000"}
 
@@ -92,9 +94,21 @@ def test_plan_reaches_100_by_itself(
 def test_plan_halts_on_failures_of_served_devices_and_resumes(
     server_factory: Callable[..., ServerProcess], backend: str, unique: str, tmp_path: Path
 ) -> None:
-    server = server_factory(backend, extra_env=FAST)
+    server = server_factory(backend, extra_env={**FAST, "LUMORA_WEBHOOK_ALLOW_PRIVATE": "1"})
     slug = f"halt-{unique}"
-    answer = published(server, slug, tmp_path)
+    with receiver() as rx:
+        _halts(server, slug, tmp_path, rx)
+
+
+def _halts(server: ServerProcess, slug: str, tmp_path: Path, rx: Receiver) -> None:
+    with server.client() as client:
+        create_project(client, slug)
+        events = ["rollout_plan.halted", "update.flagged"]
+        resp = client.post(
+            f"/api/v1/projects/{slug}/webhooks", json={"url": rx.url, "events": events}
+        )
+        assert resp.status_code == 201, resp.text
+        answer, _ = publish_export(client, slug, make_export(tmp_path / "export", seed=slug))
     ios = next(u["id"] for u in answer["updates"] if u["platform"] == "ios")
     with server.client() as client:
         resp = client.put(
@@ -132,6 +146,11 @@ def test_plan_halts_on_failures_of_served_devices_and_resumes(
         resp = client.delete(f"/api/v1/updates/{ios}/rollout-plan")
         assert resp.json() == {"cleared": [ios]}
         assert plan_of(client, ios) == []
+    rx.wait_for(lambda got: len(got) >= 4)  # two halts, each halted + flagged
+    bodies = [json.loads(r.body) for r in rx.received]
+    assert sorted(b["type"] for b in bodies) == sorted(events * 2)
+    halted = next(b for b in bodies if b["type"] == "rollout_plan.halted")
+    assert halted["data"]["updateId"] == ios and "above the maximum" in halted["data"]["reason"]
 
 
 def test_bad_plans_get_problems(server: ServerProcess, unique: str, tmp_path: Path) -> None:

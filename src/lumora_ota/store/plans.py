@@ -72,13 +72,7 @@ def set_plan(session: Session, upd: Update, plan: Plan) -> RolloutPlan:
     upd.rollout = plan.steps[0]
     session.flush()
     bump_delivery_revision(session)
-    if previous != upd.rollout:
-        webhooks.emit(
-            session,
-            upd.project_id,
-            "update.rollout_changed",
-            {**_update_data(upd), "previousRollout": previous, "rollout": upd.rollout},
-        )
+    webhooks.rollout_changed(session, upd, previous)
     return row
 
 
@@ -99,16 +93,6 @@ def resume_plan(session: Session, row: RolloutPlan) -> None:
     row.step_started_at = utcnow()
     row.updated_at = row.step_started_at
     session.flush()
-
-
-def _update_data(upd: Update) -> dict[str, Any]:
-    return {
-        "updateId": upd.id,
-        "groupId": upd.group_id,
-        "channel": upd.channel.name,
-        "platform": upd.platform,
-        "runtimeVersion": upd.runtime_version,
-    }
 
 
 def run_plans(
@@ -181,7 +165,7 @@ def _run_one(
             if successes + failures
             else None,
         }
-        data = {**_update_data(upd), **figures, "steps": list(row.steps)}
+        data = {**webhooks.update_data(upd), **figures, "steps": list(row.steps)}
         if decision.action is Action.HALT:
             data.update(step=old_step, rollout=upd.rollout, reason=decision.reason)
             _audit(session, row.project_id, HALT_ACTION, update_id, data)
@@ -199,7 +183,7 @@ def _run_one(
             _audit(session, row.project_id, ADVANCE_ACTION, update_id, data)
             bump_delivery_revision(session)
             webhooks.emit(session, row.project_id, "rollout_plan.advanced", data)
-            webhooks.emit(session, row.project_id, "update.rollout_changed", data)
+            webhooks.rollout_changed(session, upd, previous)
         session.commit()
         log.info("rollout plan of update %s: %s", update_id, decision.action.value)
         return decision.action

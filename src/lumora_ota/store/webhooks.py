@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lumora_ota.domain.manifest import iso_time
-from lumora_ota.store.models import Project, Webhook, WebhookDelivery, utcnow
+from lumora_ota.store.models import Project, Update, Webhook, WebhookDelivery, utcnow
 
 EVENT_TYPES: tuple[str, ...] = (
     "update.published",
@@ -64,6 +64,29 @@ def verify(secret: str, header: str, body: bytes) -> int:
     if not hmac.compare_digest(expected, parts.get("v1", "")):
         raise ValueError("signature mismatch")
     return timestamp
+
+
+def update_data(upd: Update) -> dict[str, Any]:
+    """The common ``data`` fields of an update's events."""
+    return {
+        "updateId": upd.id,
+        "groupId": upd.group_id,
+        "channel": upd.channel.name,
+        "platform": upd.platform,
+        "runtimeVersion": upd.runtime_version,
+        "rollout": upd.rollout,
+    }
+
+
+def rollout_changed(session: Session, upd: Update, previous: int) -> None:
+    """Emit ``update.rollout_changed`` (and ``update.paused`` when it went to 0) for a
+    rollout moved from ``previous`` to ``upd.rollout``; nothing when it did not move."""
+    if previous == upd.rollout:
+        return
+    data = {**update_data(upd), "previousRollout": previous}
+    emit(session, upd.project_id, "update.rollout_changed", data)
+    if upd.rollout == 0:
+        emit(session, upd.project_id, "update.paused", data)
 
 
 def emit(session: Session, project_id: str, event_type: str, data: dict[str, Any]) -> int:

@@ -21,6 +21,7 @@ from lumora_ota.server.management import (
     stats,
     throttle,
     updates,
+    webhooks,  # webhooks (issue 19)
 )
 
 API_PREFIX = "/api/v1"
@@ -40,3 +41,5 @@ def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
     embedded.install(ctx, lifecycle)  # the delta-patch worker (issue #10)
     app.include_router(plans.router, prefix=API_PREFIX)  # rollout plans (issue 19)
     plans.install(ctx, lifecycle)
+    app.include_router(webhooks.router, prefix=API_PREFIX)  # webhooks (issue 19)
+    webhooks.install(ctx, lifecycle)

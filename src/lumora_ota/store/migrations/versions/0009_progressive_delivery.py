@@ -66,6 +66,7 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", _TIME(timezone=True), nullable=False),
         sa.Column("claimed_until", _TIME(timezone=True), nullable=True),
+        sa.Column("retry_until", _TIME(timezone=True), nullable=True),
         sa.Column("delivered_at", _TIME(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["webhook_id"], ["webhooks.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),

@@ -1,4 +1,5 @@
-"""``lumora publish --rollout-plan``, ``lumora updates plan|resume`` against a real server."""
+"""``lumora publish --rollout-plan``, ``lumora updates plan|resume`` and ``lumora webhooks``
+against a real server."""
 
 from __future__ import annotations
 
@@ -57,3 +58,22 @@ def test_publish_with_a_plan_then_show_clear_and_resume(
     assert cli.fails("updates", "plan", ios, "--steps", "50,10", code=1).startswith("error:")
     cli.fails("publish", str(app), "--project", project, "--launch-asset", "main.py",
               "--yes", "--rollout-plan", "1,x", code=2)  # fmt: skip
+
+
+def test_webhooks_commands(cli: Cli, project: str) -> None:  # noqa: F811
+    created = cli.json(
+        "webhooks", "create", "https://93.184.215.14/hook", "--project", project,
+        "-e", "update.published,channel.paused",
+    )  # fmt: skip
+    assert created["secret"].startswith("whsec_")
+    assert created["events"] == ["update.published", "channel.paused"]
+    listed = cli.json("webhooks", "list", "--project", project)["items"]
+    assert [h["id"] for h in listed] == [created["id"]] and "secret" not in listed[0]
+    assert "93.184.215.14" in cli.ok("webhooks", "list", "--project", project)
+    assert cli.json("webhooks", "deliveries", created["id"], "--project", project) == {"items": []}
+    refused = cli.fails("webhooks", "create", "http://127.0.0.1/x", "--project", project)
+    assert "private" in refused or "loopback" in refused
+    cli.fails("webhooks", "create", "https://93.184.215.14/", "-e", "nope", "--project", project)
+    cli.ok("webhooks", "delete", created["id"], "--project", project)
+    assert cli.json("webhooks", "list", "--project", project) == {"items": []}
+    cli.fails("webhooks", "delete", created["id"], "--project", project)
