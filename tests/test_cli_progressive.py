@@ -77,3 +77,17 @@ def test_webhooks_commands(cli: Cli, project: str) -> None:  # noqa: F811
     cli.ok("webhooks", "delete", created["id"], "--project", project)
     assert cli.json("webhooks", "list", "--project", project) == {"items": []}
     cli.fails("webhooks", "delete", created["id"], "--project", project)
+
+
+def test_devices_commands(cli: Cli, project: str, tmp_path: Path) -> None:  # noqa: F811
+    pinned = cli.json("devices", "pin", "qa-1", "--channel", "staging", "--project", project)
+    assert pinned["channel"] == "staging"
+    assert [p["deviceId"] for p in cli.json("devices", "list", "--project", project)["items"]] == [
+        "qa-1"
+    ]
+    view = cli.json("devices", "view", "qa-1", "--project", project)
+    assert view["pin"]["channel"] == "staging" and view["timeline"] == []
+    assert "staging" in cli.ok("devices", "view", "qa-1", "--project", project)
+    cli.fails("devices", "pin", "qa-2", "--channel", "nope", "--project", project)
+    cli.ok("devices", "unpin", "qa-1", "--project", project)
+    cli.fails("devices", "view", "qa-1", "--project", project)

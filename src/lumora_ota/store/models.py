@@ -476,3 +476,19 @@ class WebhookAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DevicePin(Base):
+    """A device served a named channel whatever channel it asks for (QA and beta devices).
+    Set by an admin through the management API; loaded by the delivery cache once per
+    generation, so pinning costs devices no query."""
+
+    __tablename__ = "device_pins"
+
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    device_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(36), nullable=True)

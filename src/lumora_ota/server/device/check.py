@@ -44,6 +44,7 @@ from lumora_ota.server.device.delivery import (
     MAX_FAILED_IDS,
     MAX_HEADER_ID_LENGTH,
     MAX_RUNTIME_VERSION_LENGTH,
+    apply_pin,
     record_check,
     required_identity,
     resolve_project,
@@ -146,6 +147,7 @@ class CheckResponder:
         if signed or body.signed:
             identity = await required_identity(cache, project_id)
         selection_req = body.selection_request()
+        selection_req = await apply_pin(cache, project_id, selection_req)
         selection = await select_for_device(cache, project_id, selection_req)
         key = ("check-answer", *selection_key(selection, selection_req.runtime_version, identity))
         answer = cache.memoize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
 from lumora_ota.domain.selection import NO_UPDATE, Selection, SelectionRequest, select_update
@@ -41,6 +42,18 @@ async def resolve_project(cache: DeliveryCache, ref: str) -> str:
     if project_id is None:
         raise ProblemError(404, f"project {ref!r} not found")
     return project_id
+
+
+async def apply_pin(
+    cache: DeliveryCache, project_id: str, request: SelectionRequest
+) -> SelectionRequest:
+    """The request with the channel its device is pinned to (issue 19), else as it is."""
+    if not request.device_id:
+        return request
+    channel = (await cache.pins(project_id)).get(request.device_id)
+    if channel is None or channel == request.channel:
+        return request
+    return replace(request, channel=channel)
 
 
 async def select_for_device(

@@ -12,6 +12,7 @@ from lumora_ota.server.management import (
     audit,
     delta,  # delta updates (issue #10)
     deployments,
+    devices,  # device pins and timelines (issue 19)
     embedded,  # delta updates (issue #10)
     keys,
     plans,  # rollout plans (issue 19)
@@ -43,3 +44,4 @@ def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
     plans.install(ctx, lifecycle)
     app.include_router(webhooks.router, prefix=API_PREFIX)  # webhooks (issue 19)
     webhooks.install(ctx, lifecycle)
+    app.include_router(devices.router, prefix=API_PREFIX)  # issue 19

@@ -1,4 +1,4 @@
-"""Progressive delivery: rollout plans, webhooks and their delivery outbox (issue 19).
+"""Progressive delivery: rollout plans, webhooks and their outbox, device pins (issue 19).
 
 New tables only; nothing stored before needs changing.
 
@@ -91,8 +91,19 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("webhook_attempts", schema=None) as batch_op:
         batch_op.create_index("ix_webhook_attempts_delivery", ["delivery_id"], unique=False)
+    op.create_table(
+        "device_pins",
+        sa.Column("project_id", sa.String(length=36), nullable=False),
+        sa.Column("device_id", sa.String(length=200), nullable=False),
+        sa.Column("channel", sa.String(length=100), nullable=False),
+        sa.Column("created_at", _TIME(timezone=True), nullable=False),
+        sa.Column("created_by", sa.String(length=36), nullable=True),
+        sa.ForeignKeyConstraint(["project_id"], ["projects.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("project_id", "device_id"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("device_pins")
     for table in ("webhook_attempts", "webhook_deliveries", "webhooks", "rollout_plans"):
         op.drop_table(table)
