@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,29 @@ def test_signature_format() -> None:
     assert verify("whsec_x", header, b'{"a":1}') == 1700000000
     with pytest.raises(ValueError):
         verify("whsec_x", header, b'{"a":2}')
+
+
+@pytest.mark.skipif("postgres" not in BACKENDS, reason="needs PostgreSQL")
+def test_two_processes_send_each_delivery_once(
+    server_factory: Callable[..., ServerProcess], unique: str, tmp_path: Path
+) -> None:
+    env = {**ENV, "LUMORA_WEBHOOK_POLL_INTERVAL": "0.05"}
+    first = server_factory("postgres", extra_env=env)
+    server_factory("postgres", database_url=first.database_url, extra_env=env)
+    slug = f"once-{unique}"
+    with receiver() as rx, first.client() as client:
+        create_project(client, slug)
+        events = {"url": rx.url, "events": ["update.rollout_changed"]}
+        assert client.post(f"/api/v1/projects/{slug}/webhooks", json=events).status_code == 201
+        answer, _ = publish_export(client, slug, make_export(tmp_path / "export", seed=unique))
+        group = answer["groupId"]
+        for rollout in range(1, 21):
+            resp = client.patch(f"/api/v1/groups/{group}", json={"rollout": rollout})
+            assert resp.status_code == 200
+        total = 20 * len(answer["updates"])
+        rx.wait_for(lambda got: len(got) >= total)
+        # Absence can only be observed over time: a second sender polling every 0.05 s would
+        # have sent a duplicate within this second.
+        time.sleep(1.0)
+    deliveries = [r.headers["Lumora-Delivery"] for r in rx.received]
+    assert len(deliveries) == total == len(set(deliveries))

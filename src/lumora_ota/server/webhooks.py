@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from sqlalchemy import Engine, event, or_, select, update
+from sqlalchemy import Engine, delete, event, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from lumora_ota import __version__
@@ -42,6 +42,9 @@ from lumora_ota.store.webhooks import SIGNATURE_HEADER, WEBHOOK_EMITTED, sign
 log = logging.getLogger("lumora_ota.webhooks")
 
 MAX_BACKOFF_SECONDS = 3600.0
+# Delivered and failed deliveries (with their attempts) are kept this long, then deleted.
+HISTORY_DAYS = 30
+PRUNE_EVERY_SECONDS = 3600.0
 BATCH = 50
 _ERROR_CHARS = 500
 
@@ -161,10 +164,30 @@ class WebhookSender:
             with contextlib.suppress(RuntimeError):  # loop closed at shutdown
                 loop.call_soon_threadsafe(wake.set)
 
+    def prune(self) -> int:
+        """Delete finished deliveries older than ``HISTORY_DAYS``; returns how many."""
+        cutoff = utcnow() - timedelta(days=HISTORY_DAYS)
+        with self._sessions() as session:
+            result = session.execute(
+                delete(WebhookDelivery).where(
+                    WebhookDelivery.status.in_(("delivered", "failed")),
+                    WebhookDelivery.created_at < cutoff,
+                )
+            )
+            session.commit()
+        return int(getattr(result, "rowcount", 0) or 0)
+
     async def _run(self) -> None:
         assert self._wake is not None
+        pruned_at = 0.0
         while True:
             self._wake.clear()
+            if time.monotonic() - pruned_at > PRUNE_EVERY_SECONDS:
+                pruned_at = time.monotonic()
+                try:
+                    await asyncio.to_thread(self.prune)
+                except Exception:
+                    log.exception("pruning webhook deliveries failed; will retry")
             try:
                 sent = await asyncio.to_thread(self.send_due)
             except Exception:

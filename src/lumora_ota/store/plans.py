@@ -19,11 +19,12 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from lumora_ota.domain.plans import Action, Plan, decide
+from lumora_ota.domain.plans import Action, Decision, Plan, decide
 from lumora_ota.stats_report import HealthThresholds, launch_counts
 from lumora_ota.store import webhooks
 from lumora_ota.store.db import bump_delivery_revision
 from lumora_ota.store.models import AuditEntry, RolloutPlan, Update, utcnow
+from lumora_ota.store.repository import STATUS_ACTIVE
 
 log = logging.getLogger("lumora_ota.plans")
 
@@ -127,7 +128,11 @@ def _run_one(
             return None
         successes, failures = launch_counts(session, row.project_id, update_id, thresholds)
         elapsed = (now - row.step_started_at).total_seconds()
-        decision = decide(plan_of(row), row.step_index, elapsed, successes + failures, failures)
+        rolled_back = upd.status != STATUS_ACTIVE
+        if rolled_back:  # nothing left to roll out: stop here, without flagging it
+            decision = Decision(Action.HALT, row.step_index, reason="the update was rolled back")
+        else:
+            decision = decide(plan_of(row), row.step_index, elapsed, successes + failures, failures)
         if decision.action is Action.WAIT:
             session.rollback()
             return None
@@ -170,7 +175,8 @@ def _run_one(
             data.update(step=old_step, rollout=upd.rollout, reason=decision.reason)
             _audit(session, row.project_id, HALT_ACTION, update_id, data)
             webhooks.emit(session, row.project_id, "rollout_plan.halted", data)
-            webhooks.emit(session, row.project_id, "update.flagged", data)
+            if not rolled_back:
+                webhooks.emit(session, row.project_id, "update.flagged", data)
         elif decision.action is Action.ADVANCE:
             previous = upd.rollout
             upd.rollout = row.steps[decision.step_index]
