@@ -56,6 +56,15 @@ def test_a_pinned_device_gets_its_channel_and_its_timeline_says_why(
         assert why["channel"] == "staging" and why["pinned"] is True and why["inRollout"]
         assert 0 <= why["rolloutBucket"] < 100
         assert view["lastCheck"]["channel"] == "staging"
+        # Renaming the channel keeps the pin on it.
+        channels = client.get("/api/v1/deployments", params={"project": project}).json()["items"]
+        staging_id = next(c["id"] for c in channels if c["name"] == "staging")
+        resp = client.put(f"/api/v1/deployments/{staging_id}", json={"name": "beta"})
+        assert resp.status_code == 200, resp.text
+        pins = client.get(f"/api/v1/projects/{project}/devices").json()["items"]
+        assert [p["channel"] for p in pins] == ["beta"]
+    assert check(server, projectId=project, deviceId="qa-1")["manifest"]["id"] == staging["id"]
+    with server.client() as client:
         # Unpinned: the device gets what it asks for again.
         assert client.delete(f"/api/v1/projects/{project}/devices/qa-1").status_code == 200
         assert client.delete(f"/api/v1/projects/{project}/devices/qa-1").status_code == 404
