@@ -54,6 +54,7 @@ def test_a_pinned_device_gets_its_channel_and_its_timeline_says_why(
         assert served["updateId"] == staging["id"]
         why = served["why"]
         assert why["channel"] == "staging" and why["pinned"] is True and why["inRollout"]
+        assert why["recorded"] is True and why["rollout"] == 100
         assert 0 <= why["rolloutBucket"] < 100
         assert view["lastCheck"]["channel"] == "staging"
         # Renaming the channel keeps the pin on it.

@@ -368,6 +368,8 @@ class DeviceServed(Base):
     device_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     source: Mapped[str] = mapped_column(String(220), default="")
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Why it was served, when first served (issue 19): {"channel", "pinned", "rollout"}.
+    reason: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class DeviceDay(Base):

@@ -33,6 +33,7 @@ class CheckRecorder(Protocol):
         failed_update_ids: tuple[str, ...] = (),
         source: str = "",
         known: Callable[[str], bool] = ...,
+        reason: dict[str, Any] | None = None,
     ) -> None: ...
 
 
@@ -120,7 +121,18 @@ async def record_check(
             # The database is out and this project's ids were never loaded: the device is
             # still answered, but the ids it names cannot be checked, so none is counted.
             known = _no_id
+    reason = None
+    if served and request.device_id and selection.update is not None:
+        # Why this device gets this update (the device timeline): kept once per device and
+        # update by the served-to record. The pins are in memory (loaded for the selection).
+        pins = await cache.pins(project_id)
+        reason = {
+            "channel": request.channel,
+            "pinned": pins.get(request.device_id) == request.channel,
+            "rollout": selection.update.rollout,
+        }
     recorder.record_check(
+        reason=reason,
         project_id=project_id,
         channel=channel,
         platform=request.platform,

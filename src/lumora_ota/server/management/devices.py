@@ -171,7 +171,7 @@ def device_timeline(
                 "at": iso_time(row.at),
                 "type": "served",
                 "updateId": row.update_id,
-                "why": _why(session, row.update_id, device_id, pin),
+                "why": _why(session, row, pin),
             }
         )
     for fact in facts:
@@ -195,20 +195,28 @@ def device_timeline(
     }
 
 
-def _why(session: Session, update_id: str, device_id: str, pin: DevicePin | None) -> Any:
-    """Why the device gets this update, as things stand now: its channel (and whether a pin
-    chose it), its rollout bucket against the rollout, the plan step."""
-    upd = session.get(Update, update_id)
-    if upd is None:
+def _why(session: Session, served: DeviceServed, pin: DevicePin | None) -> Any:
+    """Why the device was served this update: the channel, whether a pin chose it and the
+    rollout, as recorded when it was first served (``device_served.reason``; computed from
+    the current state for records from before it was kept), its rollout bucket (stable) and
+    the plan step the update is at now."""
+    bucket = rollout_bucket(served.update_id, served.device_id)
+    upd = session.get(Update, served.update_id)
+    stored = served.reason or {}
+    if upd is None and not stored:
         return {"deleted": True}
-    plan = session.get(RolloutPlan, update_id)
-    bucket = rollout_bucket(update_id, device_id)
+    channel = stored.get("channel", upd.channel.name if upd is not None else None)
+    rollout = stored.get("rollout", upd.rollout if upd is not None else 100)
+    pinned = stored.get("pinned", pin is not None and pin.channel == channel)
+    plan = session.get(RolloutPlan, served.update_id)
     return {
-        "channel": upd.channel.name,
-        "pinned": pin is not None and pin.channel == upd.channel.name,
+        "channel": channel,
+        "pinned": bool(pinned),
         "rolloutBucket": round(bucket * 100 / ROLLOUT_BUCKETS, 2),
-        "rollout": upd.rollout,
-        "inRollout": upd.rollout >= 100 or bucket < upd.rollout * (ROLLOUT_BUCKETS // 100),
+        "rollout": rollout,
+        "inRollout": rollout >= 100 or bucket < rollout * (ROLLOUT_BUCKETS // 100),
+        "recorded": bool(stored),
+        "deleted": upd is None,
         "planStep": None
         if plan is None
         else {"index": plan.step_index, "of": len(plan.steps), "status": plan.status},

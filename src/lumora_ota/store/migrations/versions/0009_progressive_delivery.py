@@ -101,9 +101,12 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["project_id"], ["projects.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("project_id", "device_id"),
     )
+    op.add_column("device_served", sa.Column("reason", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("device_served", schema=None) as batch_op:
+        batch_op.drop_column("reason")
     op.drop_table("device_pins")
     for table in ("webhook_attempts", "webhook_deliveries", "webhooks", "rollout_plans"):
         op.drop_table(table)
