@@ -203,3 +203,22 @@ def test_two_processes_advance_each_step_once(
     assert len(advances) == 5 * len(answer["updates"])
     pairs = [(a["target"], a["detail"]["step"]) for a in advances]
     assert len(set(pairs)) == len(pairs)
+
+
+def test_a_rolled_back_update_stops_its_plan(
+    server_factory: Callable[..., ServerProcess], unique: str, tmp_path: Path
+) -> None:
+    server = server_factory("sqlite", extra_env=FAST)
+    slug = f"rb-{unique}"
+    answer = published(server, slug, tmp_path)
+    ios = next(u["id"] for u in answer["updates"] if u["platform"] == "ios")
+    with server.client() as client:
+        plan = {"steps": [10, 100], "stepSeconds": 3600}
+        assert client.put(f"/api/v1/updates/{ios}/rollout-plan", json=plan).status_code == 200
+        assert client.post(f"/api/v1/updates/{ios}/rollback", json={}).status_code == 200
+        stopped = wait_for(
+            lambda: next((p for p in plan_of(client, ios) if p["status"] == "halted"), None),
+            "the plan to stop",
+        )
+        assert stopped["haltReason"] == "the update was rolled back"
+        assert client.get(f"/api/v1/updates/{ios}").json()["rollout"] == 10

@@ -61,8 +61,9 @@ def test_every_event_arrives_signed_and_retried(
         channel = client.get("/api/v1/deployments", params={"project": slug}).json()["items"][0]
         assert client.post(f"/api/v1/deployments/{channel['id']}/pause").status_code == 200
         assert client.post(f"/api/v1/deployments/{channel['id']}/resume").status_code == 200
-        assert client.post(f"/api/v1/updates/{android}/rollback", json={}).status_code == 200
+        # (A rolled-back update's plan stops: let it advance first.)
         rx.wait_for(lambda got: "rollout_plan.advanced" in types_of(got))
+        assert client.post(f"/api/v1/updates/{android}/rollback", json={}).status_code == 200
         assert client.delete(f"/api/v1/groups/{group}").status_code == 200
 
         rx.wait_for(lambda got: expected <= types_of(got))
