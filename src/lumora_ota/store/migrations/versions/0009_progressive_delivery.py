@@ -1,6 +1,8 @@
 """Progressive delivery: rollout plans, webhooks and their outbox, device pins (issue 19).
 
-New tables only; nothing stored before needs changing.
+New tables, and ``device_served.reason`` (why an update was served, for the device
+timeline): null for records stored before, which the timeline then explains from the
+current state. Nothing stored before needs changing.
 
 Revision ID: 0009
 Revises: 0007
