@@ -20,7 +20,10 @@ from harness import ServerProcess, create_project, make_export, publish_export
 @pytest.fixture
 def app_client(tmp_path: Path) -> Iterator[tuple[Any, Any]]:
     """An in-process app on SQLite whose poller and stats flusher stay quiet during a test."""
-    with in_process_app(tmp_path, cache_poll_interval=3600, stats_flush_interval=3600) as pair:
+    quiet = {"plan_interval": 3600, "webhook_poll_interval": 60}  # issue 19's workers
+    with in_process_app(
+        tmp_path, cache_poll_interval=3600, stats_flush_interval=3600, **quiet
+    ) as pair:
         yield pair
 
 

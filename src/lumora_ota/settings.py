@@ -177,6 +177,17 @@ class Settings:
     # used first; only files up to ``asset_memory_file_bytes``); 0 turns it off.
     asset_memory_bytes: int = 32 * 1024 * 1024
     asset_memory_file_bytes: int = 4 * 1024 * 1024
+    # Progressive delivery (issue 19): seconds between two looks at the rollout plans.
+    plan_interval: float = 10.0
+    # Webhooks: private and loopback targets are refused unless allowed (tests, on-premises);
+    # a delivery is retried with exponential backoff from ``webhook_backoff`` seconds for
+    # ``webhook_retry_seconds``; each attempt waits ``webhook_timeout`` for an answer; the
+    # outbox is looked at every ``webhook_poll_interval`` seconds.
+    webhook_allow_private: bool = False
+    webhook_retry_seconds: float = 24 * 3600.0
+    webhook_backoff: float = 2.0
+    webhook_timeout: float = 10.0
+    webhook_poll_interval: float = 1.0
 
     def __post_init__(self) -> None:
         # What bounds anonymous devices' influence and the statistics' storage: refused when
@@ -279,4 +290,14 @@ class Settings:
             patch_memory_bytes=_env_int("LUMORA_PATCH_MEMORY_BYTES", 512 * 1024 * 1024),
             asset_memory_bytes=_env_int("LUMORA_ASSET_MEMORY_BYTES", 32 * 1024 * 1024),
             asset_memory_file_bytes=_env_int("LUMORA_ASSET_MEMORY_FILE_BYTES", 4 * 1024 * 1024),
+            plan_interval=_env_bounded_float("LUMORA_PLAN_INTERVAL", 10.0, 0.05, 3600.0),
+            webhook_allow_private=env("LUMORA_WEBHOOK_ALLOW_PRIVATE", "") in ("1", "true", "yes"),
+            webhook_retry_seconds=_env_bounded_float(
+                "LUMORA_WEBHOOK_RETRY_SECONDS", 24 * 3600.0, 0.0, 30 * 24 * 3600.0
+            ),
+            webhook_backoff=_env_bounded_float("LUMORA_WEBHOOK_BACKOFF", 2.0, 0.05, 3600.0),
+            webhook_timeout=_env_bounded_float("LUMORA_WEBHOOK_TIMEOUT", 10.0, 0.1, 120.0),
+            webhook_poll_interval=_env_bounded_float(
+                "LUMORA_WEBHOOK_POLL_INTERVAL", 1.0, 0.05, 60.0
+            ),
         )

@@ -151,7 +151,8 @@ class StatsBatch:
     facts: dict[FactKey, datetime]
     devices: dict[DeviceKey, DeviceObservation]
     device_days: set[DeviceDayKey]
-    served: dict[ServedKey, tuple[str, datetime]]  # -> (source, first served at)
+    # -> (source, first served at, why: channel, pin, rollout; issue 19's device timeline)
+    served: dict[ServedKey, tuple[str, datetime, dict[str, Any] | None]]
 
     @classmethod
     def empty(cls) -> StatsBatch:
@@ -263,6 +264,7 @@ class StatsRecorder:
         failed_update_ids: Sequence[str] = (),
         source: str = "",
         known: Callable[[str], bool] = lambda _update_id: True,
+        reason: dict[str, Any] | None = None,
     ) -> None:
         """Count one answered manifest/check request and what its headers say.
 
@@ -298,7 +300,7 @@ class StatsRecorder:
             if served_update_id:
                 skey = (project_id, served_update_id, device_id)
                 if hash(skey) not in self._seen_served and skey not in batch.served:
-                    batch.served[skey] = (source, now)
+                    batch.served[skey] = (source, now, reason)
             if running and known(running):
                 for fact in RUNNING_FACTS:
                     self._add_fact((project_id, device_id, running, fact), now)
@@ -528,9 +530,16 @@ def _idempotent_writes(engine: Engine, batch: StatsBatch) -> list[tuple[Any, lis
         sstmt = sstmt.on_conflict_do_nothing(  # type: ignore[attr-defined]
             index_elements=["project_id", "update_id", "device_id"]
         )
-        rows = [
-            {"project_id": p, "update_id": u, "device_id": dev, "source": src, "at": at}
-            for (p, u, dev), (src, at) in sorted(batch.served.items())
+        rows: list[dict[str, Any]] = [
+            {
+                "project_id": p,
+                "update_id": u,
+                "device_id": dev,
+                "source": src,
+                "at": at,
+                "reason": why,
+            }
+            for (p, u, dev), (src, at, why) in sorted(batch.served.items())
         ]
         writes.append((sstmt, rows))
     if batch.facts:

@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, select, update
 from sqlalchemy.orm import Session
 
+from lumora_ota.store import webhooks
 from lumora_ota.store.db import bump_delivery_revision
 from lumora_ota.store.models import (
     AuditEntry,
@@ -565,6 +566,16 @@ def auto_pause_failing(
             )
         )
         bump_delivery_revision(session)
+        upd.rollout = 0
+        data = {
+            **webhooks.update_data(upd),
+            "previousRollout": previous,
+            "reason": "launch failure rate above threshold",
+            "launches": health.launches,
+            "failures": health.failures,
+        }
+        webhooks.emit(session, project_id, "update.flagged", data)
+        webhooks.rollout_changed(session, upd, previous)
         session.commit()
         paused.append(update_id)
     return paused

@@ -40,6 +40,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("lumora_ota.cli.audit", "audit"),
     "codesigning": ("lumora_ota.cli.codesigning", "app"),
     "embedded": ("lumora_ota.cli.embedded", "app"),  # delta updates: embedded bundles (#10)
+    "webhooks": ("lumora_ota.cli.webhooks", "app"),  # issue 19
+    "devices": ("lumora_ota.cli.devices", "app"),  # issue 19: pins and timelines
 }
 
 

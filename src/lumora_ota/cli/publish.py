@@ -31,6 +31,7 @@ from lumora_ota.cli.output import (
     stderr_console,
     yes_no,
 )
+from lumora_ota.cli.plans import plan_body
 from lumora_ota.cli.publish_plan import (
     ALL_PLATFORMS,
     FileDigest,
@@ -86,6 +87,29 @@ def publish(
     mandatory: Annotated[
         bool, typer.Option("--mandatory", help="Clients should apply it right away.")
     ] = False,
+    rollout_plan: Annotated[
+        str | None,
+        typer.Option(
+            "--rollout-plan",
+            help="Roll out by itself through these percentages (e.g. 1,10,50,100): see"
+            " lumora updates plan.",
+        ),
+    ] = None,
+    plan_step: Annotated[
+        str, typer.Option("--step", help="With --rollout-plan: soak time per step (1h, 30m).")
+    ] = "1h",
+    plan_min_launches: Annotated[
+        int,
+        typer.Option(
+            "--min-launches", min=0, help="With --rollout-plan: launches needed to advance."
+        ),
+    ] = 0,
+    plan_max_failure_rate: Annotated[
+        str,
+        typer.Option(
+            "--max-failure-rate", help="With --rollout-plan: halt above this failure rate."
+        ),
+    ] = "2%",
     expo: Annotated[
         Path | None,
         typer.Option(
@@ -122,8 +146,14 @@ def publish(
     Example: lumora publish --expo . --project my-app (runs both npx commands for you)
 
     Example: lumora publish build/ --launch-asset main.py --runtime-version 1.0 --platform all
+
+    Example: lumora publish dist --rollout-plan 1,10,50,100 --step 1h --max-failure-rate 2%
     """
     chosen_project = pick_project(project)
+    plan: dict[str, Any] | None = None
+    if rollout_plan is not None:
+        plan = plan_body(rollout_plan, plan_step, plan_min_launches, plan_max_failure_rate)
+        rollout = plan["steps"][0]  # never served wider than the first step
     if expo is not None:
         if launch_asset is not None:
             raise CliError("choose either --expo or --launch-asset, not both", exit_code=2)
@@ -142,9 +172,9 @@ def publish(
         )
     update_message = message if message is not None else last_commit_subject(directory)
     reports: list[dict[str, Any]] = []
-    for plan in plans:  # one per runtime version (fingerprints may differ per platform)
+    for one in plans:  # one per runtime version (fingerprints may differ per platform)
         report, result = _publish_plan(
-            plan,
+            one,
             project=chosen_project,
             channel=channel,
             message=update_message,
@@ -156,6 +186,7 @@ def publish(
             server=server,
             api_key=api_key,
             private_key=_read_key(private_key),
+            rollout_plan=plan,
         )
         reports.append(report)
         if not as_json:
@@ -178,6 +209,7 @@ def _publish_plan(
     server: str | None,
     api_key: str | None,
     private_key: bytes | None = None,
+    rollout_plan: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Hash, upload what is missing and publish one plan; its report and the server's answer."""
     digests = digest_files(plan.unique_paths())
@@ -209,6 +241,9 @@ def _publish_plan(
             mandatory=mandatory,
         )
         result = api.post("/updates/publish", body)
+        if rollout_plan is not None:
+            planned = api.put(f"/updates/{result['groupId']}/rollout-plan", rollout_plan)
+            result["rolloutPlans"] = planned.get("items")
         manifest_url = api.url(f"/expo/{project}/manifest")
         if private_key is not None:
             from lumora_ota.cli.publisher_signing import sign_pending
@@ -349,6 +384,7 @@ def _report(
     updates = [u for u in result["updates"] if isinstance(u, dict)]
     return {
         "groupId": result.get("groupId"),
+        **({"rolloutPlans": result["rolloutPlans"]} if "rolloutPlans" in result else {}),
         "project": project,
         "channel": channel,
         "runtimeVersion": plan.runtime_version,

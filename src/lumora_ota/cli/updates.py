@@ -599,3 +599,87 @@ def _sign_created(api: Any, private_key: Path, created: list[dict[str, Any] | No
     except OSError as exc:
         raise CliError(f"cannot read the private key {private_key}: {exc.strerror or exc}") from exc
     sign_new_updates(api, pem, [u for u in created if u is not None])
+
+
+# ---------------------------------------------------------------- rollout plans (issue 19)
+
+
+@app.command("plan")
+def plan_update(
+    update_id: UpdateIdArgument,
+    steps: Annotated[
+        str | None,
+        typer.Option("--steps", help="Rollout percentages, rising: e.g. 1,10,50,100."),
+    ] = None,
+    step: Annotated[
+        str, typer.Option("--step", help="Soak time per step: 90s, 30m, 1h, 2d.")
+    ] = "1h",
+    min_launches: Annotated[
+        int,
+        typer.Option("--min-launches", min=0, help="Launches needed to advance (0: time alone)."),
+    ] = 0,
+    max_failure_rate: Annotated[
+        str,
+        typer.Option("--max-failure-rate", help="Halt above this launch failure rate (2%)."),
+    ] = "2%",
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the plan.")] = False,
+    as_json: JsonOption = False,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Show, set or clear the rollout plan of a group (every platform) or one update.
+
+    With --steps the rollout goes to the first step now, then the server raises it one step
+    per --step of soak time while the gate holds (at least --min-launches launches, failure
+    rate at most --max-failure-rate among devices served the update); it halts the moment the
+    failure rate crosses the maximum (see lumora updates resume). Without options it shows
+    the plan.
+
+    Example: lumora updates plan 0b7e6c1e-... --steps 1,10,50,100 --step 1h --max-failure-rate 2%
+    """
+    from lumora_ota.cli.plans import plan_body, print_plans
+
+    if clear and steps is not None:
+        raise CliError("choose either --steps or --clear, not both", exit_code=2)
+    path = f"/updates/{update_id}/rollout-plan"
+    with open_api(server, api_key) as api:
+        if clear:
+            result = api.delete(path)
+            if as_json:
+                print_json(result)
+            else:
+                note(f"cleared the rollout plan of {', '.join(result.get('cleared') or []) or '-'}")
+            return
+        if steps is not None:
+            result = api.put(path, plan_body(steps, step, min_launches, max_failure_rate))
+        else:
+            result = api.get(path)
+    if as_json:
+        print_json(result)
+        return
+    items = [p for p in result.get("items") or [] if isinstance(p, dict)]
+    if not items:
+        note(f"{update_id} has no rollout plan")
+        return
+    print_plans(items)
+
+
+@app.command("resume")
+def resume_plan(
+    update_id: UpdateIdArgument,
+    as_json: JsonOption = False,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Continue a halted rollout plan from its current step (its soak time starts again).
+
+    Example: lumora updates resume 0b7e6c1e-...
+    """
+    from lumora_ota.cli.plans import print_plans
+
+    with open_api(server, api_key) as api:
+        result = api.post(f"/updates/{update_id}/rollout-plan/resume", {})
+    if as_json:
+        print_json(result)
+        return
+    print_plans([p for p in result.get("items") or [] if isinstance(p, dict)])

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -395,6 +396,8 @@ class DeviceServed(Base):
     device_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     source: Mapped[str] = mapped_column(String(220), default="")
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Why it was served, when first served (issue 19): {"channel", "pinned", "rollout"}.
+    reason: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class DeviceDay(Base):
@@ -417,3 +420,105 @@ class ServerSecret(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(200))
+
+
+# ---------------------------------------------------------------- progressive delivery (issue 19)
+
+
+class RolloutPlan(Base):
+    """A rollout plan of one update: its rollout moves through ``steps`` (percentages), one
+    step per ``step_seconds`` once the gate holds (``domain/plans.py``); ``status`` is
+    ``active``, ``halted`` (failure rate above ``max_failure_rate``; ``halt_reason`` says
+    why) or ``completed``. ``step_index`` only moves through a conditional UPDATE, so each
+    step happens once however many server processes look at it."""
+
+    __tablename__ = "rollout_plans"
+    __table_args__ = (Index("ix_rollout_plans_status", "status"),)
+
+    update_id: Mapped[str] = mapped_column(
+        ForeignKey("updates.id", ondelete="CASCADE"), primary_key=True
+    )
+    project_id: Mapped[str] = mapped_column(String(36))
+    steps: Mapped[list[int]] = mapped_column(JSON)
+    step_seconds: Mapped[int] = mapped_column(Integer)
+    min_launches: Mapped[int] = mapped_column(Integer)
+    max_failure_rate: Mapped[float] = mapped_column(Float)
+    step_index: Mapped[int] = mapped_column(Integer, default=0)
+    step_started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    halt_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Webhook(Base):
+    """A project's webhook: events of the listed types are POSTed to ``url``, signed with
+    ``secret`` (HMAC-SHA256, shown once at creation)."""
+
+    __tablename__ = "webhooks"
+    __table_args__ = (Index("ix_webhooks_project", "project_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(JSON)
+    secret: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """The outbox: one event for one webhook, written in the transaction of the change it
+    reports, sent by the delivery worker (``server/webhooks.py``) until answered 2xx or out
+    of retry time. ``claimed_until`` is the lease of the process sending it."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_webhook", "webhook_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(36))
+    event_type: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # "pending", "delivered" or "failed" (retry time used up)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # No retry after this instant: set at the first attempt (and again by a redelivery).
+    retry_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class WebhookAttempt(Base):
+    """One attempt to send a delivery: the answer's status code or the error."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_delivery", "delivery_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE")
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DevicePin(Base):
+    """A device served a named channel whatever channel it asks for (QA and beta devices).
+    Set by an admin through the management API; loaded by the delivery cache once per
+    generation, so pinning costs devices no query."""
+
+    __tablename__ = "device_pins"
+
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    device_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(36), nullable=True)

@@ -29,6 +29,7 @@ from lumora_ota.store.models import (
     Base,
     Blob,
     Channel,
+    DevicePin,
     Project,
     ProjectBlob,
     Update,
@@ -216,12 +217,19 @@ def rename_channel(session: Session, channel: Channel, name: str) -> Channel:
     """Rename a channel; Conflict when the new name is taken in its project."""
     if channel.name == name:
         return channel
+    previous = channel.name
     try:
         with session.begin_nested():
             channel.name = name
             session.flush()
     except IntegrityError:
         raise Conflict(f"channel {name!r} already exists") from None
+    # Devices pinned to the channel stay pinned to it (issue 19).
+    session.execute(
+        sql_update(DevicePin)
+        .where(DevicePin.project_id == channel.project_id, DevicePin.channel == previous)
+        .values(channel=name)
+    )
     bump_delivery_revision(session)
     return channel
 

@@ -70,7 +70,14 @@ from lumora_ota.signing import (
     read_key_file,
 )
 from lumora_ota.store.db import DELIVERY_BUMPED, PATCH_BUMPED, read_revisions
-from lumora_ota.store.models import Channel, Project, PublisherSignature, SigningKey, Update
+from lumora_ota.store.models import (
+    Channel,
+    DevicePin,
+    Project,
+    PublisherSignature,
+    SigningKey,
+    Update,
+)
 from lumora_ota.store.outage import (
     DependencyUnavailable,
     ThrottledLog,
@@ -161,6 +168,7 @@ class _Generation:
     )
     signing: dict[str, Signer | None] = field(default_factory=dict)
     update_ids: dict[str, frozenset[str]] = field(default_factory=dict)
+    pins: dict[str, dict[str, str]] = field(default_factory=dict)
     bodies: BoundedCache[Hashable, Any] = field(default_factory=lambda: BoundedCache(MAX_BODIES))
     # Loads in flight, by key: concurrent misses share one (single flight).
     loading: dict[Hashable, asyncio.Future[Any]] = field(default_factory=dict)
@@ -321,6 +329,14 @@ def load_candidates(
 def load_update_ids(session: Session, project_id: str) -> frozenset[str]:
     """The ids of every update of the project (any status)."""
     return frozenset(session.scalars(select(Update.id).where(Update.project_id == project_id)))
+
+
+def load_pins(session: Session, project_id: str) -> dict[str, str]:
+    """The project's device pins: device id -> channel name (issue 19)."""
+    rows = session.execute(
+        select(DevicePin.device_id, DevicePin.channel).where(DevicePin.project_id == project_id)
+    )
+    return {device: channel for device, channel in rows}
 
 
 def load_full_update(session: Session, update_id: str) -> UpdateRecord | None:
@@ -766,6 +782,25 @@ class DeliveryCache:
             return project_id in snapshot.update_ids, snapshot.update_ids.get(project_id)
 
         return await self._load_once(generation, ("update-ids", project_id), load, stale)
+
+    async def pins(self, project_id: str) -> dict[str, str]:
+        """The project's device pins (device id -> channel), one query per project and
+        generation (pinning bumps the revision). While the database cannot answer, devices
+        are served unpinned."""
+        generation = self._generation
+        known = generation.pins.get(project_id)
+        if known is not None:
+            return known
+
+        async def load() -> dict[str, str]:
+            loaded = await run_in_threadpool(self._run_in_session, load_pins, project_id)
+            generation.pins[project_id] = loaded
+            return loaded
+
+        def stale(_snapshot: Snapshot | None) -> tuple[bool, dict[str, str] | None]:
+            return True, {}
+
+        return await self._load_once(generation, ("pins", project_id), load, stale)
 
     def known_channel(self, project_id: str, channel: str) -> bool:
         """Whether the project has a channel named ``channel`` (from the project map; True

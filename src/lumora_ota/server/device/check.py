@@ -54,6 +54,7 @@ from lumora_ota.server.device.delivery import (
     MAX_FAILED_IDS,
     MAX_HEADER_ID_LENGTH,
     MAX_RUNTIME_VERSION_LENGTH,
+    apply_pin,
     record_check,
     required_identity,
     resolve_project,
@@ -167,6 +168,7 @@ class CheckResponder:
             # Read before selecting: what is selected next is at least this new.
             sequence = cache.sequence()
         selection_req = body.selection_request()
+        selection_req = await apply_pin(cache, project_id, selection_req)
         selection = publisher_gate(
             cache,
             await select_for_device(cache, project_id, selection_req),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
 from lumora_ota.domain.selection import NO_UPDATE, Selection, SelectionRequest, select_update
@@ -32,6 +33,7 @@ class CheckRecorder(Protocol):
         failed_update_ids: tuple[str, ...] = (),
         source: str = "",
         known: Callable[[str], bool] = ...,
+        reason: dict[str, Any] | None = None,
     ) -> None: ...
 
 
@@ -41,6 +43,18 @@ async def resolve_project(cache: DeliveryCache, ref: str) -> str:
     if project_id is None:
         raise ProblemError(404, f"project {ref!r} not found")
     return project_id
+
+
+async def apply_pin(
+    cache: DeliveryCache, project_id: str, request: SelectionRequest
+) -> SelectionRequest:
+    """The request with the channel its device is pinned to (issue 19), else as it is."""
+    if not request.device_id:
+        return request
+    channel = (await cache.pins(project_id)).get(request.device_id)
+    if channel is None or channel == request.channel:
+        return request
+    return replace(request, channel=channel)
 
 
 async def select_for_device(
@@ -107,7 +121,18 @@ async def record_check(
             # The database is out and this project's ids were never loaded: the device is
             # still answered, but the ids it names cannot be checked, so none is counted.
             known = _no_id
+    reason = None
+    if served and request.device_id and selection.update is not None:
+        # Why this device gets this update (the device timeline): kept once per device and
+        # update by the served-to record. The pins are in memory (loaded for the selection).
+        pins = await cache.pins(project_id)
+        reason = {
+            "channel": request.channel,
+            "pinned": pins.get(request.device_id) == request.channel,
+            "rollout": selection.update.rollout,
+        }
     recorder.record_check(
+        reason=reason,
         project_id=project_id,
         channel=channel,
         platform=request.platform,

@@ -45,6 +45,7 @@ from lumora_ota.server.device.cache import DeliveryCache
 from lumora_ota.server.device.delivery import (
     MAX_FAILED_IDS,
     MAX_RUNTIME_VERSION_LENGTH,
+    apply_pin,
     bounded,
     record_check,
     required_identity,
@@ -288,6 +289,7 @@ class ExpoResponder:
         identity = None
         if "expo-expect-signature" in headers:
             identity = await required_identity(cache, project_id)
+        selection_req = await apply_pin(cache, project_id, selection_req)
         selection = publisher_gate(
             cache,
             await select_for_device(cache, project_id, selection_req),

@@ -12,14 +12,17 @@ from lumora_ota.server.management import (
     audit,
     delta,  # delta updates (issue #10)
     deployments,
+    devices,  # device pins and timelines (issue 19)
     embedded,  # delta updates (issue #10)
     keys,
+    plans,  # rollout plans (issue 19)
     projects,
     publish,
     signing,
     stats,
     throttle,
     updates,
+    webhooks,  # webhooks (issue 19)
 )
 
 API_PREFIX = "/api/v1"
@@ -37,3 +40,8 @@ def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
     keys.install_bootstrap(ctx, lifecycle)
     publish.install(ctx, lifecycle)
     embedded.install(ctx, lifecycle)  # the delta-patch worker (issue #10)
+    app.include_router(plans.router, prefix=API_PREFIX)  # rollout plans (issue 19)
+    plans.install(ctx, lifecycle)
+    app.include_router(webhooks.router, prefix=API_PREFIX)  # webhooks (issue 19)
+    webhooks.install(ctx, lifecycle)
+    app.include_router(devices.router, prefix=API_PREFIX)  # issue 19

@@ -21,7 +21,7 @@ from lumora_ota.server.management.auth import (
 )
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel, store_errors
 from lumora_ota.server.problems import not_found
-from lumora_ota.store import repository
+from lumora_ota.store import repository, webhooks
 from lumora_ota.store.models import Channel, Update
 
 router = APIRouter(tags=["deployments"], route_class=GuardedJSONRoute)
@@ -207,6 +207,12 @@ def _set_paused(
     was = channel.paused
     repository.set_channel_paused(session, channel, paused)
     if was != paused:
+        webhooks.emit(
+            session,
+            channel.project_id,
+            "channel.paused" if paused else "channel.resumed",
+            {"channelId": channel.id, "channel": channel.name},
+        )
         record_audit(
             session,
             principal,

@@ -23,7 +23,7 @@ from lumora_ota.server.management.auth import CurrentPrincipal, WriteSession, vi
 from lumora_ota.server.management.deployments import CHANNEL_PATTERN
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel, store_errors
 from lumora_ota.server.management.updates import Flag, PlatformName, Rollout, update_json
-from lumora_ota.store import repository
+from lumora_ota.store import repository, webhooks
 from lumora_ota.store.digests import fill_missing_md5
 from lumora_ota.store.patches import schedule_patches
 from lumora_ota.store.variants import VariantWorker, gzip_before_publish
@@ -176,6 +176,18 @@ def publish_updates(
         updates = repository.publish(session, spec)
     # Compressed before visible: devices asking right after the commit get gzip at least.
     gzip_before_publish(session, ctx.blobs, _spec_files(spec))
+    webhooks.emit(
+        session,
+        project.id,
+        "update.published",
+        {
+            "groupId": updates[0].group_id,
+            "channel": body.channel,
+            "runtimeVersion": body.runtime_version,
+            "message": body.message,
+            "updates": [webhooks.update_data(u) for u in updates],
+        },
+    )
     record_audit(
         session,
         principal,

@@ -25,7 +25,7 @@ from lumora_ota.server.management.deployments import CHANNEL_PATTERN
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel, store_errors
 from lumora_ota.server.problems import not_found
 from lumora_ota.settings import Settings
-from lumora_ota.store import repository
+from lumora_ota.store import repository, webhooks
 from lumora_ota.store.models import Update
 
 router = APIRouter(tags=["updates"], route_class=GuardedJSONRoute)
@@ -170,7 +170,9 @@ def patch_update(
     """Set ``rollout`` (0..100) and/or ``mandatory``."""
     update = visible_update(session, principal, update_id)
     principal.require("publish")
+    previous = update.rollout
     repository.patch_update(session, update, rollout=body.rollout, mandatory=body.mandatory)
+    webhooks.rollout_changed(session, update, previous)
     record_audit(
         session,
         principal,
@@ -222,6 +224,17 @@ def rollback_update(
             )
         else:
             replacement = repository.rollback(session, update, created_by=principal.key_id)
+    webhooks.emit(
+        session,
+        update.project_id,
+        "update.rolled_back",
+        {
+            **webhooks.update_data(update),
+            "to": body.to,
+            "toEmbedded": body.to_embedded,
+            "newUpdateId": replacement.id if replacement is not None else None,
+        },
+    )
     record_audit(
         session,
         principal,
@@ -337,7 +350,9 @@ def patch_group(
     updates = visible_group(session, principal, group_id)
     principal.require("publish")
     for update in updates:
+        previous = update.rollout
         repository.patch_update(session, update, rollout=body.rollout, mandatory=body.mandatory)
+        webhooks.rollout_changed(session, update, previous)
         record_audit(
             session,
             principal,
@@ -363,6 +378,7 @@ def delete_group(
 def _delete(session: Session, principal: Principal, updates: list[Update]) -> dict[str, Any]:
     deleted = [u.id for u in updates]
     for update in updates:
+        webhooks.emit(session, update.project_id, "update.deleted", webhooks.update_data(update))
         record_audit(
             session,
             principal,

@@ -173,7 +173,7 @@
 
   // ------------------------------------------------------------------ routing
 
-  const VIEWS = ["updates", "update", "deployments", "stats"];
+  const VIEWS = ["updates", "update", "deployments", "stats", "delivery"];
 
   function currentRoute() {
     const parts = (location.hash || "#/updates").slice(2).split("/");
@@ -195,6 +195,7 @@
       if (r.view === "updates") await loadUpdates();
       else if (r.view === "update") await loadUpdate(r.id);
       else if (r.view === "deployments") await loadDeployments();
+      else if (r.view === "delivery") await loadDelivery();
       else await loadStats();
       say(`Updated ${new Date().toLocaleTimeString()}`);
     } catch (err) {
@@ -301,16 +302,63 @@
     const current = latest("update");
     const u = await api("/api/v1/updates/" + encodeURIComponent(id));
     if (!current()) return;
-    const [delta, manifest, stats, group] = await Promise.all([
+    const [delta, manifest, stats, group, plan] = await Promise.all([
       deltaFacts(u),
       u.kind === "update"
         ? api("/api/v1/manifests/" + encodeURIComponent(u.id)).catch((e) => ({ error: e.message }))
         : Promise.resolve(null),
       api("/api/v1/stats?" + qs({ project: u.projectId, update: u.id })),
       api("/api/v1/groups/" + encodeURIComponent(u.groupId)).catch(() => null),
+      api("/api/v1/updates/" + encodeURIComponent(u.id) + "/rollout-plan").catch(() => ({ items: [] })),
     ]);
     if (!current()) return;
-    renderUpdate(u, delta, manifest, stats, group);
+    renderUpdate(u, [...delta, ...planFacts(plan)], manifest, stats, group);
+  }
+
+  // The rollout plan (issue 19) as fact rows: current step, next step and when, gate figures.
+  function planFacts(plan) {
+    const p = plan && plan.items && plan.items[0];
+    if (!p) return [];
+    const pct = (x) => (x === null || x === undefined ? "-" : (x * 100).toFixed(2) + "%");
+    const rows = [
+      ["Rollout plan", `${p.status}: step ${p.stepIndex + 1} of ${p.steps.length} (${p.steps.join("% → ")}%)`],
+      ["Next step", p.nextStep === null ? "none" : `${p.nextStep}% after ${fmtTime(p.nextStepAt)} if the gate holds`],
+      ["Plan gate", `${p.gate.failures} of ${p.gate.launches} launches failed (${pct(p.gate.failureRate)}); ` +
+        `max ${pct(p.maxFailureRate)}, at least ${p.minLaunches} launches`],
+    ];
+    if (p.haltReason) rows.push(["Halted because", p.haltReason]);
+    return rows;
+  }
+
+  // ------------------------------------------------------------------ devices & webhooks
+
+  async function loadDelivery() {
+    const current = latest("delivery");
+    const project = encodeURIComponent(state.project);
+    const [pins, hooks] = await Promise.all([
+      api(`/api/v1/projects/${project}/devices`),
+      api(`/api/v1/projects/${project}/webhooks`),
+    ]);
+    const lists = await Promise.all(hooks.items.map((h) =>
+      api(`/api/v1/projects/${project}/webhooks/${encodeURIComponent(h.id)}/deliveries?limit=20`)
+        .then((d) => d.items.map((x) => ({ ...x, url: h.url })))));
+    if (!current()) return;
+    const pinBody = document.createElement("tbody");
+    for (const p of pins.items) {
+      const row = pinBody.insertRow();
+      cell(row, p.deviceId, "mono"); cell(row, p.channel); cell(row, fmtTime(p.createdAt));
+    }
+    $("pins-table").tBodies[0].replaceWith(pinBody);
+    const rows = lists.flat().sort((a, b) => (a.createdAt < b.createdAt ? 1 : -1)).slice(0, 50);
+    const body = document.createElement("tbody");
+    for (const d of rows) {
+      const row = body.insertRow();
+      const last = d.attempts[0] || {};
+      cell(row, fmtTime(d.createdAt)); cell(row, d.url); cell(row, d.type);
+      cell(row, d.status); cell(row, d.attemptCount);
+      cell(row, last.statusCode || last.error || "");
+    }
+    $("deliveries-table").tBodies[0].replaceWith(body);
   }
 
   function renderUpdate(u, delta, manifest, stats, group) {

@@ -8,7 +8,7 @@ never published files are not downloadable); a hash the in-memory index does not
 of the key issued until then, on every server process (cookies are otherwise stateless).
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-11-30 19:00:00.000000
 """
 

@@ -8,7 +8,7 @@ naming no update of their project (a flood of made-up ``expo-recent-failed-updat
 3) are deleted first: they never counted in any figure.
 
 Revision ID: 0005
-Revises: 0002
+Revises: 0004
 Create Date: 2026-11-30 19:00:00.000000
 """
 

@@ -3,8 +3,8 @@ timestamp key, and the publisher's signatures over frozen device bodies.
 
 Projects already signing keep the server-held mode.
 
-Revision ID: 0010
-Revises: 0007
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-11-30 20:00:00.000000
 """
 
@@ -15,8 +15,8 @@ from alembic import op
 
 from lumora_ota.store.models import UTCDateTime
 
-revision: str = "0010"
-down_revision: str | None = "0007"
+revision: str = "0007"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

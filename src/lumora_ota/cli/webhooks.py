@@ -1,0 +1,161 @@
+"""``lumora webhooks``: create, list, inspect deliveries of, redeliver and delete webhooks."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from lumora_ota.cli.errors import CliError
+from lumora_ota.cli.options import (
+    ApiKeyOption,
+    JsonOption,
+    ProjectOption,
+    ServerOption,
+    open_api,
+    pick_project,
+)
+from lumora_ota.cli.output import note, print_fields, print_json, print_table
+
+app = typer.Typer(
+    rich_markup_mode="markdown",
+    name="webhooks",
+    help="Signed HTTP callbacks for update, rollout-plan and channel events.",
+    no_args_is_help=True,
+)
+
+EVENTS = (
+    "update.published, update.rollout_changed, update.rolled_back, update.deleted,"
+    " update.paused, update.flagged, rollout_plan.advanced, rollout_plan.halted,"
+    " channel.paused, channel.resumed"
+)
+
+
+@app.command("create")
+def create(
+    url: Annotated[str, typer.Argument(help="The receiver's http(s) URL.")],
+    events: Annotated[
+        str, typer.Option("--events", "-e", help=f"Comma-separated event types or 'all': {EVENTS}.")
+    ] = "all",
+    as_json: JsonOption = False,
+    project: ProjectOption = None,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Create a webhook; prints its signing secret, which is shown this once.
+
+    Example: lumora webhooks create https://ci.example.com/lumora -e update.published
+    """
+    chosen = pick_project(project)
+    types = (
+        [e.strip() for e in EVENTS.split(",")]
+        if events.strip() == "all"
+        else [e.strip() for e in events.split(",") if e.strip()]
+    )
+    if not types:
+        raise CliError("--events: give at least one event type", exit_code=2)
+    with open_api(server, api_key) as api:
+        result = api.post(f"/projects/{chosen}/webhooks", {"url": url, "events": types})
+    if as_json:
+        print_json(result)
+        return
+    print_fields(
+        [
+            ("id", result.get("id")),
+            ("url", result.get("url")),
+            ("events", ", ".join(result.get("events") or [])),
+            ("secret", result.get("secret")),
+        ]
+    )
+    note("keep the secret: it is not shown again (it verifies the Lumora-Signature header)")
+
+
+@app.command("list")
+def list_hooks(
+    as_json: JsonOption = False,
+    project: ProjectOption = None,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """The project's webhooks."""
+    chosen = pick_project(project)
+    with open_api(server, api_key) as api:
+        result = api.get(f"/projects/{chosen}/webhooks")
+    if as_json:
+        print_json(result)
+        return
+    rows = [
+        [h.get("id"), h.get("url"), ", ".join(h.get("events") or []), h.get("createdAt")]
+        for h in result.get("items") or []
+    ]
+    print_table(["id", "url", "events", "created"], rows)
+
+
+@app.command("deliveries")
+def deliveries(
+    webhook_id: Annotated[str, typer.Argument(help="The webhook's id.")],
+    limit: Annotated[int, typer.Option("--limit", min=1, max=200)] = 50,
+    as_json: JsonOption = False,
+    project: ProjectOption = None,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """A webhook's deliveries, newest first: status, attempts, last answer."""
+    chosen = pick_project(project)
+    with open_api(server, api_key) as api:
+        result = api.get(f"/projects/{chosen}/webhooks/{webhook_id}/deliveries", limit=limit)
+    if as_json:
+        print_json(result)
+        return
+    rows = []
+    for d in result.get("items") or []:
+        last: dict[str, Any] = (d.get("attempts") or [{}])[0]
+        rows.append(
+            [
+                d.get("id"),
+                d.get("type"),
+                d.get("status"),
+                d.get("attemptCount"),
+                last.get("statusCode") or last.get("error"),
+                (d.get("createdAt") or "")[:19].replace("T", " "),
+            ]
+        )
+    print_table(["delivery", "event", "status", "attempts", "last answer", "created"], rows)
+
+
+@app.command("redeliver")
+def redeliver(
+    webhook_id: Annotated[str, typer.Argument(help="The webhook's id.")],
+    delivery_id: Annotated[str, typer.Argument(help="The delivery's id (see deliveries).")],
+    as_json: JsonOption = False,
+    project: ProjectOption = None,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Send a delivery again now."""
+    chosen = pick_project(project)
+    path = f"/projects/{chosen}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"
+    with open_api(server, api_key) as api:
+        result = api.post(path, {})
+    if as_json:
+        print_json(result)
+        return
+    note(f"delivery {delivery_id} queued again")
+
+
+@app.command("delete")
+def delete(
+    webhook_id: Annotated[str, typer.Argument(help="The webhook's id.")],
+    as_json: JsonOption = False,
+    project: ProjectOption = None,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Delete a webhook and its pending deliveries."""
+    chosen = pick_project(project)
+    with open_api(server, api_key) as api:
+        result = api.delete(f"/projects/{chosen}/webhooks/{webhook_id}")
+    if as_json:
+        print_json(result)
+        return
+    note(f"deleted webhook {webhook_id}")
