@@ -20,6 +20,7 @@ import pytest
 from cryptography import x509
 from sqlalchemy import create_engine, inspect, text
 
+from conftest import ServerFactory
 from expo_client_model import CodeSigning, Device, EmbeddedBuild, parse_answer, run_update_cycle
 from harness import ServerProcess
 from lumora_ota.client import UpdateManager
@@ -72,9 +73,21 @@ def _strings_in_database(url: str) -> list[tuple[str, str, str]]:
     return found
 
 
+@pytest.fixture
+def own_server(server: ServerProcess, server_factory: ServerFactory) -> ServerProcess:
+    """A server of the session server's backend for one test alone: other tests import the
+    same fixture key pair in server-held mode, which would put it in a shared server."""
+    backend = "sqlite" if server.database_url.startswith("sqlite") else "postgres"
+    return server_factory(backend)
+
+
 def test_publisher_held_key_never_reaches_the_server(
-    cli: Cli, server: ServerProcess, fixtures_dir: Path, tmp_path: Path, unique: str
+    own_server: ServerProcess, fixtures_dir: Path, tmp_path: Path, unique: str
 ) -> None:
+    server = own_server
+    env = _base_env(tmp_path)
+    env.update(LUMORA_SERVER=server.url, LUMORA_API_KEY=server.admin_key)
+    cli = Cli(env, tmp_path)
     pair = fixtures_dir / "expo-codesigning"
     key, cert_path = pair / "private-key.pem", pair / "certificate.pem"
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
