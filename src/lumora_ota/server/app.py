@@ -129,7 +129,7 @@ def create_app(settings: Settings) -> LumoraApp:
     install_problem_handlers(app)
     health.install(app, ctx, lifecycle)
     apidocs.install(app)
-    observability.install(app, ctx, lifecycle)  # stats recorder, /api/v1/events, /metrics
+    observability.install(app, ctx, lifecycle)  # stats recorder, events, /metrics
     responders = device.install(app, ctx, lifecycle)
     management.install(app, ctx, lifecycle)
     dashboard.install(app, ctx, lifecycle)

@@ -1,5 +1,5 @@
 """Wires statistics and metrics into the app: the stats recorder (``ctx.components["stats"]``)
-with its flush task and auto-pause hook, ``POST /api/v1/events``, the request-metrics
+with its flush task and auto-pause hook, the events endpoint, the request-metrics
 middleware and ``GET /metrics``."""
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
     lifecycle.on_start(pruner.start)
     lifecycle.on_stop(pruner.stop)
 
-    app.include_router(events.router, prefix="/api/v1")
+    app.include_router(events.router)
 
     registry, request_metrics = build_registry(ctx)
     ctx.components["metrics_registry"] = registry

@@ -6,12 +6,14 @@ middleware wrappers, header objects) than in answering: the answers are memoized
 edge sits in front of the FastAPI application (``LumoraApp.__call__``) and recognises, by
 method and path alone:
 
-=========================================  ===============================================
-``GET /api/v1/expo/{project}/manifest``    ``ExpoResponder.answer``
-``POST /api/v1/updates/check``             ``CheckResponder.answer`` (the route's model)
-``GET /api/v1/assets/{name}``              ``AssetFiles.find``: bytes kept in memory, else
-                                           the file by ASGI ``pathsend``
-=========================================  ===============================================
+=========================  ===============================================================
+``EXPO_MANIFEST`` (GET)    ``ExpoResponder.answer``
+``UPDATES_CHECK`` (POST)   ``CheckResponder.answer`` (the route's model)
+``ASSET`` (GET)            ``AssetFiles.find``: bytes kept in memory, else the file by ASGI
+                           ``pathsend``
+=========================  ===============================================================
+
+(the endpoints whose ``edge`` method is set in ``server/endpoints.py``, matched by it).
 
 It sends the answer with the headers the middleware would have added (security headers,
 ``Vary: Origin``) and counts it in the request metrics under the route's template. The same
@@ -45,6 +47,7 @@ from lumora_ota.server.device.check import CheckRequest, CheckResponder
 from lumora_ota.server.device.cors import vary_on_origin
 from lumora_ota.server.device.expo import ExpoResponder
 from lumora_ota.server.device.patches import full_asset_vary, patch_index
+from lumora_ota.server.endpoints import ASSET, EXPO_MANIFEST, UPDATES_CHECK, match
 from lumora_ota.server.management.guards import parse_json_body
 from lumora_ota.server.metrics import RequestMetrics
 from lumora_ota.server.middleware import (
@@ -56,12 +59,6 @@ from lumora_ota.server.middleware import (
 from lumora_ota.server.request_guard import MAX_HEADER_BYTES, header_bytes
 from lumora_ota.store.blobs import FileBlobStore
 
-EXPO_PREFIX = "/api/v1/expo/"
-EXPO_SUFFIX = "/manifest"
-EXPO_TEMPLATE = "/api/v1/expo/{project}/manifest"
-CHECK_PATH = "/api/v1/updates/check"
-ASSET_PREFIX = "/api/v1/assets/"
-ASSET_TEMPLATE = "/api/v1/assets/{name}"
 PATHSEND = "http.response.pathsend"
 # Distinct header sets are few (per protocol, media type, encoding); this only bounds memory.
 MAX_FINISHED_HEADER_SETS = 4096
@@ -147,24 +144,24 @@ class DeviceEdge:
             await self.app(scope, receive, send)
             return
         method = scope["method"]
-        path: str = scope["path"]
-        if method == "GET":
-            if path.startswith(ASSET_PREFIX):
-                await self._asset(path[len(ASSET_PREFIX) :], scope, receive, send)
+        found = match(method, scope["path"])
+        if found is not None and found[0].edge == method:
+            endpoint, params = found
+            if endpoint is ASSET:
+                await self._asset(params["name"], scope, receive, send)
                 return
-            if path.startswith(EXPO_PREFIX) and path.endswith(EXPO_SUFFIX):
-                project = path[len(EXPO_PREFIX) : -len(EXPO_SUFFIX)]
-                await self._manifest(project, scope, receive, send)
+            if endpoint is EXPO_MANIFEST:
+                await self._manifest(params["project"], scope, receive, send)
                 return
-        elif method == "POST" and path == CHECK_PATH:
-            await self._check_request(scope, receive, send)
-            return
+            if endpoint is UPDATES_CHECK:
+                await self._check_request(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
     async def _manifest(self, project: str, scope: Scope, receive: Receive, send: Send) -> None:
         started = self._clock()
         headers = request_headers(scope)
-        if headers is None or not project or "/" in project or "\x00" in project:
+        if headers is None or "\x00" in project:
             await self.app(scope, receive, send)
             return
         try:
@@ -173,7 +170,7 @@ class DeviceEdge:
             await self.app(scope, receive, send)
             return
         await self._send(send, answer.status, answer.body, answer.headers)
-        self._observe("GET", EXPO_TEMPLATE, answer.status, started)
+        self._observe("GET", EXPO_MANIFEST.metric, answer.status, started)
 
     async def _check_request(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = self._clock()
@@ -201,7 +198,7 @@ class DeviceEdge:
             await self.app(scope, _replay(body, more, receive), send)
             return
         await self._send(send, answer.status, answer.body, answer.headers)
-        self._observe("POST", CHECK_PATH, answer.status, started)
+        self._observe("POST", UPDATES_CHECK.metric, answer.status, started)
 
     async def _read_body(self, receive: Receive) -> tuple[bytes, bool]:
         """The body, or what was read of it once past the JSON limit (then ``True``)."""
@@ -255,7 +252,7 @@ class DeviceEdge:
         if if_none_match is not None and etag_matches(if_none_match, asset.etag):
             unchanged = tuple(h for h in answer_headers if h[0] != b"content-type")
             await self._send(send, 304, b"", unchanged)
-            self._observe("GET", ASSET_TEMPLATE, 304, started)
+            self._observe("GET", ASSET.metric, 304, started)
             return
         record_asset_download(self._ctx, "GET", asset)
         if data is not None:
@@ -264,7 +261,7 @@ class DeviceEdge:
             start = self._start_message(200, answer_headers, asset.stat.st_size)
             await send(start)
             await send({"type": PATHSEND, "path": str(asset.path)})
-        self._observe("GET", ASSET_TEMPLATE, 200, started)
+        self._observe("GET", ASSET.metric, 200, started)
 
     def _start_message(self, status: int, headers: RawHeaders, length: int | None) -> Message:
         finished = self._finished.get(headers)

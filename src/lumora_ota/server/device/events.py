@@ -1,4 +1,4 @@
-"""``POST /api/v1/events``: outcome reports from client SDKs (no key; device-facing).
+"""``POST`` ``endpoints.EVENTS``: outcome reports from client SDKs (no key; device-facing).
 
 Events are validated, turned into device facts by the stats recorder (in memory; flushed in
 batches) and acknowledged with 202. The project is resolved through the delivery cache, so
@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 from lumora_ota.event_types import EventType
 from lumora_ota.server.context import AppContext, app_context
 from lumora_ota.server.device.cache import load_update_ids
+from lumora_ota.server.endpoints import EVENTS
 from lumora_ota.server.management.guards import GuardedJSONRoute
 from lumora_ota.server.problems import ProblemError
 from lumora_ota.stats import ClientEvent, StatsRecorder, stats_source
@@ -104,8 +105,9 @@ async def project_update_ids(ctx: AppContext, project_id: str) -> frozenset[str]
     return await asyncio.to_thread(lookup)
 
 
-@router.post(
-    "/events",
+@router.api_route(
+    EVENTS.path,
+    methods=sorted(EVENTS.methods),
     status_code=202,
     response_model=EventsAccepted,
     summary="Report client events",

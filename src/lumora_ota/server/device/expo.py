@@ -1,4 +1,4 @@
-"""``GET /api/v1/expo/{project}/manifest``: the Expo Updates protocol v1 (and v0) endpoint.
+"""``GET`` ``endpoints.EXPO_MANIFEST``: the Expo Updates protocol v1 (and v0) endpoint.
 
 Answers, by protocol version and negotiated response structure:
 
@@ -51,6 +51,7 @@ from lumora_ota.server.device.delivery import (
     select_for_device,
 )
 from lumora_ota.server.device.negotiation import acceptable_media_types, parse_string_list
+from lumora_ota.server.endpoints import EXPO_MANIFEST
 from lumora_ota.server.problems import ProblemError
 from lumora_ota.signing import SigningIdentity
 from lumora_ota.stats import stats_source
@@ -306,8 +307,9 @@ def build_router(responder: ExpoResponder) -> APIRouter:
     """The Expo manifest router, answering through ``responder``."""
     router = APIRouter(tags=["device"])
 
-    @router.get(
-        "/api/v1/expo/{project}/manifest",
+    @router.api_route(
+        EXPO_MANIFEST.path,
+        methods=sorted(EXPO_MANIFEST.methods),
         summary="Expo Updates v1 manifest",
         description=(
             "The Expo Updates protocol endpoint (docs.expo.dev/technical-specs/expo-updates-1)."
