@@ -5,7 +5,6 @@ Both are plain ASGI (no per-request Starlette objects) to keep the device hot pa
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -14,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lumora_ota.domain.ratelimit import RateLimit, TokenBuckets
 from lumora_ota.server.endpoints import ASSET, device_endpoint_of
+from lumora_ota.server.problems import Problem
 
 API_SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"x-content-type-options", b"nosniff"),
@@ -134,31 +134,16 @@ class DeviceRateLimitMiddleware:
         if wait is None:
             wait = self.limiter.take(scope)
         if wait > 0:
-            await _too_many_requests(send, wait, scope["path"])
+            await too_many_requests(wait).send(send, scope["path"])
             return
         await self.app(scope, receive, send)
 
 
-async def _too_many_requests(send: Send, wait: float, path: str) -> None:
+def too_many_requests(wait: float) -> Problem:
+    """The 429 problem for a request that must wait ``wait`` seconds (``Retry-After``)."""
     retry_after = str(max(1, math.ceil(wait)))
-    body = json.dumps(
-        {
-            "type": "about:blank",
-            "title": "Too Many Requests",
-            "status": 429,
-            "detail": f"rate limit exceeded; retry after {retry_after} s",
-            "instance": path,
-        }
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 429,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"retry-after", retry_after.encode()),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
+    return Problem(
+        429,
+        f"rate limit exceeded; retry after {retry_after} s",
+        headers={"retry-after": retry_after},
     )
-    await send({"type": "http.response.body", "body": body})

@@ -269,9 +269,7 @@ async def _redirect_to_store(
         if encoding != "identity":
             headers["content-encoding"] = encoding
         return Response(headers={**headers, "content-length": str(size)}, media_type=content_type)
-    stats = ctx.components.get("stats")
-    if stats is not None:
-        stats.record_asset(nbytes=size, variant=encoding)
+    ctx.stats.record_asset(nbytes=size, variant=encoding)
     headers = {
         "cache-control": location.cache_control or IMMUTABLE,
         "vary": full_asset_vary(ctx, sha256),  # launch assets also vary on A-IM (#10)
@@ -338,6 +336,5 @@ def build_router(ctx: AppContext, files: AssetFiles) -> APIRouter:
 
 def record_asset_download(ctx: AppContext, method: str, asset: StoredAsset) -> None:
     """Count a full asset answer in the statistics (GETs only: a HEAD moves no bytes)."""
-    stats = ctx.components.get("stats")
-    if stats is not None and method == "GET":
-        stats.record_asset(nbytes=asset.stat.st_size, variant=asset.encoding)
+    if method == "GET":
+        ctx.stats.record_asset(nbytes=asset.stat.st_size, variant=asset.encoding)

@@ -153,7 +153,7 @@ class CheckResponder:
             key, lambda: self._build_answer(selection, selection_req.runtime_version, identity)
         )
         await record_check(
-            self._ctx.components,
+            self._ctx.stats,
             cache,
             project_id,
             selection_req,

@@ -21,15 +21,19 @@ responders back the FastAPI routes, so there is one implementation of every rule
 
 Everything else goes to the application unchanged: a browser request (``Origin``: CORS
 applies), a query string, a HEAD or Range request, a delta-patch negotiation, an object
-store, a request the guards refuse (NUL, oversized headers) — and every error: a responder
-that raises (a problem document, or a bug) makes the edge hand the request over untouched
-(a check's body replayed), and the application answers it as it always has. With rate limits
-on, the edge charges each device request once and hands a refused one to the application,
-whose rate-limit middleware answers 429 from that outcome.
+store, a request the guards refuse (NUL, oversized headers), a check body the route must
+read itself (too large, cut off, not a JSON object). A responder that raises a problem (a
+4xx, an outage's 503) is answered here through the server's one problem renderer
+(``server/problems.py``: ``problem_for``), as the route's exception handler would; anything
+unexpected is logged and then handed to the application untouched (a check's body
+replayed), which answers it as it always has. With rate limits on, the edge charges each
+device request once and hands a refused one to the application, whose rate-limit middleware
+answers 429 from that outcome.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -47,7 +51,13 @@ from lumora_ota.server.device.check import CheckRequest, CheckResponder
 from lumora_ota.server.device.cors import vary_on_origin
 from lumora_ota.server.device.expo import ExpoResponder
 from lumora_ota.server.device.patches import full_asset_vary, patch_index
-from lumora_ota.server.endpoints import ASSET, EXPO_MANIFEST, UPDATES_CHECK, match
+from lumora_ota.server.endpoints import (
+    ASSET,
+    EXPO_MANIFEST,
+    UPDATES_CHECK,
+    DeviceEndpoint,
+    match,
+)
 from lumora_ota.server.management.guards import parse_json_body
 from lumora_ota.server.metrics import RequestMetrics
 from lumora_ota.server.middleware import (
@@ -56,8 +66,12 @@ from lumora_ota.server.middleware import (
     is_device_request,
     with_security_headers,
 )
+from lumora_ota.server.problems import problem_for
 from lumora_ota.server.request_guard import MAX_HEADER_BYTES, header_bytes
 from lumora_ota.store.blobs import FileBlobStore
+from lumora_ota.store.outage import database_name
+
+log = logging.getLogger("lumora_ota.server")
 
 PATHSEND = "http.response.pathsend"
 # Distinct header sets are few (per protocol, media type, encoding); this only bounds memory.
@@ -126,6 +140,7 @@ class DeviceEdge:
         self._metrics = metrics
         self._clock = clock
         self._max_json_bytes = ctx.settings.max_json_bytes
+        self._database = database_name(ctx.engine)
         self._finished: dict[RawHeaders, list[tuple[bytes, bytes]]] = {}
         self.answered = 0  # requests the edge answered itself (/metrics and tests read it)
 
@@ -166,8 +181,8 @@ class DeviceEdge:
             return
         try:
             answer = await self._expo.answer(project, headers, {}, client_host=_client_host(scope))
-        except Exception:  # the application answers it again, with its error handling
-            await self.app(scope, receive, send)
+        except Exception as exc:
+            await self._failed(exc, EXPO_MANIFEST, started, scope, receive, send)
             return
         await self._send(send, answer.status, answer.body, answer.headers)
         self._observe("GET", EXPO_MANIFEST.metric, answer.status, started)
@@ -185,17 +200,24 @@ class DeviceEdge:
             await self.app(scope, receive, send)
             return
         body, more = await self._read_body(receive)
+        replayed = _replay(body, more, receive)
+        if more or len(body) > self._max_json_bytes or not body.strip():
+            # Over the limit, cut off or empty: the route's own answers (413, 400, 422).
+            await self.app(scope, replayed, send)
+            return
         try:
-            if more or not body.strip():
-                raise Fallback
-            request = CheckRequest.model_validate(parse_json_body(body))
+            document = parse_json_body(body)
+            if not isinstance(document, dict):  # the route words this error its own way
+                await self.app(scope, replayed, send)
+                return
+            request = CheckRequest.model_validate(document)
             answer = await self._check.answer(
                 request,
                 signed="expo-expect-signature" in headers,
                 client_host=_client_host(scope),
             )
-        except Exception:  # Fallback, a problem, invalid input or a bug: the app's to answer
-            await self.app(scope, _replay(body, more, receive), send)
+        except Exception as exc:
+            await self._failed(exc, UPDATES_CHECK, started, scope, replayed, send)
             return
         await self._send(send, answer.status, answer.body, answer.headers)
         self._observe("POST", UPDATES_CHECK.metric, answer.status, started)
@@ -244,8 +266,11 @@ class DeviceEdge:
             if data is None and PATHSEND not in scope.get("extensions", {}):
                 raise Fallback  # the route streams the file (FileResponse)
             vary = full_asset_vary(self._ctx, sha256).encode("latin-1")
-        except Exception:
+        except Fallback:
             await self.app(scope, receive, send)
+            return
+        except Exception as exc:
+            await self._failed(exc, ASSET, started, scope, receive, send)
             return
         answer_headers = (*asset.headers, (b"vary", vary))
         if_none_match = headers.get("if-none-match")
@@ -262,6 +287,31 @@ class DeviceEdge:
             await send(start)
             await send({"type": PATHSEND, "path": str(asset.path)})
         self._observe("GET", ASSET.metric, 200, started)
+
+    async def _failed(
+        self,
+        exc: Exception,
+        endpoint: DeviceEndpoint,
+        started: float,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """Answer a request whose responder raised: a problem document rendered by the one
+        renderer (``server/problems.py``), as the route's exception handler would; anything
+        unexpected is logged, then handed to the application, whose handler answers it."""
+        problem = problem_for(exc, self._database)
+        if problem is None:
+            log.exception(
+                "device edge: unexpected error on %s %s; handing the request over",
+                scope["method"],
+                scope["path"],
+            )
+            await self.app(scope, receive, send)
+            return
+        body, headers = problem.render(scope["path"])
+        await self._send(send, problem.status, body, tuple(headers))
+        self._observe(scope["method"], endpoint.metric, problem.status, started)
 
     def _start_message(self, status: int, headers: RawHeaders, length: int | None) -> Message:
         finished = self._finished.get(headers)

@@ -293,7 +293,7 @@ class ExpoResponder:
         selection = await select_for_device(cache, project_id, selection_req)
         answer = self.respond(selection, selection_req, protocol, acceptable, identity)
         await record_check(
-            self._ctx.components,
+            self._ctx.stats,
             cache,
             project_id,
             selection_req,
