@@ -27,7 +27,6 @@ from typing import Any
 from sqlalchemy import and_, case, func, select, update
 from sqlalchemy.orm import Session
 
-from lumora_ota.store.db import bump_delivery_revision
 from lumora_ota.store.models import (
     AuditEntry,
     Channel,
@@ -564,7 +563,6 @@ def auto_pause_failing(
                 },
             )
         )
-        bump_delivery_revision(session)
         session.commit()
         paused.append(update_id)
     return paused

@@ -18,7 +18,6 @@ from lumora_ota.server.management.auth import (
 )
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel, store_errors
 from lumora_ota.store import repository
-from lumora_ota.store.db import bump_delivery_revision
 from lumora_ota.store.models import Project
 
 router = APIRouter(tags=["projects"], route_class=GuardedJSONRoute)
@@ -92,7 +91,6 @@ def patch_project(
         found.name = body.name
     if body.auto_pause_on_failure is not None:
         found.auto_pause_on_failure = body.auto_pause_on_failure
-        bump_delivery_revision(session)
     record_audit(
         session,
         principal,

@@ -29,7 +29,6 @@ from lumora_ota.server.management.auth import (
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel
 from lumora_ota.server.problems import ProblemError
 from lumora_ota.signing import KEYID_RE, SigningError, load_signing_identity, read_key_file
-from lumora_ota.store.db import bump_delivery_revision
 from lumora_ota.store.models import SigningKey, utcnow
 
 router = APIRouter(tags=["signing"], route_class=GuardedJSONRoute)
@@ -108,7 +107,6 @@ def put_signing(
         target=found.slug,
         detail={"keyid": body.keyid, "privateKeySource": signing_json(row)["privateKeySource"]},
     )
-    bump_delivery_revision(session)
     session.commit()
     return {"keyid": row.keyid, "certificatePem": row.certificate_pem}
 
@@ -131,6 +129,5 @@ def delete_signing(
     if row is not None:
         session.delete(row)
         record_audit(session, principal, "signing.delete", project_id=found.id, target=found.slug)
-        bump_delivery_revision(session)
         session.commit()
     return {"enabled": False}
