@@ -97,3 +97,47 @@ def test_admin_uploads_are_never_rate_limited_by_device_limits(
     with srv.anon() as device:
         codes = [device.get("/api/v1/expo/limited/manifest").status_code for _ in range(5)]
         assert 429 in codes, codes
+
+
+def test_device_answers_match_their_models(tmp_path: Path) -> None:
+    """The check and events answers are hand-written bytes (the hot path): each shape they
+    take validates against the documented model, with no member the model lacks."""
+    from lumora_ota.server.device.check import CheckResponse
+    from lumora_ota.server.device.events import EventsAccepted
+    from lumora_ota.signing import generate_signing_identity
+
+    with in_process_app(tmp_path) as (client, _ctx):
+        create_project(client, "models")
+        answer, _ = publish_export(client, "models", make_export(tmp_path / "e", seed="m"))
+        update_id = answer["updates"][0]["id"]
+        body = {"projectId": "models", "platform": "ios", "runtimeVersion": "1", "deviceId": "d"}
+        shapes = [
+            client.post("/api/v1/updates/check", json=body),
+            client.post("/api/v1/updates/check", json={**body, "currentUpdateId": update_id}),
+            client.post("/api/v1/updates/check", json={**body, "runtimeVersion": "9"}),
+        ]
+        key_pem, cert_pem = generate_signing_identity("models")
+        client.put(
+            "/api/v1/projects/models/signing",
+            json={
+                "keyid": "main",
+                "privateKeyPem": key_pem.decode(),
+                "certificatePem": cert_pem.decode(),
+            },
+        ).raise_for_status()
+        shapes.append(client.post("/api/v1/updates/check", json={**body, "signed": True}))
+        events = client.post(
+            "/api/v1/events",
+            json={
+                "deviceId": "d",
+                "projectId": "models",
+                "events": [{"type": "install", "updateId": update_id}],
+            },
+        )
+    for response in shapes:
+        assert response.status_code == 200, response.text
+        CheckResponse.model_validate(response.json())
+    assert shapes[0].json()["updateAvailable"] is True
+    assert "signature" in shapes[-1].json()
+    assert events.status_code == 202, events.text
+    EventsAccepted.model_validate(events.json(), strict=True)

@@ -84,9 +84,10 @@ class CheckRequest(RequestModel):
 
 
 class CheckResponse(BaseModel):
-    """The answer (documentation model: the route writes these exact bytes itself)."""
+    """The answer (the responder writes its bytes itself; tests validate them against this
+    model, unknown members refused)."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
     update_available: bool
     is_mandatory: bool

@@ -27,6 +27,7 @@ from lumora_ota.server.management.auth import (
     visible_project,
 )
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel
+from lumora_ota.server.management.responses import SigningAnswer, SigningSetAnswer, answer
 from lumora_ota.server.problems import ProblemError
 from lumora_ota.signing import KEYID_RE, SigningError, load_signing_identity, read_key_file
 from lumora_ota.store.models import SigningKey, utcnow
@@ -71,7 +72,11 @@ def _upsert(session: Session, project_id: str, body: SigningKeyPut) -> SigningKe
     return row
 
 
-@router.put("/projects/{project}/signing", summary="Turn on manifest signing (admin)")
+@router.put(
+    "/projects/{project}/signing",
+    summary="Turn on manifest signing (admin)",
+    **answer(SigningSetAnswer),
+)
 def put_signing(
     project: str,
     body: SigningKeyPut,
@@ -111,14 +116,22 @@ def put_signing(
     return {"keyid": row.keyid, "certificatePem": row.certificate_pem}
 
 
-@router.get("/projects/{project}/signing", summary="The project's signing configuration")
+@router.get(
+    "/projects/{project}/signing",
+    summary="The project's signing configuration",
+    **answer(SigningAnswer),
+)
 def get_signing(project: str, principal: CurrentPrincipal, session: ReadSession) -> dict[str, Any]:
     """Whether the project signs, with which keyid and certificate."""
     found = visible_project(session, principal, project)
     return signing_json(session.get(SigningKey, found.id))
 
 
-@router.delete("/projects/{project}/signing", summary="Turn off manifest signing (admin)")
+@router.delete(
+    "/projects/{project}/signing",
+    summary="Turn off manifest signing (admin)",
+    **answer(SigningAnswer),
+)
 def delete_signing(
     project: str, principal: CurrentPrincipal, session: WriteSession
 ) -> dict[str, Any]:
