@@ -2,7 +2,7 @@
 validated with units and ranges before anything starts.
 
 ``Settings`` is a pydantic-settings model: every variable is a field (``LUMORA_`` + its name
-upper-cased, ``LUMORA_SERVER_IMPL`` for ``server``), declared once with its default, unit and
+upper-cased), declared once with its default, unit and
 range. A bad value is refused at load with one line naming the variable
 (``SettingsError``): ``lumora serve`` prints it and exits non-zero before anything listens.
 Empty variables count as unset.
@@ -40,9 +40,7 @@ class SettingsError(ValueError):
 
 def env_name(field: str) -> str:
     """The environment variable of a settings field."""
-    if field.startswith(ENV_PREFIX):  # an alias: already the variable's name
-        return field
-    return "LUMORA_SERVER_IMPL" if field == "server" else ENV_PREFIX + field.upper()
+    return ENV_PREFIX + field.upper()
 
 
 _MESSAGES = {
@@ -134,7 +132,6 @@ class Settings(BaseSettings):
         env_ignore_empty=True,
         extra="ignore",
         frozen=True,
-        validate_by_name=True,
         validate_default=True,
     )
 
@@ -172,7 +169,8 @@ class Settings(BaseSettings):
     # devices not seen for this long (and their outcome rows) rolled up and deleted.
     stats_retention_days: int = Field(90, ge=31)
     workers: int = Field(1, ge=1, le=512)
-    server: Literal["granian", "uvicorn"] = Field("granian", validation_alias="LUMORA_SERVER_IMPL")
+    # The ASGI server (``LUMORA_SERVER_IMPL``; ``LUMORA_SERVER`` is the CLI's server URL).
+    server_impl: Literal["granian", "uvicorn"] = "granian"
     # Seconds a connection may take to send a request's headers, counted from the moment it
     # opens or finishes its previous request (so also the keep-alive idle time): idle and
     # slow-header connections are closed after it instead of holding a connection slot.
@@ -273,6 +271,11 @@ class Settings(BaseSettings):
                 "LUMORA_ASSET_MEMORY_FILE_BYTES must not exceed LUMORA_ASSET_MEMORY_BYTES"
             )
         return self
+
+    @property
+    def server(self) -> str:
+        """The ASGI server: granian or uvicorn."""
+        return self.server_impl
 
     @property
     def resolved_database_url(self) -> str:

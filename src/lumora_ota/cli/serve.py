@@ -124,7 +124,7 @@ def serve(
             public_url=public_url,
             asset_base_url=asset_base_url,
             workers=workers,
-            server=server,
+            server_impl=server,
             log_level=log_level,
         )
     except SettingsError as exc:
