@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from lumora_ota.defaults import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT
 from lumora_ota.domain.ratelimit import RateLimit
+from lumora_ota.server.endpoints import ASSET
 
 __all__ = ["DEFAULT_DATA_DIR", "DEFAULT_HOST", "DEFAULT_PORT", "Settings", "SettingsError"]
 
@@ -309,7 +310,7 @@ class Settings(BaseSettings):
         """Base of asset URLs in manifests: a CDN when configured, else this server."""
         if self.asset_base_url:
             return self.asset_base_url.rstrip("/")
-        return f"{self.resolved_public_url}/api/v1/assets"
+        return self.resolved_public_url + ASSET.prefix.rstrip("/")
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with the given non-None fields replaced, validated again."""
