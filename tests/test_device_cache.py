@@ -25,7 +25,6 @@ from lumora_ota.domain.runtime import runtime_matches
 from lumora_ota.domain.selection import SelectionRequest
 from lumora_ota.server.device.cache import MAX_RUNTIME_LISTS, DeliveryCache, RuntimeIndex
 from lumora_ota.server.device.delivery import select_for_device
-from lumora_ota.server.device.patches import PATCH_INDEX
 from lumora_ota.store.db import (
     bump_delivery_revision,
     bump_patch_revision,
@@ -60,7 +59,7 @@ def update_queries(engine: Any) -> tuple[list[str], Any]:
 
 def test_concurrent_misses_share_one_load(published: tuple[Any, dict[str, Any]]) -> None:
     ctx, ios = published
-    cache: DeliveryCache = ctx.components["delivery"]
+    cache: DeliveryCache = ctx.delivery
     request = SelectionRequest(channel="production", platform="ios", runtime_version="1")
 
     async def many_devices() -> list[Any]:
@@ -85,7 +84,7 @@ def test_candidates_carry_no_assets_but_the_served_update_does(
     published: tuple[Any, dict[str, Any]],
 ) -> None:
     ctx, ios = published
-    cache: DeliveryCache = ctx.components["delivery"]
+    cache: DeliveryCache = ctx.delivery
     request = SelectionRequest(channel="production", platform="ios", runtime_version="1")
 
     async def look() -> tuple[Any, Any]:
@@ -155,7 +154,7 @@ def test_new_patches_are_served_without_emptying_the_delivery_cache(tmp_path: Pa
     settings = {"cache_poll_interval": 3600, "stats_flush_interval": 3600}
     # generated bundles are tiny: let every patch count as useful
     with in_process_app(tmp_path, patch_max_ratio=1000.0, **settings) as (client, ctx):
-        cache: DeliveryCache = ctx.components["delivery"]
+        cache: DeliveryCache = ctx.delivery
         create_project(client, "patched")
 
         def publish(seed: str, channel: str) -> dict[str, Any]:
@@ -174,7 +173,7 @@ def test_new_patches_are_served_without_emptying_the_delivery_cache(tmp_path: Pa
         first = client.get(manifest_url, headers=manifest_headers)
         assert first.status_code == 200 and first.json()["id"] == new["id"]
         invalidations, patch_changes = cache.invalidations, cache.patch_changes
-        index_loads = ctx.components[PATCH_INDEX].loads
+        index_loads = ctx.patches.loads
         delivery_revision, patch_revision = read_revisions(ctx.engine)
 
         # A store build embedding the internal bundle: the worker computes a new patch
@@ -198,7 +197,7 @@ def test_new_patches_are_served_without_emptying_the_delivery_cache(tmp_path: Pa
         assert read_revisions(ctx.engine) == (delivery_revision, patch_revision + 1)
         assert cache.invalidations == invalidations
         assert cache.patch_changes > patch_changes
-        assert ctx.components[PATCH_INDEX].loads > index_loads
+        assert ctx.patches.loads > index_loads
         # The manifest is still memoized: served again without reading any update.
         seen, listener = update_queries(ctx.engine)
         try:
@@ -240,7 +239,7 @@ def test_unknown_runtime_versions_are_remembered_apart(
     """Random runtime versions are answered from a bounded negative cache, and do not evict
     the candidate list real devices use (every later request for it is still a hit)."""
     ctx, _ios = published
-    cache: DeliveryCache = ctx.components["delivery"]
+    cache: DeliveryCache = ctx.delivery
 
     async def lookups() -> tuple[int, int]:
         pid = await cache.project_id("cached")
@@ -267,7 +266,7 @@ def test_failed_loads_answer_from_the_snapshot_and_back_off(
     from lumora_ota.store.outage import DependencyUnavailable
 
     ctx, ios = published
-    cache: DeliveryCache = ctx.components["delivery"]
+    cache: DeliveryCache = ctx.delivery
     request = SelectionRequest(channel="production", platform="ios", runtime_version="1")
     attempts: list[str] = []
     failing = True

@@ -204,10 +204,10 @@ def test_manifest_answers_match_the_application(edge_app: EdgeApp) -> None:
         (manifest_headers(expo_current_update_id=edge_app.served_id), 200, True),  # no update
         (manifest_headers(accept="application/json", expo_runtime_version="9"), 204, True),
         (manifest_headers(expo_protocol_version=None), 200, True),  # protocol 0
-        (manifest_headers(expo_platform="web"), 400, False),
-        (manifest_headers(expo_protocol_version="7"), 400, False),
-        (manifest_headers(expo_runtime_version=None), 400, False),
-        (manifest_headers(accept="text/html"), 406, False),
+        (manifest_headers(expo_platform="web"), 400, True),  # rendered by the edge
+        (manifest_headers(expo_protocol_version="7"), 400, True),  # rendered by the edge
+        (manifest_headers(expo_runtime_version=None), 400, True),  # rendered by the edge
+        (manifest_headers(accept="text/html"), 406, True),  # rendered by the edge
     ]
     for headers, status, edge_answers in cases:
         answer, took = edge_app.both("GET", MANIFEST, headers)
@@ -215,7 +215,7 @@ def test_manifest_answers_match_the_application(edge_app: EdgeApp) -> None:
         assert took is edge_answers, headers
         assert answer.header("x-frame-options") == "DENY"
     ghost, took = edge_app.both("GET", "/api/v1/expo/ghost/manifest", manifest_headers())
-    assert ghost.status == 404 and not took
+    assert ghost.status == 404 and took  # a problem document: rendered by the edge
     assert json.loads(ghost.body)["status"] == 404
     signed, _ = edge_app.both("GET", MANIFEST, manifest_headers(expo_expect_signature="sig"))
     assert b"expo-signature: sig=" in signed.body
@@ -257,11 +257,11 @@ def test_check_answers_match_the_application(edge_app: EdgeApp) -> None:
         ({**json_type, "expo-expect-signature": "sig"}, check_body(), 200, True),
         (json_type, check_body(currentUpdateId=edge_app.served_id), 200, True),
         (json_type, check_body(runtimeVersion="9"), 200, True),
-        (json_type, check_body(platform="windows"), 422, False),
-        (json_type, check_body(unknown=1), 422, False),
-        (json_type, check_body(projectId="ghost"), 404, False),
-        (json_type, b"{not json", 400, False),
-        (json_type, b"[" * 100 + b"]" * 100, 400, False),
+        (json_type, check_body(platform="windows"), 422, True),  # rendered by the edge
+        (json_type, check_body(unknown=1), 422, True),  # rendered by the edge
+        (json_type, check_body(projectId="ghost"), 404, True),  # rendered by the edge
+        (json_type, b"{not json", 400, True),  # rendered by the edge
+        (json_type, b"[" * 100 + b"]" * 100, 400, True),  # rendered by the edge
         (json_type, b"", 422, False),
         ({"content-type": "text/plain"}, check_body(), 422, False),
         ({**json_type, "content-length": str(10**9)}, check_body(), 413, False),
@@ -338,8 +338,8 @@ def test_edge_answers_are_counted_in_the_request_metrics(edge_app: EdgeApp) -> N
 
 
 def test_rate_limits_are_charged_once_whichever_path_answers(tmp_path: Path) -> None:
-    # 3 requests of burst per device: the edge answers some, hands others (an unknown
-    # project's 404) to the application, and refuses the fourth; none is charged twice.
+    # 3 requests of burst per device: the edge answers them (an unknown project's 404 too)
+    # and hands the fourth, refused, to the application; none is charged twice.
     with in_process_app(tmp_path, rate_limit_per_client="0.001/3") as (client, _ctx):
         edge = client.app.edge
         create_project(client, "limited")
@@ -350,7 +350,7 @@ def test_rate_limits_are_charged_once_whichever_path_answers(tmp_path: Path) -> 
         second = client.get("/api/v1/expo/ghost/manifest", headers=device)
         third = client.get("/api/v1/expo/limited/manifest", headers=device)
         assert [first.status_code, second.status_code, third.status_code] == [200, 404, 200]
-        assert edge.answered == before + 2  # the 404 went through the application
+        assert edge.answered == before + 3  # the 404 is a problem document the edge renders
         refused = client.get("/api/v1/expo/limited/manifest", headers=device)
         assert refused.status_code == 429
         assert int(refused.headers["retry-after"]) >= 1
@@ -486,7 +486,7 @@ def test_a_real_server_answers_device_requests_at_the_edge(
         # On an object store (LUMORA_TEST_STORAGE=s3) the asset is the app's 302 to the bucket.
         edge_answers = 3 if STORAGE == "file" else 2
         assert _edge_answered(http, server.admin_key) == before + edge_answers
-        # Left to the application: a browser's request (CORS) and an error.
+        # Left to the application: a browser's request (CORS). A problem is the edge's.
         browser = http.get(
             f"/api/v1/expo/{slug}/manifest",
             headers={**expo_headers(), "origin": "https://web.example"},
@@ -495,4 +495,47 @@ def test_a_real_server_answers_device_requests_at_the_edge(
         missing = http.get(f"/api/v1/expo/{slug}/manifest", headers=expo_headers(platform="web"))
         assert missing.status_code == 400
         assert missing.headers["content-type"] == "application/problem+json"
-        assert _edge_answered(http, server.admin_key) == before + edge_answers
+        assert _edge_answered(http, server.admin_key) == before + edge_answers + 1
+
+
+def test_an_unexpected_error_is_logged_before_the_edge_hands_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in a responder is never swallowed: the edge logs it (with the traceback), then
+    the application answers (its handler logs and answers 500 as problem+json)."""
+    with in_process_app(tmp_path) as (client, _ctx):
+        create_project(client, "buggy")
+        edge = client.app.edge
+        client._transport.raise_server_exceptions = False  # type: ignore[attr-defined]  # the 500 is under test
+
+        async def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("responder bug")
+
+        monkeypatch.setattr(edge._expo, "answer", broken)
+        before = edge.answered
+        with caplog.at_level("ERROR", logger="lumora_ota.server"):
+            answer = client.get("/api/v1/expo/buggy/manifest", headers=manifest_headers())
+        assert answer.status_code == 500
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert edge.answered == before
+        edge_logs = [r for r in caplog.records if "device edge" in r.getMessage()]
+        assert len(edge_logs) == 1 and edge_logs[0].exc_info is not None
+        assert "responder bug" in str(edge_logs[0].exc_info[1])
+
+
+def test_problem_documents_have_one_shape_whoever_renders_them(tmp_path: Path) -> None:
+    """The rate limiter's 429, the request guard's 431 and a route's 404 come from the one
+    renderer: the same members, ``instance`` where the path is known."""
+    with in_process_app(tmp_path, rate_limit_per_client="0.001/1") as (client, _ctx):
+        device = {**manifest_headers(), "eas-client-id": "shape"}
+        client.get("/api/v1/expo/ghost/manifest", headers=device)
+        limited = client.get("/api/v1/expo/ghost/manifest", headers=device)
+        huge = client.get("/health", headers={"x-big": "x" * 40_000})
+        missing = client.get("/api/v1/projects/ghost")
+    for answer, status in [(limited, 429), (huge, 431), (missing, 404)]:
+        assert answer.status_code == status
+        assert answer.headers["content-type"] == "application/problem+json"
+        document = answer.json()
+        assert {"type", "title", "status", "detail"} <= document.keys()
+        assert document["status"] == status
+    assert limited.json()["instance"] == "/api/v1/expo/ghost/manifest"

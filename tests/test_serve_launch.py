@@ -111,6 +111,14 @@ def test_serve_rejects_bad_options_before_starting(tmp_path: Path, option: str, 
     [
         ("LUMORA_ASSET_MEMORY_BYTES", "32MB", "an integer"),
         ("LUMORA_PATCH_MAX_RATIO", "half", "a number"),
+        # Out of range or unusable (issue 18): refused before anything starts, not after
+        # "Listening" (a 0 poll interval ran thousands of queries a second; a bad rate limit
+        # or storage URL killed every worker with a traceback).
+        ("LUMORA_CACHE_POLL_INTERVAL", "0", "at least 0.05"),
+        ("LUMORA_RATE_LIMIT_PER_IP", "ten", "RATE[/BURST] requests per second, or off"),
+        ("LUMORA_STORAGE_URL", "ftp://bucket", "a file:// or s3:// URL"),
+        ("LUMORA_DATABASE_URL", "mysql://db", "a sqlite:// or postgresql:// URL"),
+        ("LUMORA_WORKERS", "0", "at least 1"),
     ],
 )
 def test_serve_rejects_a_malformed_setting_in_one_line(
@@ -128,6 +136,7 @@ def test_serve_rejects_a_malformed_setting_in_one_line(
     )
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"error: {variable} must be {kind}, not {value!r}"
+    assert "Listening" not in proc.stdout + proc.stderr
     assert not (tmp_path / "d").exists()  # refused before anything was created
 
 

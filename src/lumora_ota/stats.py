@@ -2,7 +2,7 @@
 
 Hot-path API (all O(1), no I/O; safe from the event loop and from worker threads)::
 
-    recorder = ctx.components["stats"]            # a StatsRecorder
+    recorder = ctx.stats                          # a StatsRecorder
     recorder.record_check(project_id=..., channel=..., platform=...,
                           served_update_id=None | "<update id>",
                           device_id=None | "<eas-client-id / deviceId>",

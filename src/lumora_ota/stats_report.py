@@ -28,7 +28,6 @@ from sqlalchemy import and_, case, func, select, update
 from sqlalchemy.orm import Session
 
 from lumora_ota.store import webhooks
-from lumora_ota.store.db import bump_delivery_revision
 from lumora_ota.store.models import (
     AuditEntry,
     Channel,
@@ -565,7 +564,6 @@ def auto_pause_failing(
                 },
             )
         )
-        bump_delivery_revision(session)
         upd.rollout = 0
         data = {
             **webhooks.update_data(upd),

@@ -19,7 +19,7 @@ from pathlib import Path
 import typer
 
 from lumora_ota.cli.errors import CliError
-from lumora_ota.settings import DEFAULT_HOST, DEFAULT_PORT
+from lumora_ota.defaults import DEFAULT_HOST, DEFAULT_PORT
 
 APP_NAME = "lumora"
 CONFIG_FILE_NAME = "config.json"

@@ -15,14 +15,18 @@ import importlib
 import os
 import sys
 from collections.abc import Iterator, MutableMapping
-from typing import Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
-from typer import _click  # Typer's vendored Click: the types its groups are built from
 from typer.core import TyperGroup
 from typer.exceptions import Abort, TyperException
 
 from lumora_ota.cli.errors import CliError, one_line
+
+if TYPE_CHECKING:
+    # Annotations only (nothing private is used at run time): Typer >= 0.26 builds its
+    # groups on a vendored Click and exports no public name for its command type.
+    from typer._click import Command, Context
 
 MARKUP: Final = "markdown"
 
@@ -45,7 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def load_command(name: str) -> _click.Command:
+def load_command(name: str) -> Command:
     """Import top-level command ``name`` and build its Click command, as ``add_typer`` or
     ``app.command`` on the root app would have."""
     module_name, attribute = COMMANDS[name]
@@ -57,21 +61,21 @@ def load_command(name: str) -> _click.Command:
     return typer.main.get_command(single)
 
 
-class LazyCommands(MutableMapping[str, _click.Command]):
+class LazyCommands(MutableMapping[str, "Command"]):
     """A group's ``commands``: names known up front, each command built on first use."""
 
-    def __init__(self, loaded: MutableMapping[str, _click.Command]) -> None:
+    def __init__(self, loaded: MutableMapping[str, Command]) -> None:
         self._loaded = dict(loaded)
         self._names = [*COMMANDS, *(n for n in loaded if n not in COMMANDS)]
 
-    def __getitem__(self, name: str) -> _click.Command:
+    def __getitem__(self, name: str) -> Command:
         if name not in self._loaded:
             if name not in COMMANDS:
                 raise KeyError(name)
             self._loaded[name] = load_command(name)
         return self._loaded[name]
 
-    def __setitem__(self, name: str, command: _click.Command) -> None:
+    def __setitem__(self, name: str, command: Command) -> None:
         if name not in self._names:
             self._names.append(name)
         self._loaded[name] = command
@@ -98,7 +102,7 @@ class LazyGroup(TyperGroup):
         super().__init__(**kwargs)
         self.commands = LazyCommands(self.commands)
 
-    def list_commands(self, ctx: _click.Context) -> list[str]:
+    def list_commands(self, ctx: Context) -> list[str]:
         return list(self.commands)  # names only (TyperGroup's would build every command)
 
 

@@ -5,29 +5,36 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from lumora_ota.cli.errors import CliError
 from lumora_ota.datadir import make_private
-from lumora_ota.server.launch import LOG_LEVELS, SERVERS, command
-from lumora_ota.settings import (
-    DEFAULT_DATA_DIR,
-    DEFAULT_HOST,
-    DEFAULT_PORT,
-    Settings,
-    SettingsError,
-)
+from lumora_ota.server.launch import LaunchSettings, command
+
+if TYPE_CHECKING:
+    from lumora_ota.settings import Settings
+
+# The variable each flag overrides.
+FLAGS = {
+    "LUMORA_HOST": "--host",
+    "LUMORA_PORT": "--port",
+    "LUMORA_DATA_DIR": "--data-dir",
+    "LUMORA_DATABASE_URL": "--database-url",
+    "LUMORA_STORAGE_URL": "--storage-url",
+    "LUMORA_PUBLIC_URL": "--public-url",
+    "LUMORA_ASSET_BASE_URL": "--asset-base-url",
+    "LUMORA_WORKERS": "--workers",
+    "LUMORA_SERVER_IMPL": "--server",
+    "LUMORA_LOG_LEVEL": "--log-level",
+}
 
 
 def _export(settings: Settings) -> None:
-    """Hand settings to worker processes through the environment they inherit."""
+    """Hand the validated settings to the server processes through the environment they
+    inherit: the launcher's values (marked validated) and the flags' overrides."""
     values = {
-        "LUMORA_HOST": settings.host,
-        "LUMORA_PORT": str(settings.port),
-        "LUMORA_DATA_DIR": str(settings.data_dir),
-        "LUMORA_DATABASE_URL": settings.database_url,
         "LUMORA_STORAGE_URL": settings.storage_url,
         "LUMORA_PUBLIC_URL": settings.public_url,
         "LUMORA_ASSET_BASE_URL": settings.asset_base_url,
@@ -35,74 +42,108 @@ def _export(settings: Settings) -> None:
     for name, value in values.items():
         if value:
             os.environ[name] = value
+    LaunchSettings(
+        server=settings.server,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        header_timeout=settings.header_timeout,
+        max_connections=settings.max_connections,
+        data_dir=settings.data_dir,
+        database_url=settings.resolved_database_url,
+    ).export()
 
 
 def serve(
-    host: Annotated[str, typer.Option(envvar="LUMORA_HOST", help="Address to bind.")] = (
-        DEFAULT_HOST
-    ),
-    port: Annotated[int, typer.Option(envvar="LUMORA_PORT", help="Port to bind.")] = (DEFAULT_PORT),
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind [env LUMORA_HOST; default 127.0.0.1].")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to bind [env LUMORA_PORT; default 3002].")
+    ] = None,
     data_dir: Annotated[
-        Path, typer.Option(envvar="LUMORA_DATA_DIR", help="Holds the SQLite file and blobs.")
-    ] = Path(DEFAULT_DATA_DIR),
+        Path | None,
+        typer.Option(help="Holds the SQLite file and blobs [env LUMORA_DATA_DIR; .lumora]."),
+    ] = None,
     database_url: Annotated[
         str | None,
-        typer.Option(envvar="LUMORA_DATABASE_URL", help="SQLAlchemy URL; default SQLite."),
+        typer.Option(help="SQLAlchemy URL [env LUMORA_DATABASE_URL]; default SQLite."),
     ] = None,
     storage_url: Annotated[
         str | None,
-        typer.Option(envvar="LUMORA_STORAGE_URL", help="file:///dir or s3://bucket?endpoint=..."),
+        typer.Option(help="file:///dir or s3://bucket?endpoint=... [env LUMORA_STORAGE_URL]."),
     ] = None,
     public_url: Annotated[
         str | None,
-        typer.Option(envvar="LUMORA_PUBLIC_URL", help="Base URL devices use to reach us."),
+        typer.Option(help="Base URL devices use to reach us [env LUMORA_PUBLIC_URL]."),
     ] = None,
     asset_base_url: Annotated[
         str | None,
-        typer.Option(envvar="LUMORA_ASSET_BASE_URL", help="CDN base for asset URLs."),
+        typer.Option(help="CDN base for asset URLs [env LUMORA_ASSET_BASE_URL]."),
     ] = None,
-    workers: Annotated[int, typer.Option(envvar="LUMORA_WORKERS", min=1)] = 1,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes [env LUMORA_WORKERS; default 1].")
+    ] = None,
     server: Annotated[
-        str, typer.Option(envvar="LUMORA_SERVER_IMPL", help="granian or uvicorn.")
-    ] = "granian",
-    log_level: Annotated[str, typer.Option(envvar="LUMORA_LOG_LEVEL")] = "info",
+        str | None, typer.Option(help="granian or uvicorn [env LUMORA_SERVER_IMPL].")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="[env LUMORA_LOG_LEVEL; info].")] = None,
 ) -> None:
     """Run the update server.
 
     Example: lumora serve --port 3002 --data-dir ./.lumora
 
-    The process then replaces itself with ``python -m lumora_ota.server.launch`` (see there):
-    a small supervisor that does not carry the CLI's modules into the server.
+    Every setting (flags and ``LUMORA_*`` variables) is validated first: a bad one is
+    reported in one line, naming the variable, and nothing starts. The process then replaces
+    itself with ``python -m lumora_ota.server.launch`` (see there): a small supervisor that
+    does not carry the CLI's modules into the server.
     """
+    # Imported here: listing the commands (``lumora --help``) must not load pydantic.
+    from lumora_ota.settings import Settings, SettingsError
+
+    flags = {
+        "--host": host,
+        "--port": port,
+        "--data-dir": data_dir,
+        "--database-url": database_url,
+        "--storage-url": storage_url,
+        "--public-url": public_url,
+        "--asset-base-url": asset_base_url,
+        "--workers": workers,
+        "--server": server,
+        "--log-level": log_level,
+    }
     try:
-        from_env = Settings.from_env()
+        settings = Settings.from_env().with_overrides(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            database_url=database_url,
+            storage_url=storage_url,
+            public_url=public_url,
+            asset_base_url=asset_base_url,
+            workers=workers,
+            server_impl=server,
+            log_level=log_level,
+        )
     except SettingsError as exc:
+        flag = FLAGS.get(exc.variable)
+        if flag is not None and flags[flag] is not None:  # the flag's value, not the variable's
+            message = str(exc).removeprefix(exc.variable).strip()
+            raise typer.BadParameter(message, param_hint=flag) from None
         raise CliError(str(exc)) from None
-    settings = from_env.with_overrides(
-        host=host,
-        port=port,
-        data_dir=data_dir,
-        database_url=database_url,
-        storage_url=storage_url,
-        public_url=public_url,
-        asset_base_url=asset_base_url,
-    )
-    if server not in SERVERS:
-        raise typer.BadParameter("choose granian or uvicorn", param_hint="--server")
-    log_level = log_level.lower()
-    if log_level not in LOG_LEVELS:
-        raise typer.BadParameter(f"choose one of {', '.join(LOG_LEVELS)}", param_hint="--log-level")
     # Private before the migration creates the database; the launcher reports loose modes.
     make_private(settings.data_dir, settings.resolved_database_url)
     _export(settings)
     _migrate(settings)
     _exec_server(
         command(
-            server=server,
+            server=settings.server,
             host=settings.host,
             port=settings.port,
-            workers=workers,
-            log_level=log_level,
+            workers=settings.workers,
+            log_level=settings.log_level,
         )
     )
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any, cast
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lumora_ota import __version__
@@ -28,8 +29,12 @@ from lumora_ota.server import (
     openapi_problems,
 )
 from lumora_ota.server.context import AppContext
+from lumora_ota.server.device.cache import DeliveryCache
 from lumora_ota.server.device.edge import DeviceEdge
+from lumora_ota.server.device.patches import PatchIndex
 from lumora_ota.server.lifecycle import Lifecycle
+from lumora_ota.server.management.throttle import FailedAuthThrottle
+from lumora_ota.server.metrics import RequestMetrics, register_collectors
 from lumora_ota.server.middleware import (
     DeviceRateLimiter,
     DeviceRateLimitMiddleware,
@@ -38,9 +43,12 @@ from lumora_ota.server.middleware import (
 from lumora_ota.server.problems import install_problem_handlers
 from lumora_ota.server.request_guard import RequestGuardMiddleware
 from lumora_ota.settings import Settings
+from lumora_ota.stats import StatsRecorder
 from lumora_ota.store.blobs import open_blob_store
 from lumora_ota.store.db import create_db_engine, make_session_factory, migrate
 from lumora_ota.store.digests import fill_missing_md5
+from lumora_ota.store.patches import PatchPolicy, PatchWorker
+from lumora_ota.store.variants import VariantWorker
 
 log = logging.getLogger("lumora_ota.server")
 
@@ -90,15 +98,54 @@ class LumoraApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings) -> LumoraApp:
-    """Build the application for ``settings``. Nothing touches the database until start."""
+def build_context(settings: Settings) -> AppContext:
+    """Every collaborator of the server, made once, typed (nothing touches the database)."""
     engine = create_db_engine(settings.resolved_database_url)
+    sessions = make_session_factory(engine)
+    blobs = open_blob_store(settings.resolved_storage_url)
+    delivery = DeliveryCache(
+        engine,
+        sessions,
+        poll_interval=settings.cache_poll_interval,
+        signing_keys_dir=settings.resolved_signing_keys_dir,
+    )
+    auth_limit = RateLimit.parse(settings.auth_failure_limit)
+    metrics = CollectorRegistry()
     ctx = AppContext(
         settings=settings,
         engine=engine,
-        sessions=make_session_factory(engine),
-        blobs=open_blob_store(settings.resolved_storage_url),
+        sessions=sessions,
+        blobs=blobs,
+        delivery=delivery,
+        patches=PatchIndex(sessions, blobs, delivery),
+        stats=StatsRecorder(
+            engine,
+            flush_interval=settings.stats_flush_interval,
+            new_devices_per_source=settings.stats_new_devices_per_source,
+        ),
+        metrics=metrics,
+        request_metrics=RequestMetrics(metrics),
+        auth_throttle=FailedAuthThrottle(auth_limit) if auth_limit is not None else None,
+        variant_worker=VariantWorker(blobs, sessions),
+        patch_worker=PatchWorker(
+            blobs,
+            sessions,
+            PatchPolicy(
+                bases=settings.patch_bases,
+                max_ratio=settings.patch_max_ratio,
+                max_bundle_bytes=settings.patch_max_bundle_bytes,
+                memory_budget=settings.patch_memory_bytes,
+            ),
+        ),
     )
+    register_collectors(metrics, ctx)
+    return ctx
+
+
+def create_app(settings: Settings) -> LumoraApp:
+    """Build the application for ``settings``. Nothing touches the database until start."""
+    ctx = build_context(settings)
+    engine = ctx.engine
     lifecycle = Lifecycle()
 
     @contextlib.asynccontextmanager
@@ -129,7 +176,7 @@ def create_app(settings: Settings) -> LumoraApp:
     install_problem_handlers(app)
     health.install(app, ctx, lifecycle)
     apidocs.install(app)
-    observability.install(app, ctx, lifecycle)  # stats recorder, /api/v1/events, /metrics
+    observability.install(app, ctx, lifecycle)  # stats recorder, events, /metrics
     responders = device.install(app, ctx, lifecycle)
     management.install(app, ctx, lifecycle)
     dashboard.install(app, ctx, lifecycle)
@@ -146,10 +193,10 @@ def create_app(settings: Settings) -> LumoraApp:
         expo=responders.expo,
         check=responders.check,
         files=responders.files,
-        metrics=ctx.components.get("request_metrics"),
+        metrics=ctx.request_metrics,
         limiter=limiter,
     )
-    ctx.components["edge"] = app.edge  # /metrics reads how many requests it answered
+    ctx.edge = app.edge  # /metrics reads how many requests it answered
     app.front = app.edge
     if settings.trusted_proxies:
         # uvicorn's middleware: X-Forwarded-For read right to left, trusted hops skipped.

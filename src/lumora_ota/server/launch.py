@@ -1,13 +1,16 @@
 """The server process ``lumora serve`` turns into: a lean supervisor for the ASGI server.
 
-``lumora serve`` (the Typer CLI) validates its options, exports the settings to the
-environment, migrates the database, then replaces itself (``os.execv``, same PID, so signals
-and process-tree handling are unchanged) with ``python -m lumora_ota.server.launch``. This
-module imports only the standard library, ``lumora_ota.settings`` (standard library only) and
-the chosen server, so the supervisor stays small and the workers, forked from it, do not
-inherit the CLI's modules (Typer, Rich, Click, the API client) either: every megabyte here
-is counted once in the supervisor and again in each worker's RSS. It must not import the
-application (FastAPI, SQLAlchemy, ...): the workers do.
+``lumora serve`` (the Typer CLI) validates every setting (``lumora_ota.settings``), exports
+them to the environment, migrates the database, then replaces itself (``os.execv``, same
+PID, so signals and process-tree handling are unchanged) with ``python -m
+lumora_ota.server.launch``. This module imports only the standard library,
+``lumora_ota.defaults`` and the chosen server: it reads the values ``lumora serve`` validated
+(``LaunchSettings``), so the supervisor stays small and the workers, forked from it, do not
+inherit the CLI's modules (Typer, Rich, Click, the API client) or pydantic-settings (about
+20 MiB and 0.3 s here) either: every megabyte here is counted once in the supervisor and
+again in each worker's RSS. It must not import the application (FastAPI, SQLAlchemy, ...):
+the workers do. Run directly, it validates the settings itself first (then paying for
+pydantic).
 
 Run directly, it reads the same ``LUMORA_*`` variables as the application::
 
@@ -24,18 +27,88 @@ import resource
 import socket
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from lumora_ota.datadir import make_private
-from lumora_ota.settings import Settings, SettingsError
+from lumora_ota.defaults import LOG_LEVELS, SERVERS, VALIDATED_ENV
+
+__all__ = ["LOG_LEVELS", "SERVERS", "LaunchSettings", "command", "main"]
 
 APP_FACTORY = "lumora_ota.server.app:create_app_from_env"
-SERVERS = ("granian", "uvicorn")
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 GRACEFUL_SHUTDOWN_SECONDS = 10
 # File descriptors a worker keeps for itself beyond its connections (database, blobs, logs).
 RESERVED_FDS = 256
 
 log = logging.getLogger("lumora_ota.server")
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    """What the supervisor needs of the settings (``lumora_ota.settings.Settings``)."""
+
+    server: str
+    host: str
+    port: int
+    workers: int
+    log_level: str
+    header_timeout: float
+    max_connections: int
+    data_dir: Path
+    database_url: str
+
+    ENV = {
+        "server": "LUMORA_SERVER_IMPL",
+        "host": "LUMORA_HOST",
+        "port": "LUMORA_PORT",
+        "workers": "LUMORA_WORKERS",
+        "log_level": "LUMORA_LOG_LEVEL",
+        "header_timeout": "LUMORA_HEADER_TIMEOUT",
+        "max_connections": "LUMORA_MAX_CONNECTIONS",
+        "data_dir": "LUMORA_DATA_DIR",
+        "database_url": "LUMORA_DATABASE_URL",
+    }
+
+    def export(self) -> None:
+        """Put every value into the environment, marked validated (``lumora serve``)."""
+        for name, variable in self.ENV.items():
+            os.environ[variable] = str(getattr(self, name))
+        os.environ[VALIDATED_ENV] = "1"
+
+    @classmethod
+    def load(cls) -> LaunchSettings:
+        """The values ``lumora serve`` validated and exported; else (run directly) the
+        settings validated here, a bad one exiting with its one-line message."""
+        if os.environ.get(VALIDATED_ENV):
+            env = os.environ
+            return cls(
+                server=env["LUMORA_SERVER_IMPL"],
+                host=env["LUMORA_HOST"],
+                port=int(env["LUMORA_PORT"]),
+                workers=int(env["LUMORA_WORKERS"]),
+                log_level=env["LUMORA_LOG_LEVEL"],
+                header_timeout=float(env["LUMORA_HEADER_TIMEOUT"]),
+                max_connections=int(env["LUMORA_MAX_CONNECTIONS"]),
+                data_dir=Path(env["LUMORA_DATA_DIR"]),
+                database_url=env["LUMORA_DATABASE_URL"],
+            )
+        from lumora_ota.settings import Settings, SettingsError
+
+        try:
+            settings = Settings.from_env()
+        except SettingsError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        return cls(
+            server=settings.server,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            header_timeout=settings.header_timeout,
+            max_connections=settings.max_connections,
+            data_dir=settings.data_dir,
+            database_url=settings.resolved_database_url,
+        )
 
 
 def connection_cap(wanted: int) -> int:
@@ -94,20 +167,22 @@ def command(
 
 
 def _parser() -> argparse.ArgumentParser:
-    env = os.environ.get
     parser = argparse.ArgumentParser(
         prog="python -m lumora_ota.server.launch",
-        description="Run the Lumora OTA server (settings from LUMORA_* variables).",
+        description="Run the Lumora OTA server (settings from LUMORA_* variables; the flags "
+        "override them).",
     )
-    parser.add_argument("--server", choices=SERVERS, default=env("LUMORA_SERVER_IMPL", "granian"))
-    parser.add_argument("--host", default=env("LUMORA_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(env("LUMORA_PORT", "3002")))
-    parser.add_argument("--workers", type=int, default=int(env("LUMORA_WORKERS", "1")))
-    parser.add_argument("--log-level", choices=LOG_LEVELS, default=env("LUMORA_LOG_LEVEL", "info"))
+    parser.add_argument("--server", choices=SERVERS)
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--log-level", choices=LOG_LEVELS)
     return parser
 
 
-def run_granian(*, host: str, port: int, workers: int, log_level: str, settings: Settings) -> None:
+def run_granian(
+    *, host: str, port: int, workers: int, log_level: str, settings: LaunchSettings
+) -> None:
     """Serve with granian: this process supervises, ``workers`` forked processes serve.
 
     HTTP/1.1 only (a reverse proxy speaks HTTP/2 to devices): in granian's automatic mode a
@@ -142,7 +217,9 @@ def run_granian(*, host: str, port: int, workers: int, log_level: str, settings:
     ).serve()
 
 
-def run_uvicorn(*, host: str, port: int, workers: int, log_level: str, settings: Settings) -> None:
+def run_uvicorn(
+    *, host: str, port: int, workers: int, log_level: str, settings: LaunchSettings
+) -> None:
     """Serve with uvicorn (in this process when ``workers`` is 1). Idle keep-alive
     connections close after ``header_timeout``; past ``max_connections`` new requests get
     503 (uvicorn has no header timeout for a fresh connection: prefer granian, the default,
@@ -192,21 +269,21 @@ def ensure_port_free(host: str, port: int) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``python -m lumora_ota.server.launch``."""
     args = _parser().parse_args(argv)
-    if args.workers < 1:
+    settings = LaunchSettings.load()
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    workers = args.workers if args.workers is not None else settings.workers
+    if workers < 1:
         raise SystemExit("--workers must be at least 1")
-    ensure_port_free(args.host, args.port)
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        raise SystemExit(str(exc)) from None
-    for warning in make_private(settings.data_dir, settings.resolved_database_url):
+    ensure_port_free(host, port)
+    for warning in make_private(settings.data_dir, settings.database_url):
         print(warning, file=sys.stderr, flush=True)
-    run = run_granian if args.server == "granian" else run_uvicorn
+    run = run_granian if (args.server or settings.server) == "granian" else run_uvicorn
     run(
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=args.log_level or settings.log_level,
         settings=settings,
     )
 

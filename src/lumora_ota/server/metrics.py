@@ -24,9 +24,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lumora_ota.server.context import AppContext
+from lumora_ota.server.context import AppContext, app_context
 from lumora_ota.server.management.auth import current_principal
-from lumora_ota.stats import StatsRecorder
 from lumora_ota.stats_report import (
     ACTIVE_WINDOWS,
     counted_facts,
@@ -131,37 +130,35 @@ class ProcessCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Yield the current values."""
-        recorder: StatsRecorder | None = self._ctx.components.get("stats")
-        if recorder is not None:
-            recorded = CounterMetricFamily(
-                "lumora_stats_recorded",
-                "Statistics records taken by this process, by kind.",
-                labels=["kind"],
-            )
-            for kind, n in sorted(recorder.totals.items()):
-                recorded.add_metric([kind], n)
-            yield recorded
-            yield CounterMetricFamily(
-                "lumora_stats_flushes", "Successful statistics flushes.", value=recorder.flushes
-            )
-            yield CounterMetricFamily(
-                "lumora_stats_flush_errors",
-                "Failed statistics flushes (retried).",
-                value=recorder.flush_errors,
-            )
-            yield GaugeMetricFamily(
-                "lumora_stats_pending_rows",
-                "Statistics rows waiting for the next flush.",
-                value=recorder.pending,
-            )
-        yield from delivery_metrics(self._ctx.components.get("delivery"))
-        edge = self._ctx.components.get("edge")
-        answered = getattr(edge, "answered", None)
-        if isinstance(answered, int):
+        recorder = self._ctx.stats
+        recorded = CounterMetricFamily(
+            "lumora_stats_recorded",
+            "Statistics records taken by this process, by kind.",
+            labels=["kind"],
+        )
+        for kind, n in sorted(recorder.totals.items()):
+            recorded.add_metric([kind], n)
+        yield recorded
+        yield CounterMetricFamily(
+            "lumora_stats_flushes", "Successful statistics flushes.", value=recorder.flushes
+        )
+        yield CounterMetricFamily(
+            "lumora_stats_flush_errors",
+            "Failed statistics flushes (retried).",
+            value=recorder.flush_errors,
+        )
+        yield GaugeMetricFamily(
+            "lumora_stats_pending_rows",
+            "Statistics rows waiting for the next flush.",
+            value=recorder.pending,
+        )
+        yield from delivery_metrics(self._ctx.delivery)
+        edge = self._ctx.edge
+        if edge is not None:
             yield CounterMetricFamily(
                 "lumora_device_edge_answered",
                 "Device requests answered by the device edge, ahead of the framework.",
-                value=answered,
+                value=edge.answered,
             )
 
 
@@ -300,13 +297,10 @@ class DatabaseFiguresCollector(Collector):
         return [checks, asset_bytes, outcomes, active, published, groups, flagged]
 
 
-def build_registry(ctx: AppContext) -> tuple[CollectorRegistry, RequestMetrics]:
-    """A fresh registry with every Lumora collector registered."""
-    registry = CollectorRegistry()
-    request_metrics = RequestMetrics(registry)
+def register_collectors(registry: CollectorRegistry, ctx: AppContext) -> None:
+    """Register every Lumora collector beside the request figures in ``registry``."""
     registry.register(ProcessCollector(ctx))
     registry.register(DatabaseFiguresCollector(ctx))
-    return registry, request_metrics
 
 
 async def metrics_endpoint(request: Request) -> Response:
@@ -315,7 +309,7 @@ async def metrics_endpoint(request: Request) -> Response:
     without a key reads them on ``LUMORA_METRICS_BIND`` (``MetricsListener``)."""
     principal = await run_in_threadpool(current_principal, request)
     principal.require_all_projects()
-    registry: CollectorRegistry = request.app.state.ctx.components["metrics_registry"]
+    registry = app_context(request).metrics
     body = await run_in_threadpool(generate_latest, registry)
     return Response(body, media_type=PROMETHEUS_CONTENT_TYPE, headers={"cache-control": "no-store"})
 

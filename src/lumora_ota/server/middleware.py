@@ -5,7 +5,6 @@ Both are plain ASGI (no per-request Starlette objects) to keep the device hot pa
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -13,6 +12,8 @@ from collections.abc import Callable, Iterable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lumora_ota.domain.ratelimit import RateLimit, TokenBuckets
+from lumora_ota.server.endpoints import ASSET, device_endpoint_of
+from lumora_ota.server.problems import Problem
 
 API_SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"x-content-type-options", b"nosniff"),
@@ -23,18 +24,11 @@ API_SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
 # Every answer on the asset path (files, ranges, patches, redirects, errors): a document it
 # turns into gets a unique opaque origin, runs no script and loads nothing, so a published
 # file can never act on the dashboard's origin (issue 15 item 1; ``server/device/assets.py``).
-ASSET_PATH_PREFIX = "/api/v1/assets/"
+ASSET_PATH_PREFIX = ASSET.prefix
 ASSET_CSP = "sandbox; default-src 'none'"
 ASSET_SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"content-security-policy", ASSET_CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
-)
-
-DEVICE_PATH_PREFIXES = (
-    "/api/v1/expo/",
-    "/api/v1/updates/check",
-    "/api/v1/assets/",
-    "/api/v1/events",
 )
 
 
@@ -117,26 +111,12 @@ class DeviceRateLimiter:
 RATE_LIMIT_SCOPE_KEY = "lumora.rate_limit_wait"
 
 
-# Methods devices use on the asset path; the management API shares the prefix with writes
-# (``POST /api/v1/assets/missing``, ``PUT /api/v1/assets/{sha256}``), which keys, not device
-# limits, govern.
-DEVICE_ASSET_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-MANAGEMENT_ASSET_PATHS = ("/api/v1/assets/missing",)
-
-
 def is_device_request(scope: Scope) -> bool:
-    """Whether an HTTP request goes to a device endpoint (the ones rate limits cover): never
-    a management route, even one under a device path's prefix."""
-    if scope["type"] != "http":
-        return False
-    path: str = scope["path"]
-    if not path.startswith(DEVICE_PATH_PREFIXES):
-        return False
-    if path.startswith(ASSET_PATH_PREFIX):
-        return scope["method"] in DEVICE_ASSET_METHODS and not path.startswith(
-            MANAGEMENT_ASSET_PATHS
-        )
-    return True
+    """Whether an HTTP request goes to a device endpoint the rate limits cover (the table in
+    ``server/endpoints.py``): never a management route, even one under a device path's
+    prefix, which keys, not device limits, govern."""
+    endpoint = device_endpoint_of(scope)
+    return endpoint is not None and endpoint.rate_limited
 
 
 class DeviceRateLimitMiddleware:
@@ -154,31 +134,16 @@ class DeviceRateLimitMiddleware:
         if wait is None:
             wait = self.limiter.take(scope)
         if wait > 0:
-            await _too_many_requests(send, wait, scope["path"])
+            await too_many_requests(wait).send(send, scope["path"])
             return
         await self.app(scope, receive, send)
 
 
-async def _too_many_requests(send: Send, wait: float, path: str) -> None:
+def too_many_requests(wait: float) -> Problem:
+    """The 429 problem for a request that must wait ``wait`` seconds (``Retry-After``)."""
     retry_after = str(max(1, math.ceil(wait)))
-    body = json.dumps(
-        {
-            "type": "about:blank",
-            "title": "Too Many Requests",
-            "status": 429,
-            "detail": f"rate limit exceeded; retry after {retry_after} s",
-            "instance": path,
-        }
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 429,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"retry-after", retry_after.encode()),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
+    return Problem(
+        429,
+        f"rate limit exceeded; retry after {retry_after} s",
+        headers={"retry-after": retry_after},
     )
-    await send({"type": "http.response.body", "body": body})

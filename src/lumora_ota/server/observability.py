@@ -1,5 +1,5 @@
-"""Wires statistics and metrics into the app: the stats recorder (``ctx.components["stats"]``)
-with its flush task and auto-pause hook, ``POST /api/v1/events``, the request-metrics
+"""Wires statistics and metrics into the app: the stats recorder (``ctx.stats``)
+with its flush task and auto-pause hook, the events endpoint, the request-metrics
 middleware and ``GET /metrics``."""
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from lumora_ota.server.lifecycle import Lifecycle
 from lumora_ota.server.metrics import (
     MetricsListener,
     MetricsMiddleware,
-    build_registry,
     metrics_endpoint,
 )
-from lumora_ota.stats import StatsBatch, StatsRecorder, utc_now
+from lumora_ota.stats import StatsBatch, utc_now
 from lumora_ota.stats_report import auto_pause_failing, health_thresholds
 from lumora_ota.stats_retention import PRUNE_INTERVAL, prune_statistics
 
@@ -67,11 +66,7 @@ class RetentionTask:
 def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
     """Register the stats recorder, the events route and Prometheus metrics."""
     settings = ctx.settings
-    recorder = StatsRecorder(
-        ctx.engine,
-        flush_interval=settings.stats_flush_interval,
-        new_devices_per_source=settings.stats_new_devices_per_source,
-    )
+    recorder = ctx.stats
     thresholds = health_thresholds(settings)
 
     def pause_failing_updates(batch: StatsBatch) -> None:
@@ -86,19 +81,16 @@ def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
                 log.warning("auto-paused update %s: launch failure rate too high", update_id)
 
     recorder.add_flush_hook(pause_failing_updates)
-    ctx.components["stats"] = recorder
     lifecycle.on_start(recorder.start)
     lifecycle.on_stop(recorder.stop)
     pruner = RetentionTask(ctx.engine, settings.stats_retention_days)
     lifecycle.on_start(pruner.start)
     lifecycle.on_stop(pruner.stop)
 
-    app.include_router(events.router, prefix="/api/v1")
+    app.include_router(events.router)
 
-    registry, request_metrics = build_registry(ctx)
-    ctx.components["metrics_registry"] = registry
-    ctx.components["request_metrics"] = request_metrics
-    app.add_middleware(MetricsMiddleware, metrics=request_metrics)
+    registry = ctx.metrics
+    app.add_middleware(MetricsMiddleware, metrics=ctx.request_metrics)
     app.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     if settings.metrics_bind is not None:
         listener = MetricsListener(registry, *settings.metrics_bind)

@@ -1,22 +1,29 @@
 """RFC 9457 problem details: every client error leaves the API as ``application/problem+json``.
 
-Handlers registered by ``install_problem_handlers`` turn ``ProblemError``, Starlette HTTP
-errors, validation errors and anything unexpected into problem documents, so no request ever
-sees a traceback.
+``Problem`` is the one renderer of problem documents for the whole server: the exception
+handler ``install_problem_handlers`` registers (``ProblemError``, Starlette HTTP errors,
+validation errors, outages, anything unexpected: ``problem_for``), the device edge, the
+device rate limiter (429) and the request guard (400/431) all render through it, so no
+request ever sees a traceback and every document has the same shape.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
+from starlette.types import Send
 
 from lumora_ota.store.outage import (
     RETRY_AFTER_SECONDS,
@@ -55,6 +62,62 @@ class ProblemError(Exception):
         self.extensions = extensions
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One problem document before rendering: status, detail, title, ``type``, extension
+    members and the answer's extra headers. ``render`` is the one way a problem leaves the
+    server (exception handlers, the device edge, the rate limiter, the request guard)."""
+
+    status: int
+    detail: str
+    title: str | None = None
+    type: str = "about:blank"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    extensions: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, exc: ProblemError) -> Problem:
+        """The problem a ``ProblemError`` carries."""
+        return cls(exc.status, exc.detail, exc.title, exc.type, exc.headers, exc.extensions)
+
+    def document(self, instance: str | None = None) -> dict[str, Any]:
+        """The RFC 9457 document (``instance``: the request path)."""
+        body: dict[str, Any] = {
+            "type": self.type,
+            "title": self.title or HTTPStatus(self.status).phrase,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance:
+            body["instance"] = instance
+        body.update(self.extensions)
+        return body
+
+    def render(self, instance: str | None = None) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        """The encoded body and the raw headers (content type first, then ``headers``;
+        no content length) of the answer."""
+        body = json.dumps(
+            self.document(instance), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        ).encode("utf-8")
+        raw = [(b"content-type", PROBLEM_CONTENT_TYPE.encode())]
+        raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+        return body, raw
+
+    def response(self, instance: str | None = None) -> Response:
+        """The answer as a Starlette response."""
+        body, raw = self.render(instance)
+        response = Response(body, status_code=self.status)
+        response.raw_headers = [*raw, (b"content-length", str(len(body)).encode())]
+        return response
+
+    async def send(self, send: Send, instance: str | None = None) -> None:
+        """Send the answer on a plain ASGI ``send``."""
+        body, raw = self.render(instance)
+        raw.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": self.status, "headers": raw})
+        await send({"type": "http.response.body", "body": body})
+
+
 def problem_response(
     status: int,
     detail: str,
@@ -64,18 +127,9 @@ def problem_response(
     instance: str | None = None,
     headers: dict[str, str] | None = None,
     **extensions: Any,
-) -> JSONResponse:
+) -> Response:
     """A ``application/problem+json`` response."""
-    body: dict[str, Any] = {
-        "type": type_,
-        "title": title or HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-    }
-    if instance:
-        body["instance"] = instance
-    body.update(extensions)
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_CONTENT_TYPE, headers=headers)
+    return Problem(status, detail, title, type_, headers or {}, extensions).response(instance)
 
 
 def not_found(what: str) -> ProblemError:
@@ -83,7 +137,9 @@ def not_found(what: str) -> ProblemError:
     return ProblemError(404, f"{what} not found")
 
 
-def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
+def _validation_detail(
+    exc: RequestValidationError | ValidationError,
+) -> tuple[str, list[dict[str, Any]]]:
     errors: list[dict[str, Any]] = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
@@ -93,109 +149,85 @@ def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str,
     return f"{where}{first['message']}", errors
 
 
-def install_problem_handlers(app: FastAPI) -> None:
-    """Register handlers that render every error as a problem document."""
+def _unavailable(what: str, reason: str) -> Problem:
+    _outage_log.warning(f"503 {what}", "%s is unavailable (%s): answering 503", what, reason)
+    return Problem(
+        503,
+        f"{what} is unavailable ({reason})",
+        "Dependency unavailable",
+        headers={"retry-after": str(RETRY_AFTER_SECONDS)},
+        extensions={"dependency": what},
+    )
 
-    async def on_problem(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ProblemError)
-        return problem_response(
-            exc.status,
-            exc.detail,
-            title=exc.title,
-            type_=exc.type,
-            instance=request.url.path,
-            headers=exc.headers,
-            **exc.extensions,
-        )
 
-    async def on_http(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
+def _full(what: str) -> Problem:
+    _outage_log.warning(f"507 {what}", "%s is out of space: answering 507", what)
+    return Problem(
+        507,
+        f"{what} on the server is out of space; nothing was stored",
+        "Insufficient storage",
+        extensions={"dependency": what},
+    )
+
+
+def problem_for(exc: BaseException, database: str = "the database") -> Problem | None:
+    """The problem document answering ``exc``, or None for an unexpected error (the caller
+    logs it: a bug, answered 500). ``database`` names the database in outage answers."""
+    if isinstance(exc, ProblemError):
+        return Problem.of(exc)
+    if isinstance(exc, StarletteHTTPException):
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-        return problem_response(
-            exc.status_code,
-            detail,
-            instance=request.url.path,
-            headers=dict(exc.headers or {}),
-        )
-
-    async def on_validation(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
+        return Problem(exc.status_code, detail, headers=dict(exc.headers or {}))
+    if isinstance(exc, (RequestValidationError, ValidationError)):
         detail, errors = _validation_detail(exc)
-        return problem_response(
-            422,
-            detail,
-            title="Invalid request",
-            instance=request.url.path,
-            errors=errors,
-        )
-
-    async def on_recursion(request: Request, exc: Exception) -> Response:
-        return problem_response(
-            400, "JSON nested too deeply", title="Invalid JSON", instance=request.url.path
-        )
-
-    async def on_disconnect(request: Request, exc: Exception) -> Response:
+        return Problem(422, detail, "Invalid request", extensions={"errors": errors})
+    if isinstance(exc, RecursionError):
+        return Problem(400, "JSON nested too deeply", "Invalid JSON")
+    if isinstance(exc, ClientDisconnect):
         # The client went away mid-body: nobody reads this answer, and it is no server error.
-        log.info("client disconnected during %s %s", request.method, request.url.path)
-        return problem_response(400, "the request body was cut off", instance=request.url.path)
-
-    def unavailable(request: Request, what: str, reason: str) -> Response:
-        _outage_log.warning(f"503 {what}", "%s is unavailable (%s): answering 503", what, reason)
-        return problem_response(
-            503,
-            f"{what} is unavailable ({reason})",
-            title="Dependency unavailable",
-            instance=request.url.path,
-            headers={"retry-after": str(RETRY_AFTER_SECONDS)},
-            dependency=what,
-        )
-
-    def full(request: Request, what: str) -> Response:
-        _outage_log.warning(f"507 {what}", "%s is out of space: answering 507", what)
-        return problem_response(
-            507,
-            f"{what} on the server is out of space; nothing was stored",
-            title="Insufficient storage",
-            instance=request.url.path,
-            dependency=what,
-        )
-
-    async def on_dependency(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, DependencyUnavailable)
-        return unavailable(request, exc.what, exc.reason)
-
-    async def on_storage_full(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StorageFull)
-        return full(request, exc.what)
-
-    async def on_database(request: Request, exc: Exception) -> Response:
-        what = _database_name(request)
+        return Problem(400, "the request body was cut off")
+    if isinstance(exc, DependencyUnavailable):
+        return _unavailable(exc.what, exc.reason)
+    if isinstance(exc, StorageFull):
+        return _full(exc.what)
+    if isinstance(exc, SQLAlchemyError):
         if is_no_space(exc):
-            return full(request, what)
+            return _full(database)
         reason = database_outage(exc)
-        if reason is not None:
-            return unavailable(request, what, reason)
-        return await on_unexpected(request, exc)
+        return None if reason is None else _unavailable(database, reason)
+    if isinstance(exc, OSError) and is_no_space(exc):
+        return _full("the storage")
+    return None
 
-    async def on_os_error(request: Request, exc: Exception) -> Response:
-        if is_no_space(exc):
-            return full(request, "the storage")
-        return await on_unexpected(request, exc)
 
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(500, "internal server error", instance=request.url.path)
+INTERNAL_ERROR = Problem(500, "internal server error")
 
-    app.add_exception_handler(ProblemError, on_problem)
-    app.add_exception_handler(StarletteHTTPException, on_http)
-    app.add_exception_handler(RequestValidationError, on_validation)
-    app.add_exception_handler(RecursionError, on_recursion)
-    app.add_exception_handler(ClientDisconnect, on_disconnect)
-    app.add_exception_handler(DependencyUnavailable, on_dependency)
-    app.add_exception_handler(StorageFull, on_storage_full)
-    app.add_exception_handler(SQLAlchemyError, on_database)
-    app.add_exception_handler(OSError, on_os_error)
-    app.add_exception_handler(Exception, on_unexpected)
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Register the handler that renders every error as a problem document."""
+
+    async def on_exception(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, ClientDisconnect):
+            log.info("client disconnected during %s %s", request.method, request.url.path)
+        problem = problem_for(exc, _database_name(request))
+        if problem is None:
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            problem = INTERNAL_ERROR
+        return problem.response(request.url.path)
+
+    for kind in (
+        ProblemError,
+        StarletteHTTPException,
+        RequestValidationError,
+        RecursionError,
+        ClientDisconnect,
+        DependencyUnavailable,
+        StorageFull,
+        SQLAlchemyError,
+        OSError,
+        Exception,
+    ):
+        app.add_exception_handler(kind, on_exception)
 
 
 def _database_name(request: Request) -> str:

@@ -9,10 +9,11 @@
 
 from __future__ import annotations
 
-import json
 from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from lumora_ota.server.problems import Problem
 
 MAX_HEADER_BYTES = 32 * 1024
 
@@ -51,18 +52,4 @@ class RequestGuardMiddleware:
 
 
 async def _refuse(send: Send, status: int, detail: str) -> None:
-    titles = {400: "Bad Request", 431: "Request Header Fields Too Large"}
-    body = json.dumps(
-        {"type": "about:blank", "title": titles[status], "status": status, "detail": detail}
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await Problem(status, detail).send(send)

@@ -20,7 +20,17 @@ from sqlalchemy import Engine, create_engine, event, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from lumora_ota.store.models import DeliveryState
+from lumora_ota.store.models import (
+    Channel,
+    DeliveryState,
+    DevicePin,
+    Project,
+    PublisherSignature,
+    SigningKey,
+    Update,
+    UpdateAsset,
+    UpdateGroup,
+)
 
 if TYPE_CHECKING:
     # Alembic (and Mako, which it pulls in) is imported only when a migration actually runs:
@@ -38,6 +48,19 @@ SQLITE_BUSY_TIMEOUT_MS = 30000
 # Set in the connection's ``info`` by the bump functions below, so this process can act when
 # that transaction commits (``DeliveryCache.watch_local_commits``) without polling.
 DELIVERY_BUMPED = "lumora_delivery_bumped"
+# The tables whose rows decide what devices get (selection, manifests, signatures): a write
+# to one moves the delivery revision in its transaction (``_bump_on_delivery_change``).
+DELIVERY_MODELS = (
+    Project,
+    Channel,
+    UpdateGroup,
+    Update,
+    UpdateAsset,
+    SigningKey,
+    PublisherSignature,  # the publisher-held mode serves only what they sign
+    DevicePin,  # a pinned device is served another channel
+)
+DELIVERY_TABLES = frozenset(model.__tablename__ for model in DELIVERY_MODELS)
 PATCH_BUMPED = "lumora_patch_bumped"
 
 
@@ -181,14 +204,45 @@ def migrate(engine: Engine, blobs: BlobStore | None = None) -> None:
 
 
 def bump_delivery_revision(session: Session) -> None:
-    """Mark every server's delivery cache stale; call inside the transaction that changed
-    anything a device could be served."""
-    session.execute(
+    """Mark every server's delivery cache stale, in the session's transaction. Sessions
+    call it themselves (``_bump_on_delivery_change``): only a write that bypasses the ORM
+    session (Core, on a bare connection) must mark the connection itself
+    (``DELIVERY_BUMPED``, as ``store/digests.py`` does)."""
+    conn = session.connection()
+    conn.execute(
         update(DeliveryState)
         .where(DeliveryState.id == 1)
         .values(revision=DeliveryState.revision + 1)
     )
-    session.connection().info[DELIVERY_BUMPED] = True
+    conn.info[DELIVERY_BUMPED] = True
+
+
+def _is_delivery(entity: object) -> bool:
+    return isinstance(entity, DELIVERY_MODELS)
+
+
+@event.listens_for(Session, "before_flush")
+def _bump_on_delivery_change(session: Session, _context: Any, _instances: Any) -> None:
+    """The unit of work moves the delivery revision: any new, changed or deleted row of a
+    delivery table (``DELIVERY_MODELS``) bumps it in the same transaction, so no write that
+    changes what devices get can forget to (issue 18 item 5)."""
+    if any(_is_delivery(o) for o in session.new) or any(_is_delivery(o) for o in session.deleted):
+        bump_delivery_revision(session)
+        return
+    for entity in session.dirty:
+        if _is_delivery(entity) and session.is_modified(entity, include_collections=False):
+            bump_delivery_revision(session)
+            return
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _bump_on_delivery_statement(state: Any) -> None:
+    """The same for statements run through a session (bulk UPDATE/DELETE/INSERT)."""
+    if not (state.is_update or state.is_delete or state.is_insert):
+        return
+    table = getattr(state.statement, "table", None)
+    if table is not None and table.name in DELIVERY_TABLES:
+        bump_delivery_revision(state.session)
 
 
 def bump_patch_revision(session: Session) -> None:

@@ -64,10 +64,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lumora_ota.patches")
 
-# ``ctx.components`` key of the running ``PatchWorker`` (installed by
-# ``server/management/embedded.install``).
-PATCH_WORKER = "patches"
-
 # Start-up catch-up looks this far back for updates whose patch job may have been lost.
 CATCH_UP_WINDOW = timedelta(days=7)
 CATCH_UP_LIMIT = 200
@@ -450,7 +446,4 @@ class PatchWorker:
 def schedule_patches(ctx: AppContext, update_ids: Iterable[str]) -> Future[int] | None:
     """Queue one patch job for freshly committed updates (call after the commit, never
     before: the worker reads them from the database). None when no worker is installed."""
-    worker = ctx.components.get(PATCH_WORKER)
-    if not isinstance(worker, PatchWorker):
-        return None
-    return worker.submit(update_ids)
+    return ctx.patch_worker.submit(update_ids)

@@ -22,7 +22,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from lumora_ota.domain.plans import Action, Decision, Plan, decide
 from lumora_ota.stats_report import HealthThresholds, launch_counts
 from lumora_ota.store import webhooks
-from lumora_ota.store.db import bump_delivery_revision
 from lumora_ota.store.models import AuditEntry, RolloutPlan, Update, utcnow
 from lumora_ota.store.repository import STATUS_ACTIVE
 
@@ -72,7 +71,6 @@ def set_plan(session: Session, upd: Update, plan: Plan) -> RolloutPlan:
     previous = upd.rollout
     upd.rollout = plan.steps[0]
     session.flush()
-    bump_delivery_revision(session)
     webhooks.rollout_changed(session, upd, previous)
     return row
 
@@ -187,7 +185,6 @@ def _run_one(
                 completed=decision.step_index == len(row.steps) - 1,
             )
             _audit(session, row.project_id, ADVANCE_ACTION, update_id, data)
-            bump_delivery_revision(session)
             webhooks.emit(session, row.project_id, "rollout_plan.advanced", data)
             webhooks.rollout_changed(session, upd, previous)
         session.commit()

@@ -2,8 +2,9 @@
 rollbacks, promotion and listing.
 
 Functions take a ``Session`` inside the caller's transaction and never commit: the caller adds
-its audit row and commits once, so each management action is all-or-nothing. Anything that
-changes what a device could be served calls ``bump_delivery_revision``. Failures a client can
+its audit row and commits once, so each management action is all-or-nothing. A write to a
+delivery table moves the delivery revision in the same transaction by itself (the session
+listener in ``store/db.py``). Failures a client can
 cause raise ``StoreError`` subclasses carrying an HTTP-like status; the API turns them into
 problem documents.
 """
@@ -24,7 +25,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from lumora_ota.domain.model import AssetRecord, UpdateKind, UpdateRecord, UpdateStatus
-from lumora_ota.store.db import bump_delivery_revision
 from lumora_ota.store.models import (
     Base,
     Blob,
@@ -167,7 +167,6 @@ def create_project(session: Session, *, name: str, slug: str) -> Project:
     session.flush()
     # Devices may ask for the new project at once: make every delivery cache re-read its
     # project map rather than answer 404 until its rate-limited re-read comes round.
-    bump_delivery_revision(session)
     return project
 
 
@@ -230,7 +229,6 @@ def rename_channel(session: Session, channel: Channel, name: str) -> Channel:
         .where(DevicePin.project_id == channel.project_id, DevicePin.channel == previous)
         .values(channel=name)
     )
-    bump_delivery_revision(session)
     return channel
 
 
@@ -350,7 +348,6 @@ def publish(session: Session, spec: PublishSpec) -> list[Update]:
         session.add(update)
         updates.append(update)
     session.flush()
-    bump_delivery_revision(session)
     return updates
 
 
@@ -412,7 +409,6 @@ def mark_rolled_back(session: Session, update: Update) -> Update:
     if update.status != STATUS_ROLLED_BACK:
         update.status = STATUS_ROLLED_BACK
         session.flush()
-        bump_delivery_revision(session)
     return update
 
 
@@ -477,7 +473,6 @@ def rollback(session: Session, update: Update, *, created_by: str | None) -> Upd
         mandatory=previous.mandatory,
         created_by=created_by,
     )
-    bump_delivery_revision(session)
     return copy
 
 
@@ -506,7 +501,6 @@ def rollback_to(
         mandatory=target.mandatory,
         created_by=created_by,
     )
-    bump_delivery_revision(session)
     return copy
 
 
@@ -543,7 +537,6 @@ def _embedded_marker(session: Session, update: Update, *, created_by: str | None
     marker.channel = update.channel
     session.add(marker)
     session.flush()
-    bump_delivery_revision(session)
     return marker
 
 
@@ -571,7 +564,6 @@ def promote(
         mandatory=update.mandatory if mandatory is None else mandatory,
         created_by=created_by,
     )
-    bump_delivery_revision(session)
     return copy
 
 
@@ -584,7 +576,6 @@ def patch_update(
     if mandatory is not None:
         update.mandatory = mandatory
     session.flush()
-    bump_delivery_revision(session)
     return update
 
 
@@ -693,7 +684,6 @@ def delete_updates(session: Session, updates: Sequence[Update]) -> None:
         if group is not None:
             session.delete(group)
     session.flush()
-    bump_delivery_revision(session)
 
 
 def set_channel_paused(session: Session, channel: Channel, paused: bool) -> Channel:
@@ -701,7 +691,6 @@ def set_channel_paused(session: Session, channel: Channel, paused: bool) -> Chan
     if channel.paused != paused:
         channel.paused = paused
         session.flush()
-        bump_delivery_revision(session)
     return channel
 
 

@@ -101,7 +101,7 @@ class DashboardRoute(APIRoute):
 
 
 def _authenticator(request: Request) -> CookieAuthenticator:
-    auth: CookieAuthenticator | None = app_context(request).components.get("cookie_auth")
+    auth = app_context(request).cookie_auth
     if auth is None:
         raise ProblemError(503, "the dashboard is starting")
     return auth
@@ -234,7 +234,7 @@ def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
     async def start() -> None:
         secret = await asyncio.to_thread(load_or_create_secret, ctx.sessions)
         public = (origin_of(ctx.settings.resolved_public_url),)
-        ctx.components["cookie_auth"] = CookieAuthenticator(SessionSigner(secret), public)
+        ctx.cookie_auth = CookieAuthenticator(SessionSigner(secret), public)
 
     lifecycle.on_start(start)
     app.include_router(build_router(load_static(STATIC_DIR)))

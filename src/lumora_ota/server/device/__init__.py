@@ -10,7 +10,6 @@ from fastapi import FastAPI
 
 from lumora_ota.server.context import AppContext
 from lumora_ota.server.device import assets, check, expo
-from lumora_ota.server.device.cache import DeliveryCache
 from lumora_ota.server.device.cors import DeviceCORSMiddleware
 from lumora_ota.server.lifecycle import Lifecycle
 
@@ -27,14 +26,8 @@ class DeviceResponders:
 def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> DeviceResponders:
     """Add the device routes, CORS for them and the delivery cache with its poller; returns
     the responders behind the routes (for the device edge)."""
-    cache = DeliveryCache(
-        ctx.engine,
-        ctx.sessions,
-        poll_interval=ctx.settings.cache_poll_interval,
-        signing_keys_dir=ctx.settings.resolved_signing_keys_dir,
-    )
+    cache = ctx.delivery
     cache.watch_local_commits()
-    ctx.components["delivery"] = cache
     lifecycle.on_start(cache.start)
     lifecycle.on_stop(cache.stop)
     expo_responder = expo.ExpoResponder(ctx, cache)

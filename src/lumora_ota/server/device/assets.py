@@ -1,4 +1,4 @@
-"""``GET``/``HEAD /api/v1/assets/{sha256}{.ext}``: immutable asset delivery.
+"""``GET``/``HEAD`` ``endpoints.ASSET`` (``{sha256}{.ext}``): immutable asset delivery.
 
 The URL names the content (its SHA-256), so the answer never changes: ``cache-control: public,
 max-age=31536000, immutable`` and a strong ETag ``"<sha256>"`` (``"<sha256>-br"`` /
@@ -37,6 +37,7 @@ from lumora_ota.server.device.answer import RawHeaders, raw_headers
 from lumora_ota.server.device.memory import BytesLRU
 from lumora_ota.server.device.negotiation import acceptable_encodings
 from lumora_ota.server.device.patches import full_asset_vary, negotiate_patch, patch_index
+from lumora_ota.server.endpoints import ASSET
 from lumora_ota.server.middleware import ASSET_SECURITY_HEADERS
 from lumora_ota.server.problems import ProblemError
 from lumora_ota.store.blobs import VARIANTS, BlobLocation, BlobStore, variant_name
@@ -268,9 +269,7 @@ async def _redirect_to_store(
         if encoding != "identity":
             headers["content-encoding"] = encoding
         return Response(headers={**headers, "content-length": str(size)}, media_type=content_type)
-    stats = ctx.components.get("stats")
-    if stats is not None:
-        stats.record_asset(nbytes=size, variant=encoding)
+    ctx.stats.record_asset(nbytes=size, variant=encoding)
     headers = {
         "cache-control": location.cache_control or IMMUTABLE,
         "vary": full_asset_vary(ctx, sha256),  # launch assets also vary on A-IM (#10)
@@ -290,9 +289,9 @@ def build_router(ctx: AppContext, files: AssetFiles) -> APIRouter:
         return await patch_index(ctx).is_published(sha256)
 
     # HEAD answers like GET without a body (FileResponse knows); one schema entry is enough.
-    @router.head("/api/v1/assets/{name}", include_in_schema=False)
+    @router.head(ASSET.path, include_in_schema=False)
     @router.get(
-        "/api/v1/assets/{name}",
+        ASSET.path,
         summary="Download an asset by content hash",
         response_class=Response,
         responses={
@@ -337,6 +336,5 @@ def build_router(ctx: AppContext, files: AssetFiles) -> APIRouter:
 
 def record_asset_download(ctx: AppContext, method: str, asset: StoredAsset) -> None:
     """Count a full asset answer in the statistics (GETs only: a HEAD moves no bytes)."""
-    stats = ctx.components.get("stats")
-    if stats is not None and method == "GET":
-        stats.record_asset(nbytes=asset.stat.st_size, variant=asset.encoding)
+    if method == "GET":
+        ctx.stats.record_asset(nbytes=asset.stat.st_size, variant=asset.encoding)

@@ -1,4 +1,4 @@
-"""``POST /api/v1/updates/check``: Lumora's JSON check API (used by the Python SDK).
+"""``POST`` ``endpoints.UPDATES_CHECK``: Lumora's JSON check API (used by the Python SDK).
 
 Same selection engine as the Expo endpoint. The answer is one of:
 
@@ -60,6 +60,7 @@ from lumora_ota.server.device.delivery import (
     resolve_project,
     select_for_device,
 )
+from lumora_ota.server.endpoints import UPDATES_CHECK
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel
 from lumora_ota.signing import Signer
 from lumora_ota.stats import stats_source
@@ -94,9 +95,10 @@ class CheckRequest(RequestModel):
 
 
 class CheckResponse(BaseModel):
-    """The answer (documentation model: the route writes these exact bytes itself)."""
+    """The answer (the responder writes its bytes itself; tests validate them against this
+    model, unknown members refused)."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
     update_available: bool
     is_mandatory: bool
@@ -193,7 +195,7 @@ class CheckResponder:
             ),
         )
         await record_check(
-            self._ctx.components,
+            self._ctx.stats,
             cache,
             project_id,
             selection_req,
@@ -273,8 +275,9 @@ def build_router(responder: CheckResponder) -> APIRouter:
     # The guarded route caps the JSON body size and nesting before validation.
     router = APIRouter(tags=["device"], route_class=GuardedJSONRoute)
 
-    @router.post(
-        "/api/v1/updates/check",
+    @router.api_route(
+        UPDATES_CHECK.path,
+        methods=sorted(UPDATES_CHECK.methods),
         summary="Check for an update (Lumora JSON API)",
         description=__doc__,
         response_model=CheckResponse,

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lumora_ota.server.middleware import DEVICE_PATH_PREFIXES
+from lumora_ota.server.endpoints import DEVICE_ENDPOINTS, device_endpoint_of
 
 # Headers a web client needs to read from device answers.
 EXPOSED_HEADERS = [
@@ -25,11 +25,15 @@ EXPOSED_HEADERS = [
     "accept-ranges",
     "etag",
 ]
+# What the device endpoints under CORS accept (from the table), and preflights.
+CORS_METHODS = sorted({"OPTIONS"}.union(*(e.methods for e in DEVICE_ENDPOINTS if e.cors)))
 
 
-def is_device_path(path: str) -> bool:
-    """Whether ``path`` belongs to a device endpoint."""
-    return path.startswith(DEVICE_PATH_PREFIXES) and not path.startswith("/api/v1/assets/missing")
+def is_cors_request(scope: Scope) -> bool:
+    """Whether an HTTP request goes to a device endpoint device CORS covers (the table in
+    ``server/endpoints.py``; a preflight by the method it asks about)."""
+    endpoint = device_endpoint_of(scope)
+    return endpoint is not None and endpoint.cors
 
 
 class DeviceCORSMiddleware:
@@ -40,14 +44,14 @@ class DeviceCORSMiddleware:
         self.cors = CORSMiddleware(
             app,
             allow_origins=list(allow_origins),
-            allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
+            allow_methods=CORS_METHODS,
             allow_headers=["*"],
             expose_headers=EXPOSED_HEADERS,
             max_age=600,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_device_path(scope["path"]):
+        if scope["type"] != "http" or not is_cors_request(scope):
             await self.app(scope, receive, send)
         elif any(name == b"origin" for name, _ in scope["headers"]):
             await self.cors(scope, receive, send)

@@ -18,7 +18,7 @@ MAX_FAILED_IDS = 50
 
 
 class CheckRecorder(Protocol):
-    """The part of the stats recorder (``ctx.components["stats"]``) the device side uses."""
+    """The part of the stats recorder (``AppContext.stats``) the device side uses."""
 
     def record_check(
         self,
@@ -94,7 +94,7 @@ async def required_identity(cache: DeliveryCache, project_id: str) -> Signer:
 
 
 async def record_check(
-    components: dict[str, Any],
+    recorder: CheckRecorder,
     cache: DeliveryCache,
     project_id: str,
     request: SelectionRequest,
@@ -108,9 +108,6 @@ async def record_check(
     the project are passed on as running or failed (the id set comes from the delivery cache:
     no query in steady state).
     """
-    recorder: CheckRecorder | None = components.get("stats")
-    if recorder is None:
-        return
     served = selection.update.id if selection.kind == "update" and selection.update else None
     channel = request.channel if cache.known_channel(project_id, request.channel) else ""
     known: Callable[[str], bool] = _any_id

@@ -6,12 +6,14 @@ middleware wrappers, header objects) than in answering: the answers are memoized
 edge sits in front of the FastAPI application (``LumoraApp.__call__``) and recognises, by
 method and path alone:
 
-=========================================  ===============================================
-``GET /api/v1/expo/{project}/manifest``    ``ExpoResponder.answer``
-``POST /api/v1/updates/check``             ``CheckResponder.answer`` (the route's model)
-``GET /api/v1/assets/{name}``              ``AssetFiles.find``: bytes kept in memory, else
-                                           the file by ASGI ``pathsend``
-=========================================  ===============================================
+=========================  ===============================================================
+``EXPO_MANIFEST`` (GET)    ``ExpoResponder.answer``
+``UPDATES_CHECK`` (POST)   ``CheckResponder.answer`` (the route's model)
+``ASSET`` (GET)            ``AssetFiles.find``: bytes kept in memory, else the file by ASGI
+                           ``pathsend``
+=========================  ===============================================================
+
+(the endpoints whose ``edge`` method is set in ``server/endpoints.py``, matched by it).
 
 It sends the answer with the headers the middleware would have added (security headers,
 ``Vary: Origin``) and counts it in the request metrics under the route's template. The same
@@ -19,15 +21,19 @@ responders back the FastAPI routes, so there is one implementation of every rule
 
 Everything else goes to the application unchanged: a browser request (``Origin``: CORS
 applies), a query string, a HEAD or Range request, a delta-patch negotiation, an object
-store, a request the guards refuse (NUL, oversized headers) — and every error: a responder
-that raises (a problem document, or a bug) makes the edge hand the request over untouched
-(a check's body replayed), and the application answers it as it always has. With rate limits
-on, the edge charges each device request once and hands a refused one to the application,
-whose rate-limit middleware answers 429 from that outcome.
+store, a request the guards refuse (NUL, oversized headers), a check body the route must
+read itself (too large, cut off, not a JSON object). A responder that raises a problem (a
+4xx, an outage's 503) is answered here through the server's one problem renderer
+(``server/problems.py``: ``problem_for``), as the route's exception handler would; anything
+unexpected is logged and then handed to the application untouched (a check's body
+replayed), which answers it as it always has. With rate limits on, the edge charges each
+device request once and hands a refused one to the application, whose rate-limit middleware
+answers 429 from that outcome.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -45,6 +51,13 @@ from lumora_ota.server.device.check import CheckRequest, CheckResponder
 from lumora_ota.server.device.cors import vary_on_origin
 from lumora_ota.server.device.expo import ExpoResponder
 from lumora_ota.server.device.patches import full_asset_vary, patch_index
+from lumora_ota.server.endpoints import (
+    ASSET,
+    EXPO_MANIFEST,
+    UPDATES_CHECK,
+    DeviceEndpoint,
+    match,
+)
 from lumora_ota.server.management.guards import parse_json_body
 from lumora_ota.server.metrics import RequestMetrics
 from lumora_ota.server.middleware import (
@@ -53,15 +66,13 @@ from lumora_ota.server.middleware import (
     is_device_request,
     with_security_headers,
 )
+from lumora_ota.server.problems import problem_for
 from lumora_ota.server.request_guard import MAX_HEADER_BYTES, header_bytes
 from lumora_ota.store.blobs import FileBlobStore
+from lumora_ota.store.outage import database_name
 
-EXPO_PREFIX = "/api/v1/expo/"
-EXPO_SUFFIX = "/manifest"
-EXPO_TEMPLATE = "/api/v1/expo/{project}/manifest"
-CHECK_PATH = "/api/v1/updates/check"
-ASSET_PREFIX = "/api/v1/assets/"
-ASSET_TEMPLATE = "/api/v1/assets/{name}"
+log = logging.getLogger("lumora_ota.server")
+
 PATHSEND = "http.response.pathsend"
 # Distinct header sets are few (per protocol, media type, encoding); this only bounds memory.
 MAX_FINISHED_HEADER_SETS = 4096
@@ -129,6 +140,7 @@ class DeviceEdge:
         self._metrics = metrics
         self._clock = clock
         self._max_json_bytes = ctx.settings.max_json_bytes
+        self._database = database_name(ctx.engine)
         self._finished: dict[RawHeaders, list[tuple[bytes, bytes]]] = {}
         self.answered = 0  # requests the edge answered itself (/metrics and tests read it)
 
@@ -147,33 +159,33 @@ class DeviceEdge:
             await self.app(scope, receive, send)
             return
         method = scope["method"]
-        path: str = scope["path"]
-        if method == "GET":
-            if path.startswith(ASSET_PREFIX):
-                await self._asset(path[len(ASSET_PREFIX) :], scope, receive, send)
+        found = match(method, scope["path"])
+        if found is not None and found[0].edge == method:
+            endpoint, params = found
+            if endpoint is ASSET:
+                await self._asset(params["name"], scope, receive, send)
                 return
-            if path.startswith(EXPO_PREFIX) and path.endswith(EXPO_SUFFIX):
-                project = path[len(EXPO_PREFIX) : -len(EXPO_SUFFIX)]
-                await self._manifest(project, scope, receive, send)
+            if endpoint is EXPO_MANIFEST:
+                await self._manifest(params["project"], scope, receive, send)
                 return
-        elif method == "POST" and path == CHECK_PATH:
-            await self._check_request(scope, receive, send)
-            return
+            if endpoint is UPDATES_CHECK:
+                await self._check_request(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
     async def _manifest(self, project: str, scope: Scope, receive: Receive, send: Send) -> None:
         started = self._clock()
         headers = request_headers(scope)
-        if headers is None or not project or "/" in project or "\x00" in project:
+        if headers is None or "\x00" in project:
             await self.app(scope, receive, send)
             return
         try:
             answer = await self._expo.answer(project, headers, {}, client_host=_client_host(scope))
-        except Exception:  # the application answers it again, with its error handling
-            await self.app(scope, receive, send)
+        except Exception as exc:
+            await self._failed(exc, EXPO_MANIFEST, started, scope, receive, send)
             return
         await self._send(send, answer.status, answer.body, answer.headers)
-        self._observe("GET", EXPO_TEMPLATE, answer.status, started)
+        self._observe("GET", EXPO_MANIFEST.metric, answer.status, started)
 
     async def _check_request(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = self._clock()
@@ -188,20 +200,27 @@ class DeviceEdge:
             await self.app(scope, receive, send)
             return
         body, more = await self._read_body(receive)
+        replayed = _replay(body, more, receive)
+        if more or len(body) > self._max_json_bytes or not body.strip():
+            # Over the limit, cut off or empty: the route's own answers (413, 400, 422).
+            await self.app(scope, replayed, send)
+            return
         try:
-            if more or not body.strip():
-                raise Fallback
-            request = CheckRequest.model_validate(parse_json_body(body))
+            document = parse_json_body(body)
+            if not isinstance(document, dict):  # the route words this error its own way
+                await self.app(scope, replayed, send)
+                return
+            request = CheckRequest.model_validate(document)
             answer = await self._check.answer(
                 request,
                 signed="expo-expect-signature" in headers,
                 client_host=_client_host(scope),
             )
-        except Exception:  # Fallback, a problem, invalid input or a bug: the app's to answer
-            await self.app(scope, _replay(body, more, receive), send)
+        except Exception as exc:
+            await self._failed(exc, UPDATES_CHECK, started, scope, replayed, send)
             return
         await self._send(send, answer.status, answer.body, answer.headers)
-        self._observe("POST", CHECK_PATH, answer.status, started)
+        self._observe("POST", UPDATES_CHECK.metric, answer.status, started)
 
     async def _read_body(self, receive: Receive) -> tuple[bytes, bool]:
         """The body, or what was read of it once past the JSON limit (then ``True``)."""
@@ -247,15 +266,18 @@ class DeviceEdge:
             if data is None and PATHSEND not in scope.get("extensions", {}):
                 raise Fallback  # the route streams the file (FileResponse)
             vary = full_asset_vary(self._ctx, sha256).encode("latin-1")
-        except Exception:
+        except Fallback:
             await self.app(scope, receive, send)
+            return
+        except Exception as exc:
+            await self._failed(exc, ASSET, started, scope, receive, send)
             return
         answer_headers = (*asset.headers, (b"vary", vary))
         if_none_match = headers.get("if-none-match")
         if if_none_match is not None and etag_matches(if_none_match, asset.etag):
             unchanged = tuple(h for h in answer_headers if h[0] != b"content-type")
             await self._send(send, 304, b"", unchanged)
-            self._observe("GET", ASSET_TEMPLATE, 304, started)
+            self._observe("GET", ASSET.metric, 304, started)
             return
         record_asset_download(self._ctx, "GET", asset)
         if data is not None:
@@ -264,7 +286,32 @@ class DeviceEdge:
             start = self._start_message(200, answer_headers, asset.stat.st_size)
             await send(start)
             await send({"type": PATHSEND, "path": str(asset.path)})
-        self._observe("GET", ASSET_TEMPLATE, 200, started)
+        self._observe("GET", ASSET.metric, 200, started)
+
+    async def _failed(
+        self,
+        exc: Exception,
+        endpoint: DeviceEndpoint,
+        started: float,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """Answer a request whose responder raised: a problem document rendered by the one
+        renderer (``server/problems.py``), as the route's exception handler would; anything
+        unexpected is logged, then handed to the application, whose handler answers it."""
+        problem = problem_for(exc, self._database)
+        if problem is None:
+            log.exception(
+                "device edge: unexpected error on %s %s; handing the request over",
+                scope["method"],
+                scope["path"],
+            )
+            await self.app(scope, receive, send)
+            return
+        body, headers = problem.render(scope["path"])
+        await self._send(send, problem.status, body, tuple(headers))
+        self._observe(scope["method"], endpoint.metric, problem.status, started)
 
     def _start_message(self, status: int, headers: RawHeaders, length: int | None) -> Message:
         finished = self._finished.get(headers)

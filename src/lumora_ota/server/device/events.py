@@ -1,4 +1,4 @@
-"""``POST /api/v1/events``: outcome reports from client SDKs (no key; device-facing).
+"""``POST`` ``endpoints.EVENTS``: outcome reports from client SDKs (no key; device-facing).
 
 Events are validated, turned into device facts by the stats recorder (in memory; flushed in
 batches) and acknowledged with 202. The project is resolved through the delivery cache, so
@@ -7,22 +7,19 @@ steady-state requests do not query the database.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import or_, select
 from starlette.responses import JSONResponse
 
 from lumora_ota.event_types import EventType
 from lumora_ota.server.context import AppContext, app_context
-from lumora_ota.server.device.cache import load_update_ids
+from lumora_ota.server.endpoints import EVENTS
 from lumora_ota.server.management.guards import GuardedJSONRoute
 from lumora_ota.server.problems import ProblemError
-from lumora_ota.stats import ClientEvent, StatsRecorder, stats_source
-from lumora_ota.store.models import Project
+from lumora_ota.stats import ClientEvent, stats_source
 
 MAX_EVENTS_PER_REQUEST = 100
 ID_FIELD = Field(min_length=1, max_length=200)
@@ -75,37 +72,18 @@ class EventsAccepted(BaseModel):
 async def resolve_project(ctx: AppContext, ref: str) -> str | None:
     """The id of the project whose id or slug is ``ref``: from the delivery cache (no query in
     steady state) when the device routes registered one, else from the database."""
-    delivery = ctx.components.get("delivery")
-    if delivery is not None:
-        project_id: str | None = await delivery.project_id(ref)
-        return project_id
-
-    def lookup() -> str | None:
-        with ctx.sessions() as session:
-            return session.scalars(
-                select(Project.id).where(or_(Project.id == ref, Project.slug == ref))
-            ).first()
-
-    return await asyncio.to_thread(lookup)
+    return await ctx.delivery.project_id(ref)
 
 
 async def project_update_ids(ctx: AppContext, project_id: str) -> frozenset[str]:
     """The ids of the project's updates: from the delivery cache (no query in steady state)
     when the device routes registered one, else from the database."""
-    delivery = ctx.components.get("delivery")
-    if delivery is not None:
-        known: frozenset[str] = await delivery.update_ids(project_id)
-        return known
-
-    def lookup() -> frozenset[str]:
-        with ctx.sessions() as session:
-            return load_update_ids(session, project_id)
-
-    return await asyncio.to_thread(lookup)
+    return await ctx.delivery.update_ids(project_id)
 
 
-@router.post(
-    "/events",
+@router.api_route(
+    EVENTS.path,
+    methods=sorted(EVENTS.methods),
     status_code=202,
     response_model=EventsAccepted,
     summary="Report client events",
@@ -125,7 +103,7 @@ async def post_events(body: EventsIn, request: Request) -> JSONResponse:
     project_id = await resolve_project(ctx, body.project_id)
     if project_id is None:
         raise ProblemError(404, f"project {body.project_id!r} not found")
-    recorder: StatsRecorder = ctx.components["stats"]
+    recorder = ctx.stats
     recorder.record_events(
         project_id,
         body.device_id,

@@ -1,4 +1,4 @@
-"""``GET /api/v1/expo/{project}/manifest``: the Expo Updates protocol v1 (and v0) endpoint.
+"""``GET`` ``endpoints.EXPO_MANIFEST``: the Expo Updates protocol v1 (and v0) endpoint.
 
 Answers, by protocol version and negotiated response structure:
 
@@ -53,6 +53,7 @@ from lumora_ota.server.device.delivery import (
     select_for_device,
 )
 from lumora_ota.server.device.negotiation import acceptable_media_types, parse_string_list
+from lumora_ota.server.endpoints import EXPO_MANIFEST
 from lumora_ota.server.problems import ProblemError
 from lumora_ota.signing import Signer
 from lumora_ota.stats import stats_source
@@ -300,7 +301,7 @@ class ExpoResponder:
         )
         answer = self.respond(selection, selection_req, protocol, acceptable, identity)
         await record_check(
-            self._ctx.components,
+            self._ctx.stats,
             cache,
             project_id,
             selection_req,
@@ -314,8 +315,9 @@ def build_router(responder: ExpoResponder) -> APIRouter:
     """The Expo manifest router, answering through ``responder``."""
     router = APIRouter(tags=["device"])
 
-    @router.get(
-        "/api/v1/expo/{project}/manifest",
+    @router.api_route(
+        EXPO_MANIFEST.path,
+        methods=sorted(EXPO_MANIFEST.methods),
         summary="Expo Updates v1 manifest",
         description=(
             "The Expo Updates protocol endpoint (docs.expo.dev/technical-specs/expo-updates-1)."

@@ -60,7 +60,6 @@ from lumora_ota.store.repository import KIND_UPDATE, STATUS_ACTIVE
 
 log = logging.getLogger("lumora_ota.delta")
 
-PATCH_INDEX = "patch_index"  # ctx.components key
 PATCH_STATUS = 226  # IM Used (RFC 3229)
 PATCH_CACHE_CONTROL = "private, no-store"
 DEFAULT_VARY = "accept-encoding"
@@ -244,12 +243,8 @@ class PatchIndex:
 
 
 def patch_index(ctx: AppContext) -> PatchIndex:
-    """The process's ``PatchIndex``, made on first use."""
-    index = ctx.components.get(PATCH_INDEX)
-    if not isinstance(index, PatchIndex):
-        index = PatchIndex(ctx.sessions, ctx.blobs, ctx.components.get("delivery"))
-        ctx.components[PATCH_INDEX] = index
-    return index
+    """The process's ``PatchIndex`` (made by ``create_app``)."""
+    return ctx.patches
 
 
 def patch_request(request: Request, sha256: str) -> PatchRequest:
@@ -275,10 +270,8 @@ def full_download_size(launch: ServedLaunch, accept_encoding: str | None) -> tup
 
 
 def _record(ctx: AppContext, launch: ServedLaunch, update_id: str, metric: str, n: int) -> None:
-    stats = ctx.components.get("stats")
-    recorder = getattr(stats, "record_update_counter", None)
-    if recorder is not None and n > 0:
-        recorder(
+    if n > 0:
+        ctx.stats.record_update_counter(
             project_id=launch.project_id,
             channel=launch.channel,
             update_id=update_id,
@@ -344,17 +337,14 @@ async def negotiate_patch(ctx: AppContext, request: Request, sha256: str) -> Res
     requested = req.requested_update_id
     _record(ctx, launch, requested, "patch_bytes_saved", full_size - len(body))
     _record(ctx, launch, requested, "patch_downloads", 1)
-    stats = ctx.components.get("stats")
-    if stats is not None:
-        stats.record_asset(nbytes=len(body), variant="patch")
+    ctx.stats.record_asset(nbytes=len(body), variant="patch")
     return patch_response(body, decision.base_update_id or "")
 
 
 def full_asset_vary(ctx: AppContext, sha256: str) -> str:
     """The ``vary`` of a full-asset answer: launch assets (which a patch could replace) vary
     on ``A-IM`` and ``Expo-Current-Update-ID`` too, so caches never mix the two answers."""
-    index = ctx.components.get(PATCH_INDEX)
-    snapshot = index.loaded() if isinstance(index, PatchIndex) else None
+    snapshot = ctx.patches.loaded()
     if snapshot is not None and sha256 in snapshot.launch_shas:
         return LAUNCH_ASSET_VARY
     return DEFAULT_VARY

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from lumora_ota.domain.ratelimit import RateLimit
 from lumora_ota.server.context import AppContext
 from lumora_ota.server.lifecycle import Lifecycle
 from lumora_ota.server.management import (
@@ -20,7 +19,6 @@ from lumora_ota.server.management import (
     publish,
     signing,
     stats,
-    throttle,
     updates,
     webhooks,  # webhooks (issue 19)
 )
@@ -34,9 +32,6 @@ def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
         app.include_router(module.router, prefix=API_PREFIX)
     for module in (embedded, delta):  # delta updates (issue #10)
         app.include_router(module.router, prefix=API_PREFIX)
-    limit = RateLimit.parse(ctx.settings.auth_failure_limit)
-    if limit is not None:
-        ctx.components[throttle.COMPONENT] = throttle.FailedAuthThrottle(limit)
     keys.install_bootstrap(ctx, lifecycle)
     publish.install(ctx, lifecycle)
     embedded.install(ctx, lifecycle)  # the delta-patch worker (issue #10)

@@ -38,6 +38,7 @@ from lumora_ota.server.management.guards import (
     drain_body,
 )
 from lumora_ota.server.management.publish import SHA256_PATTERN
+from lumora_ota.server.management.responses import MissingAnswer, answer
 from lumora_ota.server.problems import ProblemError
 from lumora_ota.store import repository
 from lumora_ota.store.blobs import HashMismatch, SizeExceeded
@@ -57,7 +58,11 @@ class MissingRequest(RequestModel):
     hashes: Annotated[list[Sha256], Field(max_length=MAX_HASHES)]
 
 
-@router.post("/assets/missing", summary="Which of these SHA-256 hashes must still be uploaded")
+@router.post(
+    "/assets/missing",
+    summary="Which of these SHA-256 hashes must still be uploaded",
+    **answer(MissingAnswer),
+)
 def missing_assets(
     body: MissingRequest, principal: CurrentPrincipal, session: ReadSession
 ) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from lumora_ota.server.management.auth import (
     ReadSession,
     visible_project,
 )
+from lumora_ota.server.management.responses import AuditAnswer, Items, answer
 from lumora_ota.store.models import AuditEntry, utcnow
 
 router = APIRouter(tags=["audit"])
@@ -59,7 +60,11 @@ def audit_json(entry: AuditEntry) -> dict[str, Any]:
     }
 
 
-@router.get("/audit", summary="Recent management actions, newest first (admin)")
+@router.get(
+    "/audit",
+    summary="Recent management actions, newest first (admin)",
+    **answer(Items[AuditAnswer]),
+)
 def list_audit(
     principal: CurrentPrincipal,
     session: ReadSession,

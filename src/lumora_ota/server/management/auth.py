@@ -75,7 +75,7 @@ def bearer_secret(request: Request) -> str:
 def current_principal(request: Request) -> Principal:
     """FastAPI dependency: the ``Principal`` of the request's key, or 401."""
     # The dashboard's session cookie (server/dashboard/sessions.py) stands in for the header.
-    cookie_auth = app_context(request).components.get("cookie_auth")
+    cookie_auth = app_context(request).cookie_auth
     if cookie_auth is not None and "authorization" not in request.headers:
         dashboard_session = cookie_auth(request)
         if dashboard_session is not None:

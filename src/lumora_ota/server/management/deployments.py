@@ -20,6 +20,7 @@ from lumora_ota.server.management.auth import (
     visible_project,
 )
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel, store_errors
+from lumora_ota.server.management.responses import DeploymentAnswer, answer
 from lumora_ota.server.problems import not_found
 from lumora_ota.store import repository, webhooks
 from lumora_ota.store.models import Channel, Update
@@ -115,7 +116,12 @@ def visible_channel(session: Session, principal: Principal, channel_id: str) -> 
     return channel
 
 
-@router.post("/deployments", status_code=201, summary="Create a deployment (channel) (admin)")
+@router.post(
+    "/deployments",
+    status_code=201,
+    summary="Create a deployment (channel) (admin)",
+    **answer(DeploymentAnswer),
+)
 def create_deployment(
     body: DeploymentCreate, principal: CurrentPrincipal, session: WriteSession
 ) -> dict[str, Any]:
@@ -182,7 +188,11 @@ def get_deployment(
     }
 
 
-@router.post("/deployments/{deployment_id}/pause", summary="Pause a channel: it serves nothing")
+@router.post(
+    "/deployments/{deployment_id}/pause",
+    summary="Pause a channel: it serves nothing",
+    **answer(DeploymentAnswer),
+)
 def pause_deployment(
     deployment_id: str, principal: CurrentPrincipal, session: WriteSession
 ) -> dict[str, Any]:
@@ -191,7 +201,11 @@ def pause_deployment(
     return _set_paused(session, principal, deployment_id, paused=True)
 
 
-@router.post("/deployments/{deployment_id}/resume", summary="Resume a paused channel")
+@router.post(
+    "/deployments/{deployment_id}/resume",
+    summary="Resume a paused channel",
+    **answer(DeploymentAnswer),
+)
 def resume_deployment(
     deployment_id: str, principal: CurrentPrincipal, session: WriteSession
 ) -> dict[str, Any]:
@@ -225,7 +239,11 @@ def _set_paused(
     return deployment_json(channel)
 
 
-@router.put("/deployments/{deployment_id}", summary="Rename a deployment (admin)")
+@router.put(
+    "/deployments/{deployment_id}",
+    summary="Rename a deployment (admin)",
+    **answer(DeploymentAnswer),
+)
 def rename_deployment(
     deployment_id: str, body: DeploymentRename, principal: CurrentPrincipal, session: WriteSession
 ) -> dict[str, Any]:

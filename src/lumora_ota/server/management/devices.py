@@ -28,7 +28,6 @@ from lumora_ota.server.management.auth import (
 from lumora_ota.server.management.deployments import CHANNEL_PATTERN
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel
 from lumora_ota.server.problems import ProblemError, not_found
-from lumora_ota.store.db import bump_delivery_revision
 from lumora_ota.store.models import (
     Channel,
     DevicePin,
@@ -95,7 +94,6 @@ def pin_device(
     pin.created_at = utcnow()
     pin.created_by = principal.key_id
     session.flush()
-    bump_delivery_revision(session)
     record_audit(
         session,
         principal,
@@ -119,7 +117,6 @@ def unpin_device(
     if pin is None:
         raise not_found(f"pin of device {device_id!r}")
     session.delete(pin)
-    bump_delivery_revision(session)
     record_audit(session, principal, "device.unpin", project_id=found.id, target=device_id)
     session.commit()
     return {"unpinned": device_id}

@@ -34,7 +34,6 @@ from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel
 from lumora_ota.server.management.updates import PlatformName
 from lumora_ota.server.problems import ProblemError
 from lumora_ota.store.models import Blob, EmbeddedBundle, utcnow
-from lumora_ota.store.patches import PATCH_WORKER, PatchPolicy, PatchWorker
 from lumora_ota.store.repository import project_has_blob
 
 router = APIRouter(tags=["delta updates"], route_class=GuardedJSONRoute)
@@ -121,9 +120,7 @@ def register_embedded(
         detail={"platform": body.platform, "runtimeVersion": body.runtime_version},
     )
     session.commit()
-    worker = ctx.components.get(PATCH_WORKER)
-    if isinstance(worker, PatchWorker):
-        worker.submit_embedded(found.id, body.platform, body.runtime_version)
+    ctx.patch_worker.submit_embedded(found.id, body.platform, body.runtime_version)
     return embedded_json(row, size.size if size else None)
 
 
@@ -144,14 +141,7 @@ def list_embedded(
 
 def install(ctx: AppContext, lifecycle: Lifecycle) -> None:
     """Start the patch worker, and re-queue patch jobs a crash may have lost."""
-    policy = PatchPolicy(
-        bases=ctx.settings.patch_bases,
-        max_ratio=ctx.settings.patch_max_ratio,
-        max_bundle_bytes=ctx.settings.patch_max_bundle_bytes,
-        memory_budget=ctx.settings.patch_memory_bytes,
-    )
-    worker = PatchWorker(ctx.blobs, ctx.sessions, policy)
-    ctx.components[PATCH_WORKER] = worker
+    worker = ctx.patch_worker
 
     async def start() -> None:
         await asyncio.to_thread(worker.catch_up)

@@ -23,6 +23,13 @@ from lumora_ota.server.management.auth import (
     visible_project,
 )
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel
+from lumora_ota.server.management.responses import (
+    Items,
+    KeyAnswer,
+    NewKeyAnswer,
+    WhoAmIAnswer,
+    answer,
+)
 from lumora_ota.server.problems import ProblemError, not_found
 from lumora_ota.store import apikeys, repository
 from lumora_ota.store.models import ApiKey
@@ -62,7 +69,12 @@ def _visible_key(session: Session, principal: Principal, key_id: str) -> ApiKey:
     return key
 
 
-@router.post("/keys", status_code=201, summary="Create an API key (admin); the key is shown once")
+@router.post(
+    "/keys",
+    status_code=201,
+    summary="Create an API key (admin); the key is shown once",
+    **answer(NewKeyAnswer),
+)
 def create_key(
     body: KeyCreate, principal: CurrentPrincipal, session: WriteSession
 ) -> dict[str, Any]:
@@ -92,7 +104,9 @@ def create_key(
     return {**key_json(key), "key": secret}
 
 
-@router.get("/keys", summary="API keys (admin); secrets are never shown")
+@router.get(
+    "/keys", summary="API keys (admin); secrets are never shown", **answer(Items[KeyAnswer])
+)
 def list_keys(principal: CurrentPrincipal, session: ReadSession) -> dict[str, Any]:
     """Every key the caller may manage."""
     principal.require("admin")
@@ -100,7 +114,7 @@ def list_keys(principal: CurrentPrincipal, session: ReadSession) -> dict[str, An
     return {"items": [key_json(k) for k in keys]}
 
 
-@router.delete("/keys/{key_id}", summary="Revoke an API key (admin)")
+@router.delete("/keys/{key_id}", summary="Revoke an API key (admin)", **answer(KeyAnswer))
 def revoke_key(key_id: str, principal: CurrentPrincipal, session: WriteSession) -> dict[str, Any]:
     """Revoke a key at once; it gets 401 from then on."""
     key = _visible_key(session, principal, key_id)
@@ -111,7 +125,9 @@ def revoke_key(key_id: str, principal: CurrentPrincipal, session: WriteSession) 
     return key_json(key)
 
 
-@router.get("/whoami", summary="The calling key and the projects it can see")
+@router.get(
+    "/whoami", summary="The calling key and the projects it can see", **answer(WhoAmIAnswer)
+)
 def whoami(principal: CurrentPrincipal, session: ReadSession) -> dict[str, Any]:
     """Who the key is, and which projects it may see."""
     scope = None if principal.project_id is None else [principal.project_id]

@@ -17,8 +17,8 @@ from lumora_ota.server.management.auth import (
     visible_project,
 )
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel, store_errors
+from lumora_ota.server.management.responses import Items, ProjectAnswer, answer
 from lumora_ota.store import repository
-from lumora_ota.store.db import bump_delivery_revision
 from lumora_ota.store.models import Project
 
 router = APIRouter(tags=["projects"], route_class=GuardedJSONRoute)
@@ -53,7 +53,12 @@ def project_json(session: Session, project: Project) -> dict[str, Any]:
     }
 
 
-@router.post("/projects", status_code=201, summary="Create a project (all-projects admin)")
+@router.post(
+    "/projects",
+    status_code=201,
+    summary="Create a project (all-projects admin)",
+    **answer(ProjectAnswer),
+)
 def create_project(
     body: ProjectCreate, principal: CurrentPrincipal, session: WriteSession
 ) -> dict[str, Any]:
@@ -67,20 +72,24 @@ def create_project(
     return project_json(session, project)
 
 
-@router.get("/projects", summary="Projects visible to the key")
+@router.get("/projects", summary="Projects visible to the key", **answer(Items[ProjectAnswer]))
 def list_projects(principal: CurrentPrincipal, session: ReadSession) -> dict[str, Any]:
     """Every project the key may see."""
     scope = None if principal.project_id is None else [principal.project_id]
     return {"items": [project_json(session, p) for p in repository.list_projects(session, scope)]}
 
 
-@router.get("/projects/{project}", summary="One project, by id or slug")
+@router.get("/projects/{project}", summary="One project, by id or slug", **answer(ProjectAnswer))
 def get_project(project: str, principal: CurrentPrincipal, session: ReadSession) -> dict[str, Any]:
     """The project, or 404 when it does not exist or the key may not see it."""
     return project_json(session, visible_project(session, principal, project))
 
 
-@router.patch("/projects/{project}", summary="Rename a project or change its settings (admin)")
+@router.patch(
+    "/projects/{project}",
+    summary="Rename a project or change its settings (admin)",
+    **answer(ProjectAnswer),
+)
 def patch_project(
     project: str, body: ProjectPatch, principal: CurrentPrincipal, session: WriteSession
 ) -> dict[str, Any]:
@@ -92,7 +101,6 @@ def patch_project(
         found.name = body.name
     if body.auto_pause_on_failure is not None:
         found.auto_pause_on_failure = body.auto_pause_on_failure
-        bump_delivery_revision(session)
     record_audit(
         session,
         principal,

@@ -26,14 +26,13 @@ from lumora_ota.server.management.updates import Flag, PlatformName, Rollout, up
 from lumora_ota.store import repository, webhooks
 from lumora_ota.store.digests import fill_missing_md5
 from lumora_ota.store.patches import schedule_patches
-from lumora_ota.store.variants import VariantWorker, gzip_before_publish
+from lumora_ota.store.variants import gzip_before_publish
 
 router = APIRouter(tags=["publish"], route_class=GuardedJSONRoute)
 
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 MAX_KEY_BYTES = 1024
 MAX_ASSETS_PER_PLATFORM = 10_000
-VARIANT_WORKER = "variants"
 
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
 _EXTENSION = re.compile(r"^(\.[A-Za-z0-9_-]{1,16}){1,2}$")
@@ -215,15 +214,12 @@ def _spec_files(spec: repository.PublishSpec) -> list[tuple[str, str, str]]:
 
 
 def _queue_variants(ctx: AppContext, spec: repository.PublishSpec) -> None:
-    worker = ctx.components.get(VARIANT_WORKER)
-    if isinstance(worker, VariantWorker):
-        worker.submit(_spec_files(spec))
+    ctx.variant_worker.submit(_spec_files(spec))
 
 
 def install(ctx: AppContext, lifecycle: Lifecycle) -> None:
     """Start the background worker that precomputes compressed variants after publishes."""
-    worker = VariantWorker(ctx.blobs, ctx.sessions)
-    ctx.components[VARIANT_WORKER] = worker
+    worker = ctx.variant_worker
 
     async def stop() -> None:
         worker.shutdown()

@@ -40,6 +40,7 @@ from lumora_ota.server.management.auth import (
     visible_project,
 )
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel
+from lumora_ota.server.management.responses import SigningAnswer, SigningSetAnswer, answer
 from lumora_ota.server.problems import ProblemError
 from lumora_ota.signing import (
     KEYID_RE,
@@ -52,7 +53,6 @@ from lumora_ota.signing import (
     validate_publisher_certificate,
     verify_rsa_sha256,
 )
-from lumora_ota.store.db import bump_delivery_revision
 from lumora_ota.store.models import PublisherSignature, SigningKey, Update, utcnow
 from lumora_ota.store.repository import STATUS_ACTIVE, to_record
 
@@ -202,7 +202,11 @@ def _publisher_row(session: Session, project_id: str) -> SigningKey:
     return row
 
 
-@router.put("/projects/{project}/signing", summary="Turn on manifest signing (admin)")
+@router.put(
+    "/projects/{project}/signing",
+    summary="Turn on manifest signing (admin)",
+    **answer(SigningSetAnswer),
+)
 def put_signing(
     project: str,
     body: SigningKeyPut,
@@ -223,7 +227,6 @@ def put_signing(
             target=found.slug,
             detail={"keyid": body.keyid, "privateKeySource": "publisher"},
         )
-        bump_delivery_revision(session)
         session.commit()
         return signing_json(row)
     if (body.private_key_pem is None) == (body.private_key_path is None):
@@ -251,19 +254,26 @@ def put_signing(
         target=found.slug,
         detail={"keyid": body.keyid, "privateKeySource": signing_json(row)["privateKeySource"]},
     )
-    bump_delivery_revision(session)
     session.commit()
     return {"keyid": row.keyid, "certificatePem": row.certificate_pem}
 
 
-@router.get("/projects/{project}/signing", summary="The project's signing configuration")
+@router.get(
+    "/projects/{project}/signing",
+    summary="The project's signing configuration",
+    **answer(SigningAnswer),
+)
 def get_signing(project: str, principal: CurrentPrincipal, session: ReadSession) -> dict[str, Any]:
     """Whether the project signs, with which keyid and certificate."""
     found = visible_project(session, principal, project)
     return signing_json(session.get(SigningKey, found.id))
 
 
-@router.delete("/projects/{project}/signing", summary="Turn off manifest signing (admin)")
+@router.delete(
+    "/projects/{project}/signing",
+    summary="Turn off manifest signing (admin)",
+    **answer(SigningAnswer),
+)
 def delete_signing(
     project: str, principal: CurrentPrincipal, session: WriteSession
 ) -> dict[str, Any]:
@@ -274,7 +284,6 @@ def delete_signing(
     if row is not None:
         session.delete(row)
         record_audit(session, principal, "signing.delete", project_id=found.id, target=found.slug)
-        bump_delivery_revision(session)
         session.commit()
     return {"enabled": False}
 
@@ -386,7 +395,6 @@ def post_signatures(
         target=found.slug,
         detail={"stored": stored},
     )
-    bump_delivery_revision(session)
     session.commit()
     return {"stored": stored}
 

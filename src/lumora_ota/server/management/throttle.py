@@ -22,7 +22,6 @@ from lumora_ota.domain.ratelimit import RateLimit, TokenBuckets
 from lumora_ota.server.context import app_context
 from lumora_ota.server.problems import ProblemError
 
-COMPONENT = "auth_throttle"
 log = logging.getLogger("lumora_ota.auth")
 
 
@@ -57,5 +56,4 @@ def source_of(request: Request) -> str:
 
 def throttle_of(request: Request) -> FailedAuthThrottle | None:
     """The app's throttle, None when it is off."""
-    throttle: FailedAuthThrottle | None = app_context(request).components.get(COMPONENT)
-    return throttle
+    return app_context(request).auth_throttle

@@ -23,6 +23,13 @@ from lumora_ota.server.management.auth import (
 )
 from lumora_ota.server.management.deployments import CHANNEL_PATTERN
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel, store_errors
+from lumora_ota.server.management.responses import (
+    DeletedAnswer,
+    GroupAnswer,
+    UpdateAnswer,
+    UpdatePage,
+    answer,
+)
 from lumora_ota.server.problems import not_found
 from lumora_ota.settings import Settings
 from lumora_ota.store import repository, webhooks
@@ -125,7 +132,11 @@ def visible_update(session: Session, principal: Principal, update_id: str) -> Up
 # ---------------------------------------------------------------- routes
 
 
-@router.get("/updates", summary="Updates, newest first, with filters and cursor paging")
+@router.get(
+    "/updates",
+    summary="Updates, newest first, with filters and cursor paging",
+    **answer(UpdatePage),
+)
 def list_updates(
     request: Request,
     principal: CurrentPrincipal,
@@ -151,7 +162,7 @@ def list_updates(
     return {"items": [update_json(u, settings) for u in page], "nextCursor": next_cursor}
 
 
-@router.get("/updates/{update_id}", summary="One update with its assets")
+@router.get("/updates/{update_id}", summary="One update with its assets", **answer(UpdateAnswer))
 def get_update(
     update_id: str, request: Request, principal: CurrentPrincipal, session: ReadSession
 ) -> dict[str, Any]:
@@ -159,7 +170,11 @@ def get_update(
     return update_json(visible_update(session, principal, update_id), app_context(request).settings)
 
 
-@router.patch("/updates/{update_id}", summary="Change rollout percentage or mandatory flag")
+@router.patch(
+    "/updates/{update_id}",
+    summary="Change rollout percentage or mandatory flag",
+    **answer(UpdateAnswer),
+)
 def patch_update(
     update_id: str,
     body: UpdatePatch,
@@ -258,7 +273,12 @@ def rollback_update(
     return JSONResponse(update_json(replacement, settings), status_code=201)
 
 
-@router.post("/updates/{update_id}/promote", status_code=201, summary="Promote to another channel")
+@router.post(
+    "/updates/{update_id}/promote",
+    status_code=201,
+    summary="Promote to another channel",
+    **answer(UpdateAnswer),
+)
 def promote_update(
     update_id: str,
     body: PromoteRequest,
@@ -294,7 +314,7 @@ def promote_update(
     return update_json(copy, app_context(request).settings)
 
 
-@router.delete("/updates/{update_id}", summary="Delete an update")
+@router.delete("/updates/{update_id}", summary="Delete an update", **answer(DeletedAnswer))
 def delete_update(
     update_id: str, principal: CurrentPrincipal, session: WriteSession
 ) -> dict[str, Any]:
@@ -329,7 +349,11 @@ def group_json(updates: list[Update], settings: Settings) -> dict[str, Any]:
     }
 
 
-@router.get("/groups/{group_id}", summary="One update group (the updates of one publish)")
+@router.get(
+    "/groups/{group_id}",
+    summary="One update group (the updates of one publish)",
+    **answer(GroupAnswer),
+)
 def get_group(
     group_id: str, request: Request, principal: CurrentPrincipal, session: ReadSession
 ) -> dict[str, Any]:
@@ -338,7 +362,11 @@ def get_group(
     return group_json(updates, app_context(request).settings)
 
 
-@router.patch("/groups/{group_id}", summary="Change rollout or mandatory of a whole group")
+@router.patch(
+    "/groups/{group_id}",
+    summary="Change rollout or mandatory of a whole group",
+    **answer(GroupAnswer),
+)
 def patch_group(
     group_id: str,
     body: UpdatePatch,
@@ -365,7 +393,9 @@ def patch_group(
     return group_json(updates, app_context(request).settings)
 
 
-@router.delete("/groups/{group_id}", summary="Delete every update of a group")
+@router.delete(
+    "/groups/{group_id}", summary="Delete every update of a group", **answer(DeletedAnswer)
+)
 def delete_group(
     group_id: str, principal: CurrentPrincipal, session: WriteSession
 ) -> dict[str, Any]:

@@ -216,8 +216,8 @@ def redeliver(
     row.claimed_until = None
     record_audit(session, principal, "webhook.redeliver", project_id=hook.project_id, target=row.id)
     session.commit()
-    sender = app_context(request).components.get("webhooks")
-    if isinstance(sender, WebhookSender):
+    sender = app_context(request).webhooks
+    if sender is not None:
         sender.wake()
     return JSONResponse(delivery_json(row, []), status_code=202)
 
@@ -226,6 +226,6 @@ def install(ctx: AppContext, lifecycle: Lifecycle) -> None:
     """Start this process's webhook sender."""
     sender = WebhookSender(ctx.engine, ctx.sessions, ctx.settings)
     sender.watch_local_commits()
-    ctx.components["webhooks"] = sender
+    ctx.webhooks = sender
     lifecycle.on_start(sender.start)
     lifecycle.on_stop(sender.stop)
