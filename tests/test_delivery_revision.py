@@ -16,7 +16,7 @@ from device_helpers import in_process_app
 from harness import create_project, make_export, publish_export
 from lumora_ota.signing import generate_signing_identity
 from lumora_ota.store.db import DELIVERY_MODELS, read_revisions
-from lumora_ota.store.models import ApiKey, Channel, Project, Update
+from lumora_ota.store.models import ApiKey, Channel, DevicePin, Project, PublisherSignature, Update
 
 
 def _revision(ctx: Any) -> int:
@@ -136,6 +136,16 @@ def test_a_session_write_to_any_delivery_table_moves_the_revision(
                 "certificatePem": cert_pem.decode(),
             },
         ).raise_for_status()
+        with ctx.sessions() as session:  # a row of the tables the calls above leave empty
+            project_id = session.scalars(select(Project.id).where(Project.slug == "raw")).one()
+            session.add(DevicePin(project_id=project_id, device_id="qa-1", channel="production"))
+            session.add(
+                PublisherSignature(
+                    project_id=project_id, body_sha256="0" * 64, kind="directive", body="{}",
+                    signature="x",
+                )
+            )  # fmt: skip
+            session.commit()
         with ctx.sessions() as session:
             row = session.scalars(select(model).limit(1)).one()
             column = next(

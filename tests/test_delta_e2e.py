@@ -317,6 +317,9 @@ def test_another_process_serves_new_patches(
         time.sleep(0.1)
     engine = create_db_engine(pair.server.database_url)
     revision = read_revisions(engine)[0]
+    # Let the other process's poller (every 0.2 s here) see every move up to ``revision``:
+    # it must not count below as a drop caused by what follows.
+    time.sleep(1.0)
     invalidations = delivery_metric(other, "cache_invalidations_total")
     patch_changes = delivery_metric(other, "patch_changes")
     embedded_id = f"store-{uuid.uuid4().hex[:8]}"

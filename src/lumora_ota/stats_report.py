@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import and_, case, func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from lumora_ota.store import webhooks
 from lumora_ota.store.models import (
@@ -564,7 +565,9 @@ def auto_pause_failing(
                 },
             )
         )
-        upd.rollout = 0
+        # The statement above paused it; mirror that on the loaded object without marking it
+        # changed (a second flush would move the delivery revision again).
+        set_committed_value(upd, "rollout", 0)
         data = {
             **webhooks.update_data(upd),
             "previousRollout": previous,

@@ -58,7 +58,10 @@ def unpin(
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """The device gets the channel it asks for again."""
+    """The device gets the channel it asks for again.
+
+    Example: lumora devices unpin qa-phone-1 --project my-app
+    """
     chosen = pick_project(project)
     with open_api(server, api_key) as api:
         result = api.delete(f"/projects/{chosen}/devices/{device}")
@@ -75,7 +78,10 @@ def list_pins(
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """The project's pinned devices."""
+    """The project's pinned devices.
+
+    Example: lumora devices list --project my-app
+    """
     chosen = pick_project(project)
     with open_api(server, api_key) as api:
         result = api.get(f"/projects/{chosen}/devices")
@@ -95,7 +101,10 @@ def view(
     api_key: ApiKeyOption = None,
 ) -> None:
     """The device's pin, last check and timeline (newest first): updates served and why,
-    downloads, installs, launches, failures and rollbacks."""
+    downloads, installs, launches, failures and rollbacks.
+
+    Example: lumora devices view qa-phone-1 --project my-app
+    """
     chosen = pick_project(project)
     with open_api(server, api_key) as api:
         result = api.get(f"/projects/{chosen}/devices/{device}")

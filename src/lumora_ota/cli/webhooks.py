@@ -77,7 +77,10 @@ def list_hooks(
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """The project's webhooks."""
+    """The project's webhooks.
+
+    Example: lumora webhooks list --project my-app
+    """
     chosen = pick_project(project)
     with open_api(server, api_key) as api:
         result = api.get(f"/projects/{chosen}/webhooks")
@@ -100,7 +103,10 @@ def deliveries(
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """A webhook's deliveries, newest first: status, attempts, last answer."""
+    """A webhook's deliveries, newest first: status, attempts, last answer.
+
+    Example: lumora webhooks deliveries 6f1c2a9e-... --project my-app
+    """
     chosen = pick_project(project)
     with open_api(server, api_key) as api:
         result = api.get(f"/projects/{chosen}/webhooks/{webhook_id}/deliveries", limit=limit)
@@ -132,7 +138,10 @@ def redeliver(
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Send a delivery again now."""
+    """Send a delivery again now.
+
+    Example: lumora webhooks redeliver 6f1c2a9e-... 0d4b7e21-... --project my-app
+    """
     chosen = pick_project(project)
     path = f"/projects/{chosen}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"
     with open_api(server, api_key) as api:
@@ -151,7 +160,10 @@ def delete(
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Delete a webhook and its pending deliveries."""
+    """Delete a webhook and its pending deliveries.
+
+    Example: lumora webhooks delete 6f1c2a9e-... --project my-app
+    """
     chosen = pick_project(project)
     with open_api(server, api_key) as api:
         result = api.delete(f"/projects/{chosen}/webhooks/{webhook_id}")

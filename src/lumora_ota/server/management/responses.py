@@ -137,9 +137,12 @@ class SigningAnswer(Answer):
     """A project's signing configuration (never the private key)."""
 
     enabled: bool
+    # "publisher": the private key stays with the publisher (SECURITY.md §8).
+    mode: Literal["server", "publisher"] | None = None
     keyid: str | None = None
     certificate_pem: str | None = None
-    private_key_source: Literal["file", "database"] | None = None
+    private_key_source: Literal["file", "database", "publisher"] | None = None
+    timestamp_certificate_pem: str | None = None
     created_at: str | None = None
 
 
