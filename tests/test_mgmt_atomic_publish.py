@@ -76,6 +76,7 @@ def test_crash_before_commit_leaves_no_update(
         backend,
         data_dir=crashing.data_dir,
         database_url=crashing.database_url,
+        storage_url=crashing.storage_url,  # the same blobs (its own bucket on S3)
         admin_key=crashing.admin_key,
     )
     _integrity_ok(crashing.database_url)

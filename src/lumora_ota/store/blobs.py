@@ -110,7 +110,8 @@ class BlobStore(Protocol):
         ...
 
     def read_bytes(self, name: str) -> bytes:
-        """The whole object (for derived-object computation, not for device delivery)."""
+        """The whole object (for derived-object computation, not for device delivery);
+        ``FileNotFoundError`` when there is none."""
         ...
 
     def locate(

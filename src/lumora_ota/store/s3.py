@@ -333,9 +333,14 @@ class S3BlobStore:
             body.close()
 
     def read_bytes(self, name: str) -> bytes:
-        """See ``BlobStore.read_bytes``."""
-        with self._answering():
-            got = self.client.get_object(Bucket=self.config.bucket, Key=self.key_for(name))
+        """See ``BlobStore.read_bytes``: ``FileNotFoundError`` when absent, as on disk."""
+        try:
+            with self._answering():
+                got = self.client.get_object(Bucket=self.config.bucket, Key=self.key_for(name))
+        except ClientError as exc:
+            if _is_not_found(exc):
+                raise FileNotFoundError(f"{name} is not in the bucket") from None
+            raise
         body = got["Body"]
         try:
             return body.read()
