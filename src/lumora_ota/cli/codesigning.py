@@ -6,7 +6,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,6 +20,9 @@ from lumora_ota.cli.options import (
     pick_project,
 )
 from lumora_ota.cli.output import note, print_json
+
+if TYPE_CHECKING:
+    from lumora_ota.signing import SigningIdentity
 
 app = typer.Typer(
     rich_markup_mode="markdown",
@@ -117,6 +120,24 @@ def _read_pem(path: Path, what: str) -> bytes:
     return data
 
 
+def _load_key_pair(
+    keyid: str, private_key: Path, certificate: Path, purpose: str
+) -> tuple[bytes, bytes, SigningIdentity]:
+    """The two PEM files and the identity they make, checked as expo-updates checks them
+    (RSA >= 2048 bits, matching certificate, digitalSignature, codeSigning, valid today);
+    a one-line ``CliError`` saying what ``purpose`` ("import", "use") could not do."""
+    private_pem = _read_pem(private_key, "private key")
+    cert_pem = _read_pem(certificate, "certificate")
+    # Imported here so the other commands do not pay for loading cryptography.
+    from lumora_ota.signing import SigningError, load_signing_identity
+
+    try:
+        identity = load_signing_identity(keyid, private_pem, cert_pem, require_valid_now=True)
+    except SigningError as exc:
+        raise CliError(f"cannot {purpose} the key pair: {exc}") from None
+    return private_pem, cert_pem, identity
+
+
 @app.command("import")
 def import_pair(
     private_key: Annotated[
@@ -145,15 +166,7 @@ def import_pair(
     --private-key keys/private-key.pem --certificate certs/certificate.pem
     """
     chosen = pick_project(project)
-    private_pem = _read_pem(private_key, "private key")
-    cert_pem = _read_pem(certificate, "certificate")
-    # Imported here so the other commands do not pay for loading cryptography.
-    from lumora_ota.signing import SigningError, load_signing_identity
-
-    try:
-        identity = load_signing_identity(keyid, private_pem, cert_pem, require_valid_now=True)
-    except SigningError as exc:
-        raise CliError(f"cannot import the key pair: {exc}") from None
+    private_pem, cert_pem, identity = _load_key_pair(keyid, private_key, certificate, "import")
     with open_api(server, api_key) as api:
         answer = api.put(
             f"/projects/{chosen}/signing",
@@ -238,15 +251,10 @@ def publisher_held(
     --private-key keys/private-key.pem --certificate certs/certificate.pem
     """
     chosen = pick_project(project)
-    private_pem = _read_pem(private_key, "private key")
-    cert_pem = _read_pem(certificate, "certificate")
+    _private_pem, cert_pem, identity = _load_key_pair(keyid, private_key, certificate, "use")
     from lumora_ota.cli.publisher_signing import NO_UPDATE_BODY
-    from lumora_ota.signing import SigningError, load_signing_identity, sign_rsa_sha256
+    from lumora_ota.signing import sign_rsa_sha256
 
-    try:
-        identity = load_signing_identity(keyid, private_pem, cert_pem, require_valid_now=True)
-    except SigningError as exc:
-        raise CliError(f"cannot use the key pair: {exc}") from None
     with open_api(server, api_key) as api:
         answer = api.put(
             f"/projects/{chosen}/signing",
