@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from lumora_ota import __version__
+from lumora_ota.api_models import HealthAnswer
 from lumora_ota.server.context import AppContext
 from lumora_ota.server.dashboard.sessions import SESSION_COOKIE
 from lumora_ota.server.lifecycle import Lifecycle
@@ -68,7 +69,14 @@ def check_dependencies(ctx: AppContext) -> list[dict[str, Any]]:
 def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
     """Add ``/health``."""
 
-    @app.get("/health", tags=["health"], summary="Liveness and dependency health")
+    @app.get(
+        "/health",
+        tags=["health"],
+        summary="Liveness and dependency health",
+        # 200 only: a 503 carries the same shape, but the document declares every error
+        # status as a problem document (openapi_problems.py), so it is not listed.
+        response_model=HealthAnswer,
+    )
     async def get_health(request: Request) -> JSONResponse:
         """``{"status": "ok"|"degraded"}``; with an API key also ``version``, ``instance``,
         ``pid`` and ``checks``. 401 for a wrong key."""

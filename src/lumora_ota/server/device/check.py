@@ -28,19 +28,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 from starlette.responses import Response
 
+from lumora_ota.api_models import CheckResponse
 from lumora_ota.domain.selection import Selection, SelectionRequest, is_rollback
 from lumora_ota.freshness import Freshness, body_digest, issue_window
 from lumora_ota.server.context import AppContext
 from lumora_ota.server.device.answer import DeviceAnswer, raw_headers
 from lumora_ota.server.device.bodies import (
-    BodyKey,
     directive_body,
     dump_json,
     freshness_signer,
@@ -94,53 +93,45 @@ class CheckRequest(RequestModel):
         )
 
 
-class CheckResponse(BaseModel):
-    """The answer (the responder writes its bytes itself; tests validate them against this
-    model, unknown members refused)."""
+def encode_check_answer(
+    payload: bytes,
+    *,
+    update: tuple[bool, str | None] | None,
+    signature: str | None = None,
+    freshness: tuple[str, str] | None = None,
+) -> bytes:
+    """The bytes of a check answer (``CheckResponse``), written directly: the answer is
+    memoized whole, and ``payload`` — the served manifest or directive — is embedded as the
+    very bytes that were signed.
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-
-    update_available: bool
-    is_mandatory: bool
-    message: str | None = Field(default=None, description="Release notes of the update.")
-    manifest: dict[str, Any] | None = Field(
-        default=None, description="Expo-shaped manifest plus path/sha256/size per asset."
-    )
-    directive: dict[str, Any] | None = Field(
-        default=None, description="noUpdateAvailable or rollBackToEmbedded."
-    )
-    manifest_text: str | None = Field(
-        default=None, description="Signed answers: the exact JSON text the signature covers."
-    )
-    directive_text: str | None = Field(
-        default=None, description="Signed answers: the exact JSON text the signature covers."
-    )
-    signature: str | None = Field(
-        default=None,
-        description='Signed answers: sig="<base64>", keyid="...", alg="rsa-v1_5-sha256" '
-        "over the UTF-8 bytes of manifestText/directiveText (also the expo-signature header).",
-    )
-    freshness_text: str | None = Field(
-        default=None,
-        description="Signed answers: the freshness statement (lumora_ota.freshness): "
-        "projectId, channel, platform, sequence, issuedAt, expires, bodySha256, rollback.",
-    )
-    freshness_signature: str | None = Field(
-        default=None, description="Signed answers: expo-signature value over freshnessText."
-    )
-
-
-def _signed_fields(
-    cache: DeliveryCache,
-    identity: Signer,
-    text_field: str,
-    key: BodyKey,
-    body: bytes,
-) -> tuple[bytes, str]:
-    signature = signature_for(cache, identity, key, body)
-    text = dump_json(body.decode("utf-8"))  # built once: the whole answer is memoized
-    fields = b',"' + text_field.encode() + b'":' + text + b',"signature":' + dump_json(signature)
-    return fields, signature
+    ``payload``: compact JSON of the manifest (when ``update`` is ``(is_mandatory,
+    message)``) or of the directive (``update`` None). ``signature``: the expo-signature
+    value over ``payload`` (adds ``manifestText``/``directiveText`` and ``signature``).
+    ``freshness``: ``(statement text, its signature)``. ``tests/test_device_answers.py``
+    proves the bytes JSON-equal to the model's serialization for every shape."""
+    if update is not None:
+        mandatory, message = update
+        parts = [
+            b'{"updateAvailable":true,"isMandatory":',
+            dump_json(mandatory),
+            b',"message":',
+            dump_json(message),
+            b',"manifest":',
+            payload,
+        ]
+        text_field = b"manifestText"
+    else:
+        parts = [b'{"updateAvailable":false,"isMandatory":false,"directive":', payload]
+        text_field = b"directiveText"
+    if signature is not None:
+        text = dump_json(payload.decode("utf-8"))
+        parts += [b',"', text_field, b'":', text, b',"signature":', dump_json(signature)]
+    if freshness is not None:
+        statement, statement_signature = freshness
+        parts += [b',"freshnessText":', dump_json(statement)]
+        parts += [b',"freshnessSignature":', dump_json(statement_signature)]
+    parts.append(b"}")
+    return b"".join(parts)
 
 
 CHECK_HEADERS = raw_headers(
@@ -238,36 +229,32 @@ class CheckResponder:
         cache = self._cache
         headers = CHECK_HEADERS
         update = selection.update
+        summary: tuple[bool, str | None] | None = None
         if selection.kind == "update" and update is not None:
-            key, manifest = manifest_body(
+            key, payload = manifest_body(
                 cache,
                 update,
                 runtime_version,
                 self._ctx.settings.resolved_asset_base_url,
                 lumora_fields=True,
             )
-            head = b'{"updateAvailable":true,"isMandatory":' + dump_json(selection.is_mandatory)
-            parts = [head, b',"message":', dump_json(update.message), b',"manifest":', manifest]
-            text_field = "manifestText"
-            payload = manifest
+            summary = (selection.is_mandatory, update.message)
         else:
             marker = update if selection.kind == "rollback_to_embedded" else None
             key, payload = directive_body(cache, marker)
-            head = b'{"updateAvailable":false,"isMandatory":false'
-            parts = [head, b',"directive":', payload]
-            text_field = "directiveText"
+        signature: str | None = None
+        statement: tuple[str, str] | None = None
         if identity is not None:
-            fields, signature = _signed_fields(cache, identity, text_field, key, payload)
-            parts.append(fields)
+            signature = signature_for(cache, identity, key, payload)
             headers = (*headers, (b"expo-signature", signature.encode("latin-1")))
             statement_signer = freshness_signer(identity)
             if freshness is not None and statement_signer is not None:
-                statement = replace(freshness, body_sha256=body_digest(payload)).to_bytes()
-                parts.append(b',"freshnessText":' + dump_json(statement.decode("utf-8")))
-                statement_signature = statement_signer.signature_header(statement)
-                parts.append(b',"freshnessSignature":' + dump_json(statement_signature))
-        parts.append(b"}")
-        return DeviceAnswer(200, b"".join(parts), headers)
+                text = replace(freshness, body_sha256=body_digest(payload)).to_bytes()
+                statement = (text.decode("utf-8"), statement_signer.signature_header(text))
+        body = encode_check_answer(
+            payload, update=summary, signature=signature, freshness=statement
+        )
+        return DeviceAnswer(200, body, headers)
 
 
 def build_router(responder: CheckResponder) -> APIRouter:

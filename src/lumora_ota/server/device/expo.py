@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from lumora_ota.api_models import ExpoManifest
 from lumora_ota.domain.manifest import manifest_asset_key
 from lumora_ota.domain.model import UpdateRecord
 from lumora_ota.domain.selection import Selection, SelectionRequest
@@ -59,6 +60,7 @@ from lumora_ota.signing import Signer
 from lumora_ota.stats import stats_source
 
 MULTIPART = "multipart/mixed"
+MANIFEST_REF = {"$ref": "#/components/schemas/ExpoManifest"}
 OFFERED_TYPES = (MULTIPART, "application/expo+json", "application/json")
 EXPO_PLATFORMS = ("ios", "android")
 DEFAULT_CHANNEL = "production"
@@ -329,7 +331,12 @@ def build_router(responder: ExpoResponder) -> APIRouter:
         ),
         response_class=Response,
         responses={
-            200: {"content": {MULTIPART: {}, "application/expo+json": {}}},
+            200: {
+                # The JSON answer is the manifest itself; the multipart parts are a manifest
+                # (ExpoManifest) or a directive, each with its own headers (not expressible).
+                "model": ExpoManifest,
+                "content": {MULTIPART: {}, "application/expo+json": {"schema": MANIFEST_REF}},
+            },
             204: {"description": "No update (protocol 0, or JSON-only clients)"},
             400: {"description": "Bad or missing expo headers"},
             404: {"description": "Unknown project"},

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
+from lumora_ota.api_models import MissingAnswer, UploadAnswer
 from lumora_ota.server.context import app_context
 from lumora_ota.server.management.audit import record_audit
 from lumora_ota.server.management.auth import (
@@ -38,7 +39,7 @@ from lumora_ota.server.management.guards import (
     drain_body,
 )
 from lumora_ota.server.management.publish import SHA256_PATTERN
-from lumora_ota.server.management.responses import MissingAnswer, answer
+from lumora_ota.server.management.responses import also, answer
 from lumora_ota.server.problems import ProblemError
 from lumora_ota.store import repository
 from lumora_ota.store.blobs import HashMismatch, SizeExceeded
@@ -173,6 +174,8 @@ router.add_api_route(
     methods=["PUT"],
     summary="Upload a file by its SHA-256 (raw body, streamed)",
     status_code=201,
+    **answer(UploadAnswer),
+    responses=also(200, UploadAnswer, "The project had the file already"),
     # The body is a file, not JSON: stream it instead of guarding it as JSON.
     route_class_override=APIRoute,
 )

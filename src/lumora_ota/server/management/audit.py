@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from lumora_ota.api_models import AuditAnswer, Items
 from lumora_ota.domain.manifest import iso_time
 from lumora_ota.server.management.auth import (
     CurrentPrincipal,
@@ -19,7 +20,7 @@ from lumora_ota.server.management.auth import (
     ReadSession,
     visible_project,
 )
-from lumora_ota.server.management.responses import AuditAnswer, Items, answer
+from lumora_ota.server.management.responses import answer
 from lumora_ota.store.models import AuditEntry, utcnow
 
 router = APIRouter(tags=["audit"])

@@ -13,9 +13,11 @@ from typing import Any
 from fastapi import APIRouter
 from sqlalchemy import func, select
 
+from lumora_ota.api_models import DeltaAnswer
 from lumora_ota.domain.manifest import iso_time
 from lumora_ota.server.management.auth import CurrentPrincipal, ReadSession
 from lumora_ota.server.management.guards import GuardedJSONRoute
+from lumora_ota.server.management.responses import answer
 from lumora_ota.server.management.updates import visible_update
 from lumora_ota.store.models import Blob, DeltaPatch, StatCounter
 from lumora_ota.store.patches import SKIPPED_SIZE
@@ -31,7 +33,11 @@ SAVINGS_METRICS = {
 }
 
 
-@router.get("/updates/{update_id}/delta", summary="Delta patches and download savings")
+@router.get(
+    "/updates/{update_id}/delta",
+    summary="Delta patches and download savings",
+    **answer(DeltaAnswer),
+)
 def update_delta(
     update_id: str, principal: CurrentPrincipal, session: ReadSession
 ) -> dict[str, Any]:

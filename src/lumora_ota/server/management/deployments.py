@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import Field
 from sqlalchemy.orm import Session
 
+from lumora_ota.api_models import DeploymentAnswer, DeploymentDetail, DeploymentListItem, Items
 from lumora_ota.domain.manifest import iso_time
 from lumora_ota.domain.model import UpdateRecord
 from lumora_ota.domain.split import rollout_split
@@ -20,7 +21,7 @@ from lumora_ota.server.management.auth import (
     visible_project,
 )
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel, store_errors
-from lumora_ota.server.management.responses import DeploymentAnswer, answer
+from lumora_ota.server.management.responses import answer
 from lumora_ota.server.problems import not_found
 from lumora_ota.store import repository, webhooks
 from lumora_ota.store.models import Channel, Update
@@ -142,7 +143,11 @@ def create_deployment(
     return deployment_json(channel)
 
 
-@router.get("/deployments", summary="Deployments with the updates they currently serve")
+@router.get(
+    "/deployments",
+    summary="Deployments with the updates they currently serve",
+    **answer(Items[DeploymentListItem]),
+)
 def list_deployments(
     principal: CurrentPrincipal,
     session: ReadSession,
@@ -174,7 +179,7 @@ def list_deployments(
     return {"items": items}
 
 
-@router.get("/deployments/{deployment_id}", summary="One deployment")
+@router.get("/deployments/{deployment_id}", summary="One deployment", **answer(DeploymentDetail))
 def get_deployment(
     deployment_id: str, principal: CurrentPrincipal, session: ReadSession
 ) -> dict[str, Any]:

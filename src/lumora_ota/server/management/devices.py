@@ -16,6 +16,7 @@ from pydantic import Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from lumora_ota.api_models import DeviceTimelineAnswer, Items, PinAnswer, UnpinnedAnswer
 from lumora_ota.domain.manifest import iso_time
 from lumora_ota.domain.rollout import ROLLOUT_BUCKETS, rollout_bucket
 from lumora_ota.server.management.audit import record_audit
@@ -27,6 +28,7 @@ from lumora_ota.server.management.auth import (
 )
 from lumora_ota.server.management.deployments import CHANNEL_PATTERN
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel
+from lumora_ota.server.management.responses import answer
 from lumora_ota.server.problems import ProblemError, not_found
 from lumora_ota.store.models import (
     Channel,
@@ -64,7 +66,11 @@ def pin_json(pin: DevicePin) -> dict[str, Any]:
     }
 
 
-@router.put("/projects/{project}/devices/{device_id}", summary="Pin a device to a channel")
+@router.put(
+    "/projects/{project}/devices/{device_id}",
+    summary="Pin a device to a channel",
+    **answer(PinAnswer),
+)
 def pin_device(
     project: str,
     device_id: DeviceId,
@@ -106,7 +112,11 @@ def pin_device(
     return pin_json(pin)
 
 
-@router.delete("/projects/{project}/devices/{device_id}", summary="Unpin a device")
+@router.delete(
+    "/projects/{project}/devices/{device_id}",
+    summary="Unpin a device",
+    **answer(UnpinnedAnswer),
+)
 def unpin_device(
     project: str, device_id: DeviceId, principal: CurrentPrincipal, session: WriteSession
 ) -> dict[str, Any]:
@@ -122,7 +132,11 @@ def unpin_device(
     return {"unpinned": device_id}
 
 
-@router.get("/projects/{project}/devices", summary="The project's pinned devices")
+@router.get(
+    "/projects/{project}/devices",
+    summary="The project's pinned devices",
+    **answer(Items[PinAnswer]),
+)
 def list_pins(project: str, principal: CurrentPrincipal, session: ReadSession) -> dict[str, Any]:
     """``{"items": [pin, ...]}``, by device id."""
     found = visible_project(session, principal, project)
@@ -132,7 +146,11 @@ def list_pins(project: str, principal: CurrentPrincipal, session: ReadSession) -
     return {"items": [pin_json(p) for p in pins]}
 
 
-@router.get("/projects/{project}/devices/{device_id}", summary="One device's timeline")
+@router.get(
+    "/projects/{project}/devices/{device_id}",
+    summary="One device's timeline",
+    **answer(DeviceTimelineAnswer),
+)
 def device_timeline(
     project: str, device_id: DeviceId, principal: CurrentPrincipal, session: ReadSession
 ) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import Field
 from sqlalchemy import select
 
+from lumora_ota.api_models import EmbeddedAnswer, Items
 from lumora_ota.domain.manifest import iso_time
 from lumora_ota.server.context import AppContext, app_context
 from lumora_ota.server.lifecycle import Lifecycle
@@ -31,6 +32,7 @@ from lumora_ota.server.management.auth import (
     visible_project,
 )
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel
+from lumora_ota.server.management.responses import also, answer
 from lumora_ota.server.management.updates import PlatformName
 from lumora_ota.server.problems import ProblemError
 from lumora_ota.store.models import Blob, EmbeddedBundle, utcnow
@@ -71,7 +73,8 @@ def embedded_json(row: EmbeddedBundle, size: int | None) -> dict[str, Any]:
     "/projects/{project}/embedded",
     status_code=201,
     summary="Register a build's embedded bundle as a patch base",
-    responses={200: {"description": "Already registered (same bundle)"}},
+    **answer(EmbeddedAnswer),
+    responses=also(200, EmbeddedAnswer, "Already registered (same bundle)"),
 )
 def register_embedded(
     project: str,
@@ -124,7 +127,11 @@ def register_embedded(
     return embedded_json(row, size.size if size else None)
 
 
-@router.get("/projects/{project}/embedded", summary="Registered embedded bundles")
+@router.get(
+    "/projects/{project}/embedded",
+    summary="Registered embedded bundles",
+    **answer(Items[EmbeddedAnswer]),
+)
 def list_embedded(
     project: str, principal: CurrentPrincipal, session: ReadSession
 ) -> dict[str, Any]:

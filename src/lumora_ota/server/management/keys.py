@@ -11,6 +11,7 @@ from pydantic import Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from lumora_ota.api_models import Items, KeyAnswer, NewKeyAnswer, WhoAmIAnswer
 from lumora_ota.domain.manifest import iso_time
 from lumora_ota.server.context import AppContext
 from lumora_ota.server.lifecycle import Lifecycle
@@ -23,13 +24,7 @@ from lumora_ota.server.management.auth import (
     visible_project,
 )
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel
-from lumora_ota.server.management.responses import (
-    Items,
-    KeyAnswer,
-    NewKeyAnswer,
-    WhoAmIAnswer,
-    answer,
-)
+from lumora_ota.server.management.responses import answer
 from lumora_ota.server.problems import ProblemError, not_found
 from lumora_ota.store import apikeys, repository
 from lumora_ota.store.models import ApiKey

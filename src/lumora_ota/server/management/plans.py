@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from pydantic import Field
 from sqlalchemy.orm import Session, sessionmaker
 
+from lumora_ota.api_models import ClearedAnswer, Items, PlanAnswer
 from lumora_ota.domain.manifest import iso_time
 from lumora_ota.domain.plans import MAX_STEP_SECONDS, MAX_STEPS, Plan, PlanError
 from lumora_ota.server.context import AppContext, app_context
@@ -27,6 +28,7 @@ from lumora_ota.server.management.auth import (
     WriteSession,
 )
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel
+from lumora_ota.server.management.responses import answer
 from lumora_ota.server.problems import ProblemError, not_found
 from lumora_ota.stats_report import HealthThresholds, health_thresholds, launch_counts, rate
 from lumora_ota.store import repository
@@ -112,7 +114,11 @@ def _thresholds(request: Request) -> HealthThresholds:
     return health_thresholds(app_context(request).settings)
 
 
-@router.get("/updates/{ref}/rollout-plan", summary="The rollout plan(s) of an update or group")
+@router.get(
+    "/updates/{ref}/rollout-plan",
+    summary="The rollout plan(s) of an update or group",
+    **answer(Items[PlanAnswer]),
+)
 def get_plan(
     ref: str, request: Request, principal: CurrentPrincipal, session: ReadSession
 ) -> dict[str, Any]:
@@ -121,7 +127,11 @@ def get_plan(
     return _answer(session, updates, _thresholds(request))
 
 
-@router.put("/updates/{ref}/rollout-plan", summary="Give an update or group a rollout plan")
+@router.put(
+    "/updates/{ref}/rollout-plan",
+    summary="Give an update or group a rollout plan",
+    **answer(Items[PlanAnswer]),
+)
 def put_plan(
     ref: str,
     body: PlanRequest,
@@ -161,7 +171,11 @@ def put_plan(
     return _answer(session, updates, _thresholds(request))
 
 
-@router.delete("/updates/{ref}/rollout-plan", summary="Remove the rollout plan(s)")
+@router.delete(
+    "/updates/{ref}/rollout-plan",
+    summary="Remove the rollout plan(s)",
+    **answer(ClearedAnswer),
+)
 def delete_plan(ref: str, principal: CurrentPrincipal, session: WriteSession) -> dict[str, Any]:
     """The rollout stays where the plan left it. Answers ``{"cleared": [update ids]}``."""
     updates = targets(session, principal, ref)
@@ -175,7 +189,11 @@ def delete_plan(ref: str, principal: CurrentPrincipal, session: WriteSession) ->
     return {"cleared": cleared}
 
 
-@router.post("/updates/{ref}/rollout-plan/resume", summary="Resume a halted rollout plan")
+@router.post(
+    "/updates/{ref}/rollout-plan/resume",
+    summary="Resume a halted rollout plan",
+    **answer(Items[PlanAnswer]),
+)
 def resume(
     ref: str, request: Request, principal: CurrentPrincipal, session: WriteSession
 ) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import Field
 from sqlalchemy.orm import Session
 
+from lumora_ota.api_models import Items, ProjectAnswer
 from lumora_ota.domain.manifest import iso_time
 from lumora_ota.server.management.audit import record_audit
 from lumora_ota.server.management.auth import (
@@ -17,7 +18,7 @@ from lumora_ota.server.management.auth import (
     visible_project,
 )
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel, store_errors
-from lumora_ota.server.management.responses import Items, ProjectAnswer, answer
+from lumora_ota.server.management.responses import answer
 from lumora_ota.store import repository
 from lumora_ota.store.models import Project
 

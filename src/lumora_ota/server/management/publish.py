@@ -16,12 +16,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request
 from pydantic import Field, field_validator, model_validator
 
+from lumora_ota.api_models import PublishAnswer
 from lumora_ota.server.context import AppContext, app_context
 from lumora_ota.server.lifecycle import Lifecycle
 from lumora_ota.server.management.audit import record_audit
 from lumora_ota.server.management.auth import CurrentPrincipal, WriteSession, visible_project
 from lumora_ota.server.management.deployments import CHANNEL_PATTERN
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel, store_errors
+from lumora_ota.server.management.responses import answer
 from lumora_ota.server.management.updates import Flag, PlatformName, Rollout, update_json
 from lumora_ota.store import repository, webhooks
 from lumora_ota.store.digests import fill_missing_md5
@@ -137,7 +139,12 @@ def _asset_spec(asset: AssetIn) -> repository.AssetSpec:
     )
 
 
-@router.post("/updates/publish", status_code=201, summary="Publish an update group")
+@router.post(
+    "/updates/publish",
+    status_code=201,
+    summary="Publish an update group",
+    **answer(PublishAnswer),
+)
 def publish_updates(
     body: PublishRequest, request: Request, principal: CurrentPrincipal, session: WriteSession
 ) -> dict[str, Any]:

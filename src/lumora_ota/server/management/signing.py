@@ -28,6 +28,7 @@ from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from lumora_ota.api_models import SigningAnswer, SigningSetAnswer, StoredAnswer, UnsignedAnswer
 from lumora_ota.domain.manifest import build_manifest, iso_time
 from lumora_ota.domain.runtime import is_runtime_range
 from lumora_ota.server.context import app_context
@@ -40,7 +41,7 @@ from lumora_ota.server.management.auth import (
     visible_project,
 )
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel
-from lumora_ota.server.management.responses import SigningAnswer, SigningSetAnswer, answer
+from lumora_ota.server.management.responses import answer
 from lumora_ota.server.problems import ProblemError
 from lumora_ota.signing import (
     KEYID_RE,
@@ -294,6 +295,7 @@ MAX_UNSIGNED = 100
 @router.get(
     "/projects/{project}/signing/unsigned",
     summary="Bodies awaiting the publisher's signature (publisher-held keys)",
+    **answer(UnsignedAnswer),
 )
 def get_unsigned(
     project: str,
@@ -338,6 +340,7 @@ def get_unsigned(
 @router.post(
     "/projects/{project}/signing/signatures",
     summary="Upload the publisher's signatures (publisher-held keys)",
+    **answer(StoredAnswer),
 )
 def post_signatures(
     project: str,

@@ -9,6 +9,14 @@ from pydantic import Field, model_validator
 from sqlalchemy.orm import Session
 from starlette.responses import JSONResponse
 
+from lumora_ota.api_models import (
+    DeletedAnswer,
+    ExpoManifest,
+    GroupAnswer,
+    RolledBackAnswer,
+    UpdateAnswer,
+    UpdatePage,
+)
 from lumora_ota.domain.hashes import b64url_from_hex
 from lumora_ota.domain.manifest import asset_url, build_manifest, iso_time
 from lumora_ota.domain.model import AssetRecord, UpdateRecord
@@ -23,13 +31,7 @@ from lumora_ota.server.management.auth import (
 )
 from lumora_ota.server.management.deployments import CHANNEL_PATTERN
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel, store_errors
-from lumora_ota.server.management.responses import (
-    DeletedAnswer,
-    GroupAnswer,
-    UpdateAnswer,
-    UpdatePage,
-    answer,
-)
+from lumora_ota.server.management.responses import also, answer
 from lumora_ota.server.problems import not_found
 from lumora_ota.settings import Settings
 from lumora_ota.store import repository, webhooks
@@ -203,7 +205,8 @@ def patch_update(
 @router.post(
     "/updates/{update_id}/rollback",
     summary="Roll an update back (optionally to an earlier update or to the embedded one)",
-    responses={201: {"description": "A new update (re-publish or roll-back-to-embedded)"}},
+    **answer(RolledBackAnswer),
+    responses=also(201, UpdateAnswer, "A new update (re-publish or roll-back-to-embedded)"),
 )
 def rollback_update(
     update_id: str,
@@ -426,7 +429,9 @@ def _delete(session: Session, principal: Principal, updates: list[Update]) -> di
     return {"deleted": deleted}
 
 
-@router.get("/manifests/{update_id}", summary="The Expo manifest of an update")
+@router.get(
+    "/manifests/{update_id}", summary="The Expo manifest of an update", **answer(ExpoManifest)
+)
 def get_manifest(
     update_id: str, request: Request, principal: CurrentPrincipal, session: ReadSession
 ) -> dict[str, Any]:

@@ -12,8 +12,14 @@ from fastapi import APIRouter, Query, Request
 from pydantic import Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from starlette.responses import JSONResponse
 
+from lumora_ota.api_models import (
+    DeletedIdAnswer,
+    DeliveryAnswer,
+    Items,
+    NewWebhookAnswer,
+    WebhookAnswer,
+)
 from lumora_ota.domain.manifest import iso_time
 from lumora_ota.server.context import AppContext, app_context
 from lumora_ota.server.lifecycle import Lifecycle
@@ -26,6 +32,7 @@ from lumora_ota.server.management.auth import (
     visible_project,
 )
 from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel
+from lumora_ota.server.management.responses import answer
 from lumora_ota.server.problems import ProblemError, not_found
 from lumora_ota.server.webhooks import TargetError, WebhookSender, check_target
 from lumora_ota.store.models import Webhook, WebhookAttempt, WebhookDelivery, utcnow
@@ -66,6 +73,7 @@ def _visible_hook(session: Session, principal: Principal, project: str, hook_id:
     "/projects/{project}/webhooks",
     status_code=201,
     summary="Create a webhook (answers its signing secret, once)",
+    **answer(NewWebhookAnswer),
 )
 def create_webhook(
     project: str,
@@ -111,7 +119,11 @@ def create_webhook(
     return {**webhook_json(hook), "secret": hook.secret}
 
 
-@router.get("/projects/{project}/webhooks", summary="A project's webhooks")
+@router.get(
+    "/projects/{project}/webhooks",
+    summary="A project's webhooks",
+    **answer(Items[WebhookAnswer]),
+)
 def list_webhooks(
     project: str, principal: CurrentPrincipal, session: ReadSession
 ) -> dict[str, Any]:
@@ -123,7 +135,11 @@ def list_webhooks(
     return {"items": [webhook_json(h) for h in hooks]}
 
 
-@router.delete("/projects/{project}/webhooks/{hook_id}", summary="Delete a webhook")
+@router.delete(
+    "/projects/{project}/webhooks/{hook_id}",
+    summary="Delete a webhook",
+    **answer(DeletedIdAnswer),
+)
 def delete_webhook(
     project: str, hook_id: str, principal: CurrentPrincipal, session: WriteSession
 ) -> dict[str, Any]:
@@ -162,6 +178,7 @@ def delivery_json(row: WebhookDelivery, attempts: list[WebhookAttempt]) -> dict[
 @router.get(
     "/projects/{project}/webhooks/{hook_id}/deliveries",
     summary="A webhook's deliveries, newest first, with their attempts",
+    **answer(Items[DeliveryAnswer]),
 )
 def list_deliveries(
     project: str,
@@ -195,6 +212,7 @@ def list_deliveries(
     "/projects/{project}/webhooks/{hook_id}/deliveries/{delivery_id}/redeliver",
     status_code=202,
     summary="Send a delivery again now",
+    **answer(DeliveryAnswer),
 )
 def redeliver(
     project: str,
@@ -203,7 +221,7 @@ def redeliver(
     request: Request,
     principal: CurrentPrincipal,
     session: WriteSession,
-) -> JSONResponse:
+) -> dict[str, Any]:
     """Queue the delivery again (delivered or failed ones too) with a fresh retry time."""
     hook = _visible_hook(session, principal, project, hook_id)
     principal.require("publish")
@@ -219,7 +237,7 @@ def redeliver(
     sender = app_context(request).webhooks
     if sender is not None:
         sender.wake()
-    return JSONResponse(delivery_json(row, []), status_code=202)
+    return delivery_json(row, [])
 
 
 def install(ctx: AppContext, lifecycle: Lifecycle) -> None:
