@@ -572,9 +572,9 @@ class ExpoManifest(DeviceModel):
 class LumoraManifestAsset(ManifestAsset):
     """A manifest file with what the Lumora SDK also reads."""
 
-    path: str | None = Field(description="The file's path in the publish.")
+    path: str = Field(description="The file's path in the publish.")
     sha256: str = Field(description="Lowercase hex SHA-256 of the bytes.")
-    size: int | None = Field(description="Bytes.")
+    size: int = Field(description="Bytes.")
 
 
 class LumoraManifest(DeviceModel):
@@ -588,6 +588,13 @@ class LumoraManifest(DeviceModel):
     assets: list[LumoraManifestAsset]
     metadata: dict[str, Any]
     extra: dict[str, Any]
+
+
+class ManifestExtensions(DeviceModel):
+    """The ``extensions`` part beside a manifest: extra request headers per asset key
+    (always none)."""
+
+    asset_request_headers: dict[str, dict[str, str]]
 
 
 class NoUpdateDirective(DeviceModel):
