@@ -81,24 +81,23 @@ def whoami(
 
     Example: LUMORA_API_KEY=lum_... lumora whoami --server http://127.0.0.1:3002
     """
+    from lumora_ota.api_models import WhoAmIAnswer
+
     with open_api(server, api_key) as api:
-        me = api.get("/whoami")
+        me = api.read(WhoAmIAnswer, "GET", "/whoami")
         where = api.server
     if as_json:
         print_json(me)
         return
-    if not isinstance(me, dict):
-        raise CliError("the server's whoami answer is not an object")
-    projects = me.get("projects") or []
-    names = [str(p.get("slug") or p.get("id")) if isinstance(p, dict) else str(p) for p in projects]
+    names = [p.slug or p.id for p in me.projects]
     print_fields(
         [
             ("server", where),
-            ("key", f"{me.get('name') or '-'} ({me.get('keyId')})"),
-            ("role", me.get("role")),
-            ("scope", me.get("projectId") or "all projects"),
+            ("key", f"{me.name or '-'} ({me.key_id})"),
+            ("role", me.role),
+            ("scope", me.project_id or "all projects"),
             ("projects", ", ".join(names) or "none yet"),
         ]
     )
-    if me.get("role") == "read":
+    if me.role == "read":
         note("this key can read only: publishing needs a publish or admin key")

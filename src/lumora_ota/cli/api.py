@@ -3,8 +3,13 @@
 Connection failures, timeouts and RFC 9457 problem documents all become ``ApiError`` with a
 message fit for one terminal line, so no command has to handle httpx itself.
 
-Importing httpx takes a good part of a command's start-up, so this module is imported only
-when a client is made (``options.open_api``); keep it out of other modules' top-level imports.
+Answers are read as the models of ``lumora_ota.api_models`` (``LumoraApi.read``): commands
+use typed attributes, and an answer of the wrong shape is one ``ApiError`` line, not a
+traceback deep in a command.
+
+Importing httpx and pydantic takes a good part of a command's start-up, so this module is
+imported only when a client is made (``options.open_api``); keep it out of other modules'
+top-level imports (commands import ``lumora_ota.api_models`` inside their functions).
 """
 
 from __future__ import annotations
@@ -13,15 +18,19 @@ from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from lumora_ota.cli.errors import CliError, one_line
 
 API_PREFIX = "/api/v1"
 UPLOAD_CHUNK_BYTES = 256 * 1024
 NO_KEY_HINT = "pass --api-key, set LUMORA_API_KEY or run `lumora configure`"
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 class ApiError(CliError):
@@ -114,6 +123,20 @@ class LumoraApi:
                 " is this a Lumora server?"
             ) from exc
 
+    def read(
+        self,
+        model: type[M],
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> M:
+        """Send one request and return its answer as ``model`` (``ApiError`` when the answer
+        does not have the model's shape)."""
+        answer = self.request(method, path, json=json, params=params)
+        return typed(model, answer, f"{self.server} answered {method} {path}")
+
     def get(self, path: str, **params: Any) -> Any:
         """GET with query parameters (``None`` values are left out)."""
         return self.request("GET", path, params=params)
@@ -150,6 +173,31 @@ class LumoraApi:
             content=_read_chunks(path, on_progress),
             headers={"content-type": "application/octet-stream", "content-length": str(size)},
         )
+
+
+def typed(model: type[M], value: Any, what: str) -> M:
+    """``value`` (a decoded answer) as ``model``; an ``ApiError`` line naming the first
+    member out of shape when it does not fit (``what``: whose answer, for the message)."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise ApiError(f"{what} with an unexpected answer: {_first_error(exc)}") from None
+
+
+def typed_list(item: type[T], value: Any, what: str) -> list[T]:
+    """``value`` as a list of ``item`` (a model), as ``typed``."""
+    try:
+        return TypeAdapter(list[item]).validate_python(value)  # type: ignore[valid-type]
+    except ValidationError as exc:
+        raise ApiError(f"{what} with an unexpected answer: {_first_error(exc)}") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"]) or "the answer"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first['msg']}{more}; is the server a Lumora of another version?"
 
 
 def _read_chunks(path: Path, on_progress: Callable[[int], None] | None) -> Iterator[bytes]:

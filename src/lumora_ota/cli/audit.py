@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import typer
 
-from lumora_ota.cli.errors import CliError
 from lumora_ota.cli.options import ApiKeyOption, JsonOption, ProjectOption, ServerOption, open_api
 from lumora_ota.cli.output import note, print_json, print_table
 
@@ -38,14 +37,13 @@ def audit(
     from lumora_ota.cli.config import CliConfig, resolve_config
 
     chosen = resolve_config(CliConfig(project=project)).project
+    from lumora_ota.api_models import AuditAnswer, Items
+
+    params = {"project": chosen, "limit": limit if action is None else 500}
     with open_api(server, api_key) as api:
-        page = api.get("/audit", project=chosen, limit=limit if action is None else 500)
-    items = page.get("items") if isinstance(page, dict) else None
-    if not isinstance(items, list):
-        raise CliError("the server's answer has no items list")
-    rows = [e for e in items if isinstance(e, dict)]
+        rows = api.read(Items[AuditAnswer], "GET", "/audit", params=params).items
     if action is not None:
-        rows = [e for e in rows if str(e.get("action", "")).startswith(action)][:limit]
+        rows = [e for e in rows if e.action.startswith(action)][:limit]
     if as_json:
         print_json(rows)
         return
@@ -56,11 +54,11 @@ def audit(
         ["at", "action", "target", "key", "detail"],
         (
             [
-                str(e.get("at") or "")[:19].replace("T", " "),
-                e.get("action"),
-                e.get("target"),
-                e.get("keyId"),
-                _detail(e.get("detail")),
+                e.at[:19].replace("T", " "),
+                e.action,
+                e.target,
+                e.key_id,
+                _detail(e.detail),
             ]
             for e in rows
         ),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -42,12 +42,15 @@ def pin(
     Example: lumora devices pin 7f0c...-qa-phone --channel staging
     """
     chosen = pick_project(project)
+    from lumora_ota.api_models import PinAnswer
+
     with open_api(server, api_key) as api:
-        result = api.put(f"/projects/{chosen}/devices/{device}", {"channel": channel})
+        path = f"/projects/{chosen}/devices/{device}"
+        result = api.read(PinAnswer, "PUT", path, json={"channel": channel})
     if as_json:
         print_json(result)
         return
-    note(f"device {device} now gets channel {result.get('channel')}")
+    note(f"device {device} now gets channel {result.channel}")
 
 
 @app.command("unpin")
@@ -63,8 +66,10 @@ def unpin(
     Example: lumora devices unpin qa-phone-1 --project my-app
     """
     chosen = pick_project(project)
+    from lumora_ota.api_models import UnpinnedAnswer
+
     with open_api(server, api_key) as api:
-        result = api.delete(f"/projects/{chosen}/devices/{device}")
+        result = api.read(UnpinnedAnswer, "DELETE", f"/projects/{chosen}/devices/{device}")
     if as_json:
         print_json(result)
         return
@@ -83,12 +88,14 @@ def list_pins(
     Example: lumora devices list --project my-app
     """
     chosen = pick_project(project)
+    from lumora_ota.api_models import Items, PinAnswer
+
     with open_api(server, api_key) as api:
-        result = api.get(f"/projects/{chosen}/devices")
+        result = api.read(Items[PinAnswer], "GET", f"/projects/{chosen}/devices")
     if as_json:
         print_json(result)
         return
-    rows = [[p.get("deviceId"), p.get("channel"), p.get("createdAt")] for p in result["items"]]
+    rows = [[p.device_id, p.channel, p.created_at] for p in result.items]
     print_table(["device", "channel", "pinned at"], rows)
 
 
@@ -106,33 +113,34 @@ def view(
     Example: lumora devices view qa-phone-1 --project my-app
     """
     chosen = pick_project(project)
+    from lumora_ota.api_models import DeviceTimelineAnswer
+
     with open_api(server, api_key) as api:
-        result = api.get(f"/projects/{chosen}/devices/{device}")
+        path = f"/projects/{chosen}/devices/{device}"
+        result = api.read(DeviceTimelineAnswer, "GET", path)
     if as_json:
         print_json(result)
         return
-    last: dict[str, Any] = result.get("lastCheck") or {}
-    pinned = result.get("pin") or {}
+    last = result.last_check
     print_fields(
         [
-            ("device", result.get("deviceId")),
-            ("pinned to", pinned.get("channel")),
-            ("last check", last.get("at")),
-            ("channel", last.get("channel")),
-            ("platform", last.get("platform")),
-            ("runs", last.get("currentUpdateId")),
+            ("device", result.device_id),
+            ("pinned to", result.pin.channel if result.pin else None),
+            ("last check", last.at if last else None),
+            ("channel", last.channel if last else None),
+            ("platform", last.platform if last else None),
+            ("runs", last.current_update_id if last else None),
         ]
     )
     rows = []
-    for event in result.get("timeline") or []:
-        why = event.get("why") or {}
+    for event in result.timeline:
+        why = event.why
         reason = None
-        if why:
-            parts = [f"channel {why.get('channel')}" + (" (pinned)" if why.get("pinned") else "")]
-            parts.append(f"bucket {why.get('rolloutBucket')} < rollout {why.get('rollout')}%")
-            step = why.get("planStep")
-            if step:
-                parts.append(f"plan step {int(step['index']) + 1}/{step['of']}")
+        if why is not None:
+            parts = [f"channel {why.channel}" + (" (pinned)" if why.pinned else "")]
+            parts.append(f"bucket {why.rollout_bucket} < rollout {why.rollout}%")
+            if why.plan_step is not None:
+                parts.append(f"plan step {why.plan_step.index + 1}/{why.plan_step.of}")
             reason = ", ".join(parts)
-        rows.append([event.get("at"), event.get("type"), event.get("updateId"), reason])
+        rows.append([event.at, event.type, event.update_id, reason])
     print_table(["at", "event", "update", "why"], rows)

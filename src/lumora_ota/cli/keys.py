@@ -93,13 +93,17 @@ def create_key(
     Example (first key, straight on the server's data dir): lumora keys create --data-dir
     .lumora --role admin --name me --json
     """
+    from lumora_ota.api_models import NewKeyAnswer
+
     expires_at = datetime.now(UTC) + timedelta(days=expires_in) if expires_in else None
     direct = _direct_url(data_dir, database_url)
     if direct is not None:
         from lumora_ota.cli import keys_direct
 
-        created = keys_direct.create_key(
-            direct, name=name, role=role.value, project=project, expires_at=expires_at
+        created = NewKeyAnswer.model_validate(
+            keys_direct.create_key(
+                direct, name=name, role=role.value, project=project, expires_at=expires_at
+            )
         )
     else:
         body: dict[str, Any] = {"name": name, "role": role.value}
@@ -110,13 +114,13 @@ def create_key(
 
             body["expiresAt"] = iso_time(expires_at)
         with open_api(server, api_key) as api:
-            created = api.post("/keys", body)
+            created = api.read(NewKeyAnswer, "POST", "/keys", json=body)
     if as_json:
         print_json(created)
         return
-    stdout_console().print(created.get("key"), markup=False, soft_wrap=True)
+    stdout_console().print(created.key, markup=False, soft_wrap=True)
     note(
-        f"created {created.get('role')} key {created.get('id')};"
+        f"created {created.role} key {created.id};"
         " store it now, it is not shown again"
     )
 
@@ -133,15 +137,16 @@ def list_keys(
 
     Example: lumora keys list --json
     """
+    from lumora_ota.api_models import Items, KeyAnswer
+
     direct = _direct_url(data_dir, database_url)
     if direct is not None:
         from lumora_ota.cli import keys_direct
 
-        items = keys_direct.list_keys(direct)
+        items = Items[KeyAnswer].model_validate({"items": keys_direct.list_keys(direct)}).items
     else:
         with open_api(server, api_key) as api:
-            page = api.get("/keys")
-        items = page.get("items", []) if isinstance(page, dict) else []
+            items = api.read(Items[KeyAnswer], "GET", "/keys").items
     if as_json:
         print_json(items)
         return
@@ -149,14 +154,14 @@ def list_keys(
         ["id", "name", "prefix", "role", "project", "created", "expires", "state"],
         (
             [
-                k.get("id"),
-                k.get("name"),
-                k.get("prefix"),
-                k.get("role"),
-                k.get("projectId") or "all",
-                _date(k.get("createdAt")),
-                _date(k.get("expiresAt")),
-                "revoked" if k.get("revokedAt") else "active",
+                k.id,
+                k.name,
+                k.prefix,
+                k.role,
+                k.project_id or "all",
+                _date(k.created_at),
+                _date(k.expires_at),
+                "revoked" if k.revoked_at else "active",
             ]
             for k in items
         ),
@@ -178,15 +183,17 @@ def revoke_key(
 
     Example: lumora keys revoke 6f2c1d0e-... --yes
     """
+    from lumora_ota.api_models import KeyAnswer
+
     confirm(f"Revoke key {key_id}?", assume_yes=yes, non_interactive=non_interactive)
     direct = _direct_url(data_dir, database_url)
     if direct is not None:
         from lumora_ota.cli import keys_direct
 
-        revoked = keys_direct.revoke_key(direct, key_id)
+        revoked = KeyAnswer.model_validate(keys_direct.revoke_key(direct, key_id))
     else:
         with open_api(server, api_key) as api:
-            revoked = api.delete(f"/keys/{key_id}")
+            revoked = api.read(KeyAnswer, "DELETE", f"/keys/{key_id}")
     if as_json:
         print_json(revoked)
         return

@@ -37,9 +37,18 @@ def stderr_console() -> Console:
 
 
 def print_json(data: Any) -> None:
-    """Print ``data`` as indented JSON on stdout, exactly, without Rich markup."""
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    """Print ``data`` as indented JSON on stdout, exactly, without Rich markup. Answers
+    read as models print as the server sent them (members as set, unknown ones kept)."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=_as_json) + "\n")
     sys.stdout.flush()
+
+
+def _as_json(value: Any) -> Any:
+    """A model (``lumora_ota.api_models``) as its JSON members; pydantic is not imported."""
+    dump = getattr(value, "model_dump", None)
+    if dump is None:
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
+    return dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 def print_table(

@@ -4,10 +4,13 @@ human forms (``1,10,50,100``, ``1h``, ``2%``) into the API's plan body, and the 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lumora_ota.cli.errors import CliError
 from lumora_ota.cli.output import print_table
+
+if TYPE_CHECKING:
+    from lumora_ota.api_models import PlanAnswer
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -61,26 +64,24 @@ def plan_body(steps: str, step: str, min_launches: int, max_failure_rate: str) -
 PLAN_COLUMNS = ["update", "platform", "status", "rollout", "next", "next at", "gate", "reason"]
 
 
-def print_plans(plans: list[dict[str, Any]]) -> None:
+def print_plans(plans: list[PlanAnswer]) -> None:
     """One row per update's plan: step, next step and time, gate figures, halt reason."""
     rows = []
     for p in plans:
-        gate = p.get("gate") or {}
-        rate = gate.get("failureRate")
+        rate = p.gate.failure_rate
         rows.append(
             [
-                p.get("updateId"),
-                p.get("platform"),
-                p.get("status"),
-                f"{p.get('rollout')}% (step {int(p.get('stepIndex') or 0) + 1}"
-                f"/{len(p.get('steps') or [])})",
-                f"{p['nextStep']}%" if p.get("nextStep") is not None else None,
-                (p.get("nextStepAt") or "")[:19].replace("T", " ") or None,
-                f"{gate.get('failures')}/{gate.get('launches')} failed"
-                + (f" ({rate:.2%})" if isinstance(rate, int | float) else "")
-                + f", max {float(p.get('maxFailureRate') or 0):.2%}"
-                + f", min {p.get('minLaunches')} launches",
-                p.get("haltReason"),
+                p.update_id,
+                p.platform,
+                p.status,
+                f"{p.rollout}% (step {p.step_index + 1}/{len(p.steps)})",
+                f"{p.next_step}%" if p.next_step is not None else None,
+                (p.next_step_at or "")[:19].replace("T", " ") or None,
+                f"{p.gate.failures}/{p.gate.launches} failed"
+                + (f" ({rate:.2%})" if rate is not None else "")
+                + f", max {p.max_failure_rate:.2%}"
+                + f", min {p.min_launches} launches",
+                p.halt_reason,
             ]
         )
     print_table(PLAN_COLUMNS, rows)

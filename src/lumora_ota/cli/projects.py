@@ -41,12 +41,15 @@ def create_project(
     chosen_slug = slug or slug_from_name(name)
     if not chosen_slug:
         raise CliError("cannot derive a slug from that name: pass --slug", exit_code=2)
+    from lumora_ota.api_models import ProjectAnswer
+
+    body = {"name": name, "slug": chosen_slug}
     with open_api(server, api_key) as api:
-        project = api.post("/projects", {"name": name, "slug": chosen_slug})
+        project = api.read(ProjectAnswer, "POST", "/projects", json=body)
     if as_json:
         print_json(project)
         return
-    note(f"created project {project.get('slug')} ({project.get('id')})")
+    note(f"created project {project.slug} ({project.id})")
 
 
 @app.command("list")
@@ -59,9 +62,10 @@ def list_projects(
 
     Example: lumora projects list --json
     """
+    from lumora_ota.api_models import Items, ProjectAnswer
+
     with open_api(server, api_key) as api:
-        page = api.get("/projects")
-    items = page.get("items", []) if isinstance(page, dict) else []
+        items = api.read(Items[ProjectAnswer], "GET", "/projects").items
     if as_json:
         print_json(items)
         return
@@ -72,11 +76,11 @@ def list_projects(
         ["slug", "name", "id", "channels", "created (UTC)"],
         (
             [
-                p.get("slug"),
-                p.get("name"),
-                p.get("id"),
-                ", ".join(_channel_names(p)),
-                (p.get("createdAt") or "")[:19].replace("T", " "),
+                p.slug,
+                p.name,
+                p.id,
+                ", ".join(p.channels),
+                p.created_at[:19].replace("T", " "),
             ]
             for p in items
         ),
@@ -100,19 +104,21 @@ def view_project(
     Example: lumora projects view my-app
     """
     chosen = pick_project(project)
+    from lumora_ota.api_models import ProjectAnswer
+
     with open_api(server, api_key) as api:
-        found = api.get(f"/projects/{chosen}")
+        found = api.read(ProjectAnswer, "GET", f"/projects/{chosen}")
     if as_json:
         print_json(found)
         return
     print_fields(
         [
-            ("slug", found.get("slug")),
-            ("name", found.get("name")),
-            ("id", found.get("id")),
-            ("created", found.get("createdAt")),
-            ("channels", ", ".join(_channel_names(found))),
-            ("auto-pause on failure", found.get("autoPauseOnFailure")),
+            ("slug", found.slug),
+            ("name", found.name),
+            ("id", found.id),
+            ("created", found.created_at),
+            ("channels", ", ".join(found.channels)),
+            ("auto-pause on failure", found.auto_pause_on_failure),
         ],
         title="Project",
     )
@@ -153,17 +159,14 @@ def edit_project(
             "nothing to change: pass --name and/or --auto-pause/--no-auto-pause", exit_code=2
         )
     chosen = pick_project(project)
+    from lumora_ota.api_models import ProjectAnswer
+
     with open_api(server, api_key) as api:
-        found = api.patch(f"/projects/{chosen}", body)
+        found = api.read(ProjectAnswer, "PATCH", f"/projects/{chosen}", json=body)
     if as_json:
         print_json(found)
         return
     note(
-        f"project {found.get('slug')}: name {found.get('name')!r}, auto-pause on failure"
-        f" {'on' if found.get('autoPauseOnFailure') else 'off'}"
+        f"project {found.slug}: name {found.name!r}, auto-pause on failure"
+        f" {'on' if found.auto_pause_on_failure else 'off'}"
     )
-
-
-def _channel_names(project: dict[str, Any]) -> list[str]:
-    channels = project.get("channels") or []
-    return [str(c.get("name") if isinstance(c, dict) else c) for c in channels]

@@ -637,6 +637,7 @@ def plan_update(
 
     Example: lumora updates plan 0b7e6c1e-... --steps 1,10,50,100 --step 1h --max-failure-rate 2%
     """
+    from lumora_ota.api_models import ClearedAnswer, Items, PlanAnswer
     from lumora_ota.cli.plans import plan_body, print_plans
 
     if clear and steps is not None:
@@ -644,20 +645,21 @@ def plan_update(
     path = f"/updates/{update_id}/rollout-plan"
     with open_api(server, api_key) as api:
         if clear:
-            result = api.delete(path)
+            cleared = api.read(ClearedAnswer, "DELETE", path)
             if as_json:
-                print_json(result)
+                print_json(cleared)
             else:
-                note(f"cleared the rollout plan of {', '.join(result.get('cleared') or []) or '-'}")
+                note(f"cleared the rollout plan of {', '.join(cleared.cleared) or '-'}")
             return
         if steps is not None:
-            result = api.put(path, plan_body(steps, step, min_launches, max_failure_rate))
+            body = plan_body(steps, step, min_launches, max_failure_rate)
+            result = api.read(Items[PlanAnswer], "PUT", path, json=body)
         else:
-            result = api.get(path)
+            result = api.read(Items[PlanAnswer], "GET", path)
     if as_json:
         print_json(result)
         return
-    items = [p for p in result.get("items") or [] if isinstance(p, dict)]
+    items = result.items
     if not items:
         note(f"{update_id} has no rollout plan")
         return
@@ -675,11 +677,13 @@ def resume_plan(
 
     Example: lumora updates resume 0b7e6c1e-...
     """
+    from lumora_ota.api_models import Items, PlanAnswer
     from lumora_ota.cli.plans import print_plans
 
     with open_api(server, api_key) as api:
-        result = api.post(f"/updates/{update_id}/rollout-plan/resume", {})
+        path = f"/updates/{update_id}/rollout-plan/resume"
+        result = api.read(Items[PlanAnswer], "POST", path, json={})
     if as_json:
         print_json(result)
         return
-    print_plans([p for p in result.get("items") or [] if isinstance(p, dict)])
+    print_plans(result.items)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -54,17 +54,20 @@ def create(
     )
     if not types:
         raise CliError("--events: give at least one event type", exit_code=2)
+    from lumora_ota.api_models import NewWebhookAnswer
+
     with open_api(server, api_key) as api:
-        result = api.post(f"/projects/{chosen}/webhooks", {"url": url, "events": types})
+        path = f"/projects/{chosen}/webhooks"
+        result = api.read(NewWebhookAnswer, "POST", path, json={"url": url, "events": types})
     if as_json:
         print_json(result)
         return
     print_fields(
         [
-            ("id", result.get("id")),
-            ("url", result.get("url")),
-            ("events", ", ".join(result.get("events") or [])),
-            ("secret", result.get("secret")),
+            ("id", result.id),
+            ("url", result.url),
+            ("events", ", ".join(result.events)),
+            ("secret", result.secret),
         ]
     )
     note("keep the secret: it is not shown again (it verifies the Lumora-Signature header)")
@@ -82,15 +85,14 @@ def list_hooks(
     Example: lumora webhooks list --project my-app
     """
     chosen = pick_project(project)
+    from lumora_ota.api_models import Items, WebhookAnswer
+
     with open_api(server, api_key) as api:
-        result = api.get(f"/projects/{chosen}/webhooks")
+        result = api.read(Items[WebhookAnswer], "GET", f"/projects/{chosen}/webhooks")
     if as_json:
         print_json(result)
         return
-    rows = [
-        [h.get("id"), h.get("url"), ", ".join(h.get("events") or []), h.get("createdAt")]
-        for h in result.get("items") or []
-    ]
+    rows = [[h.id, h.url, ", ".join(h.events), h.created_at] for h in result.items]
     print_table(["id", "url", "events", "created"], rows)
 
 
@@ -108,22 +110,25 @@ def deliveries(
     Example: lumora webhooks deliveries 6f1c2a9e-... --project my-app
     """
     chosen = pick_project(project)
+    from lumora_ota.api_models import DeliveryAnswer, Items
+
     with open_api(server, api_key) as api:
-        result = api.get(f"/projects/{chosen}/webhooks/{webhook_id}/deliveries", limit=limit)
+        path = f"/projects/{chosen}/webhooks/{webhook_id}/deliveries"
+        result = api.read(Items[DeliveryAnswer], "GET", path, params={"limit": limit})
     if as_json:
         print_json(result)
         return
     rows = []
-    for d in result.get("items") or []:
-        last: dict[str, Any] = (d.get("attempts") or [{}])[0]
+    for d in result.items:
+        last = d.attempts[0] if d.attempts else None
         rows.append(
             [
-                d.get("id"),
-                d.get("type"),
-                d.get("status"),
-                d.get("attemptCount"),
-                last.get("statusCode") or last.get("error"),
-                (d.get("createdAt") or "")[:19].replace("T", " "),
+                d.id,
+                d.type,
+                d.status,
+                d.attempt_count,
+                (last.status_code or last.error) if last is not None else None,
+                d.created_at[:19].replace("T", " "),
             ]
         )
     print_table(["delivery", "event", "status", "attempts", "last answer", "created"], rows)
@@ -144,8 +149,10 @@ def redeliver(
     """
     chosen = pick_project(project)
     path = f"/projects/{chosen}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"
+    from lumora_ota.api_models import DeliveryAnswer
+
     with open_api(server, api_key) as api:
-        result = api.post(path, {})
+        result = api.read(DeliveryAnswer, "POST", path, json={})
     if as_json:
         print_json(result)
         return
@@ -165,8 +172,11 @@ def delete(
     Example: lumora webhooks delete 6f1c2a9e-... --project my-app
     """
     chosen = pick_project(project)
+    from lumora_ota.api_models import DeletedIdAnswer
+
     with open_api(server, api_key) as api:
-        result = api.delete(f"/projects/{chosen}/webhooks/{webhook_id}")
+        path = f"/projects/{chosen}/webhooks/{webhook_id}"
+        result = api.read(DeletedIdAnswer, "DELETE", path)
     if as_json:
         print_json(result)
         return
