@@ -226,15 +226,18 @@ def _publisher_signatures(client: Any) -> None:
     key_pem, cert_pem = generate_signing_identity("p")
     key = load_private_key(key_pem)
     no_update = json.dumps({"type": "noUpdateAvailable"}, separators=(",", ":")).encode()
-    client.put(
-        "/api/v1/projects/rr/signing",
-        json={
-            "mode": "publisher",
-            "keyid": "main",
-            "certificatePem": cert_pem.decode(),
-            "noUpdateSignature": sign_rsa_sha256(key, no_update),
-        },
-    ).raise_for_status()
+    _check(
+        r.SigningSetAnswer,
+        client.put(
+            "/api/v1/projects/rr/signing",
+            json={
+                "mode": "publisher",
+                "keyid": "main",
+                "certificatePem": cert_pem.decode(),
+                "noUpdateSignature": sign_rsa_sha256(key, no_update),
+            },
+        ),
+    )
     unsigned = _check(r.UnsignedAnswer, client.get("/api/v1/projects/rr/signing/unsigned"))
     first = unsigned["unsigned"][0]
     upload = {

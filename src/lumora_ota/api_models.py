@@ -240,10 +240,18 @@ class SigningAnswer(Answer):
 
 
 class SigningSetAnswer(Answer):
-    """The signing key just configured."""
+    """The signing key just configured. In publisher mode, the whole configuration (as
+    ``GET .../signing``), with the server's timestamp certificate."""
 
     keyid: str
     certificate_pem: str
+    enabled: bool | None = None
+    mode: Literal["server", "publisher"] | None = None
+    private_key_source: Literal["file", "database", "publisher"] | None = None
+    timestamp_certificate_pem: str | None = Field(
+        default=None, description="Publisher mode: what verifies freshness statements."
+    )
+    created_at: Time | None = None
 
 
 class UnsignedBody(Answer):

@@ -83,10 +83,14 @@ def generate(
     private_pem, cert_pem = generate_signing_identity(
         common_name or f"lumora {chosen}", valid_days=valid_days
     )
+    from lumora_ota.api_models import SigningSetAnswer
+
     with open_api(server, api_key) as api:
-        answer = api.put(
+        answer = api.read(
+            SigningSetAnswer,
+            "PUT",
             f"/projects/{chosen}/signing",
-            {
+            json={
                 "keyid": keyid,
                 "privateKeyPem": private_pem.decode("ascii"),
                 "certificatePem": cert_pem.decode("ascii"),
@@ -96,7 +100,7 @@ def generate(
     _write_private(out, cert_path, cert_pem, mode=0o644)
     result = {
         "project": chosen,
-        "keyid": answer.get("keyid", keyid) if isinstance(answer, dict) else keyid,
+        "keyid": answer.keyid,
         "privateKeyPath": str(key_path),
         "certificatePath": str(cert_path),
         "validDays": valid_days,
@@ -167,10 +171,14 @@ def import_pair(
     """
     chosen = pick_project(project)
     private_pem, cert_pem, identity = _load_key_pair(keyid, private_key, certificate, "import")
+    from lumora_ota.api_models import SigningSetAnswer
+
     with open_api(server, api_key) as api:
-        answer = api.put(
+        answer = api.read(
+            SigningSetAnswer,
+            "PUT",
             f"/projects/{chosen}/signing",
-            {
+            json={
                 "keyid": keyid,
                 "privateKeyPem": private_pem.decode("ascii", errors="replace"),
                 "certificatePem": cert_pem.decode("ascii", errors="replace"),
@@ -178,7 +186,7 @@ def import_pair(
         )
     result = {
         "project": chosen,
-        "keyid": answer.get("keyid", keyid) if isinstance(answer, dict) else keyid,
+        "keyid": answer.keyid,
         "certificateSubject": identity.certificate.subject.rfc4514_string(),
         "validUntil": identity.certificate.not_valid_after_utc.isoformat(),
     }
@@ -252,21 +260,24 @@ def publisher_held(
     """
     chosen = pick_project(project)
     _private_pem, cert_pem, identity = _load_key_pair(keyid, private_key, certificate, "use")
+    from lumora_ota.api_models import SigningSetAnswer
     from lumora_ota.cli.publisher_signing import NO_UPDATE_BODY
     from lumora_ota.signing import sign_rsa_sha256
 
     with open_api(server, api_key) as api:
-        answer = api.put(
+        answer = api.read(
+            SigningSetAnswer,
+            "PUT",
             f"/projects/{chosen}/signing",
-            {
+            json={
                 "mode": "publisher",
                 "keyid": keyid,
                 "certificatePem": cert_pem.decode("ascii", errors="replace"),
                 "noUpdateSignature": sign_rsa_sha256(identity.private_key, NO_UPDATE_BODY),
             },
         )
-    timestamp_pem = answer.get("timestampCertificatePem") if isinstance(answer, dict) else None
-    if timestamp_certificate_out is not None and isinstance(timestamp_pem, str):
+    timestamp_pem = answer.timestamp_certificate_pem
+    if timestamp_certificate_out is not None and timestamp_pem is not None:
         try:
             timestamp_certificate_out.write_text(timestamp_pem)
         except OSError as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,6 +21,7 @@ from lumora_ota.cli.options import (
 from lumora_ota.cli.output import confirm, note, print_fields, print_json, print_table
 
 if TYPE_CHECKING:
+    from lumora_ota.api_models import DeploymentDetail, DeploymentListItem, UpdateSummary
     from lumora_ota.cli.api import LumoraApi
 
 app = typer.Typer(
@@ -45,13 +46,16 @@ def create_deployment(
 
     Example: lumora deployments create staging --project my-app
     """
+    from lumora_ota.api_models import DeploymentAnswer
+
     chosen = pick_project(project)
+    body = {"project": chosen, "name": name}
     with open_api(server, api_key) as api:
-        deployment = api.post("/deployments", {"project": chosen, "name": name})
+        deployment = api.read(DeploymentAnswer, "POST", "/deployments", json=body)
     if as_json:
         print_json(deployment)
         return
-    note(f"created deployment {deployment.get('name')} ({deployment.get('id')})")
+    note(f"created deployment {deployment.name} ({deployment.id})")
 
 
 @app.command("list")
@@ -77,10 +81,7 @@ def list_deployments(
         return
     print_table(
         ["name", "state", "devices get (platform/runtime: share update)"],
-        (
-            [d.get("name"), "paused" if d.get("paused") else "active", _serving_summary(d)]
-            for d in items
-        ),
+        ([d.name, "paused" if d.paused else "active", _serving_summary(d)] for d in items),
     )
 
 
@@ -98,16 +99,19 @@ def view_deployment(
 
     Example: lumora deployments view production --project my-app
     """
+    from lumora_ota.api_models import DeploymentDetail
+
     with open_api(server, api_key) as api:
-        found = api.get(f"/deployments/{_resolve(api, project, deployment)}")
+        path = f"/deployments/{_resolve(api, project, deployment)}"
+        found = api.read(DeploymentDetail, "GET", path)
     if as_json:
         print_json(found)
         return
-    paused = bool(found.get("paused"))
+    paused = found.paused
     print_fields(
         [
-            ("deployment", found.get("name")),
-            ("id", found.get("id")),
+            ("deployment", found.name),
+            ("id", found.id),
             (
                 "state",
                 "PAUSED: devices get no update (`lumora deployments resume`)"
@@ -118,15 +122,15 @@ def view_deployment(
         title="Deployment",
     )
     rows = []
-    for entry in found.get("serving") or []:
-        for share in entry.get("split") or []:
-            update = share.get("update")
+    for entry in found.serving:
+        for share in entry.split:
+            update = share.update
             rows.append(
                 [
-                    entry.get("platform"),
-                    entry.get("runtimeVersion"),
-                    f"{share.get('share'):g}%",
-                    (update or {}).get("id") or "no update",
+                    entry.platform,
+                    entry.runtime_version,
+                    f"{share.share:g}%",
+                    update.id if update is not None else "no update",
                     _update_note(update),
                 ]
             )
@@ -181,6 +185,8 @@ def _pause_or_resume(
     server: str | None,
     api_key: str | None,
 ) -> None:
+    from lumora_ota.api_models import DeploymentAnswer
+
     effect = "devices get no update" if action == "pause" else "devices get its updates again"
     with open_api(server, api_key) as api:
         deployment_id = _resolve(api, project, deployment)
@@ -189,13 +195,12 @@ def _pause_or_resume(
             assume_yes=yes,
             non_interactive=non_interactive,
         )
-        result = api.post(f"/deployments/{deployment_id}/{action}", {})
+        path = f"/deployments/{deployment_id}/{action}"
+        result = api.read(DeploymentAnswer, "POST", path, json={})
     if as_json:
         print_json(result)
         return
-    note(
-        f"{'paused' if action == 'pause' else 'resumed'} deployment {result.get('name')}: {effect}"
-    )
+    note(f"{'paused' if action == 'pause' else 'resumed'} deployment {result.name}: {effect}")
 
 
 @app.command("edit")
@@ -217,6 +222,8 @@ def edit_deployment(
 
     Example: lumora deployments edit staging --name beta --project my-app --yes
     """
+    from lumora_ota.api_models import DeploymentAnswer
+
     with open_api(server, api_key) as api:
         deployment_id = _resolve(api, project, deployment)
         note(
@@ -228,11 +235,12 @@ def edit_deployment(
             assume_yes=yes,
             non_interactive=non_interactive,
         )
-        result = api.put(f"/deployments/{deployment_id}", {"name": name})
+        path = f"/deployments/{deployment_id}"
+        result = api.read(DeploymentAnswer, "PUT", path, json={"name": name})
     if as_json:
         print_json(result)
         return
-    note(f"renamed deployment {deployment} to {result.get('name')}")
+    note(f"renamed deployment {deployment} to {result.name}")
 
 
 def _resolve(api: LumoraApi, project: str | None, deployment: str) -> str:
@@ -242,37 +250,36 @@ def _resolve(api: LumoraApi, project: str | None, deployment: str) -> str:
     return _id_by_name(api, pick_project(project), deployment)
 
 
-def _list(api: LumoraApi, project: str) -> list[dict[str, Any]]:
-    page = api.get("/deployments", project=project)
-    items = page.get("items") if isinstance(page, dict) else None
-    if not isinstance(items, list):
-        raise CliError("the server's answer has no items list")
-    return [d for d in items if isinstance(d, dict)]
+def _list(api: LumoraApi, project: str) -> list[DeploymentListItem]:
+    from lumora_ota.api_models import DeploymentListItem, Items
+
+    params = {"project": project}
+    return api.read(Items[DeploymentListItem], "GET", "/deployments", params=params).items
 
 
 def _id_by_name(api: LumoraApi, project: str, name: str) -> str:
     for deployment in _list(api, project):
-        if deployment.get("name") == name:
-            return str(deployment.get("id"))
+        if deployment.name == name:
+            return deployment.id
     raise CliError(f"not found: no deployment named {name!r} in project {project}")
 
 
-def _update_note(update: Any) -> str:
-    if not isinstance(update, dict):
+def _update_note(update: UpdateSummary | None) -> str:
+    if update is None:
         return "devices keep what they run"
-    if update.get("kind") == "rollbackToEmbedded":
+    if update.kind == "rollbackToEmbedded":
         return "roll back to embedded"
-    return f"{update.get('rollout')}%: {update.get('message') or '-'}"
+    return f"{update.rollout}%: {update.message or '-'}"
 
 
-def _serving_summary(deployment: dict[str, Any]) -> str:
+def _serving_summary(deployment: DeploymentDetail) -> str:
     parts = []
-    for entry in deployment.get("serving") or []:
+    for entry in deployment.serving:
         shares = ", ".join(
-            f"{s.get('share'):g}% {str((s.get('update') or {}).get('id') or 'none')[:8]}"
-            for s in entry.get("split") or []
+            f"{s.share:g}% {(s.update.id if s.update is not None else 'none')[:8]}"
+            for s in entry.split
         )
-        parts.append(f"{entry.get('platform')}/{entry.get('runtimeVersion')}: {shares}")
-    if deployment.get("paused"):
+        parts.append(f"{entry.platform}/{entry.runtime_version}: {shares}")
+    if deployment.paused:
         return "paused: no update" + (f" ({'; '.join(parts)} when resumed)" if parts else "")
     return "; ".join(parts) or "-"

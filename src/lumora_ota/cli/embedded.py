@@ -8,7 +8,7 @@ registered, the server diffs from it and the download is a small patch.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -23,6 +23,9 @@ from lumora_ota.cli.options import (
 )
 from lumora_ota.cli.output import human_bytes, note, print_fields, print_json, print_table
 from lumora_ota.cli.publish_plan import PLATFORMS, digest_files, plan_publish
+
+if TYPE_CHECKING:
+    from lumora_ota.api_models import DeltaAnswer
 
 app = typer.Typer(
     rich_markup_mode="markdown",
@@ -67,13 +70,18 @@ def register(
     chosen = pick_project(project)
     bundle = embedded_bundle_file(source, platform, runtime_version)
     digest = digest_files([bundle])[bundle]
+    from lumora_ota.api_models import EmbeddedAnswer, MissingAnswer
+
     with open_api(server, api_key) as api:
-        answer = api.post("/assets/missing", {"project": chosen, "hashes": [digest.sha256]})
-        if digest.sha256 in (answer or {}).get("missing", []):
+        query = {"project": chosen, "hashes": [digest.sha256]}
+        answer = api.read(MissingAnswer, "POST", "/assets/missing", json=query)
+        if digest.sha256 in answer.missing:
             api.upload_blob(chosen, digest.sha256, bundle, digest.size)
-        registered = api.post(
+        registered = api.read(
+            EmbeddedAnswer,
+            "POST",
             f"/projects/{chosen}/embedded",
-            {
+            json={
                 "platform": platform,
                 "runtimeVersion": runtime_version,
                 "embeddedUpdateId": embedded_update_id,
@@ -98,49 +106,47 @@ def list_embedded(
     Example: lumora embedded list --project my-app
     """
     chosen = pick_project(project)
+    from lumora_ota.api_models import EmbeddedAnswer, Items
+
     with open_api(server, api_key) as api:
-        answer: dict[str, Any] = api.get(f"/projects/{chosen}/embedded")
+        answer = api.read(Items[EmbeddedAnswer], "GET", f"/projects/{chosen}/embedded")
     if as_json:
         print_json(answer)
         return
     rows = [
         [
-            item["embeddedUpdateId"],
-            item["platform"],
-            item["runtimeVersion"],
-            item["sha256"][:12],
-            human_bytes(item["size"] or 0),
-            item["createdAt"],
+            item.embedded_update_id,
+            item.platform,
+            item.runtime_version,
+            item.sha256[:12],
+            human_bytes(item.size or 0),
+            item.created_at,
         ]
-        for item in answer.get("items", [])
+        for item in answer.items
     ]
     print_table(["embedded update id", "platform", "runtime", "sha256", "size", "created"], rows)
 
 
-def delta_fields(delta: dict[str, Any]) -> list[tuple[str, Any]]:
+def delta_fields(delta: DeltaAnswer) -> list[tuple[str, Any]]:
     """Rows for ``lumora updates view``: download sizes, patches and bytes saved."""
-    launch = delta.get("launchAsset") or {}
-    sizes = launch.get("sizes") or {}
-    savings = delta.get("savings") or {}
+    sizes = delta.launch_asset.sizes if delta.launch_asset is not None else None
+    measured = (
+        [("raw", sizes.raw), ("gzip", sizes.gzip), ("br", sizes.br)] if sizes is not None else []
+    )
+    savings = delta.savings
     rows: list[tuple[str, Any]] = [
         (
             "bundle download",
-            ", ".join(
-                f"{name} {human_bytes(size)}"
-                for name, size in (("raw", sizes.get("raw")), ("gzip", sizes.get("gzip")),
-                                   ("br", sizes.get("br")))
-                if size is not None
-            ) or "-",
+            ", ".join(f"{name} {human_bytes(size)}" for name, size in measured if size is not None)
+            or "-",
         ),
-    ]  # fmt: skip
-    for patch in delta.get("patches") or []:
-        useful = "" if patch["useful"] else " (not served: too large)"
-        rows.append((f"patch from {patch['baseUpdateId']}", human_bytes(patch["size"]) + useful))
-    rows.append(("saved by patches", human_bytes(int(savings.get("patchBytesSaved") or 0))))
-    rows.append(("patch downloads", int(savings.get("patchDownloads") or 0)))
-    rows.append(
-        ("saved by compression", human_bytes(int(savings.get("compressionBytesSaved") or 0)))
-    )
+    ]
+    for patch in delta.patches:
+        useful = "" if patch.useful else " (not served: too large)"
+        rows.append((f"patch from {patch.base_update_id}", human_bytes(patch.size) + useful))
+    rows.append(("saved by patches", human_bytes(savings.patch_bytes_saved)))
+    rows.append(("patch downloads", savings.patch_downloads))
+    rows.append(("saved by compression", human_bytes(savings.compression_bytes_saved)))
     return rows
 
 
@@ -155,8 +161,10 @@ def show_delta(
 
     Example: lumora embedded delta 0b7e6c1e-3f2a-4a8e-9d55-2f7f0c1c9a10
     """
+    from lumora_ota.api_models import DeltaAnswer
+
     with open_api(server, api_key) as api:
-        delta: dict[str, Any] = api.get(f"/updates/{update_id}/delta")
+        delta = api.read(DeltaAnswer, "GET", f"/updates/{update_id}/delta")
     if as_json:
         print_json(delta)
         return

@@ -119,10 +119,7 @@ def create_key(
         print_json(created)
         return
     stdout_console().print(created.key, markup=False, soft_wrap=True)
-    note(
-        f"created {created.role} key {created.id};"
-        " store it now, it is not shown again"
-    )
+    note(f"created {created.role} key {created.id}; store it now, it is not shown again")
 
 
 @app.command("list")

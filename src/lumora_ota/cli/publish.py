@@ -42,6 +42,7 @@ from lumora_ota.cli.publish_plan import (
 )
 
 if TYPE_CHECKING:
+    from lumora_ota.api_models import PublishAnswer
     from lumora_ota.cli.api import LumoraApi
 
 MISSING_BATCH = 10_000
@@ -210,8 +211,10 @@ def _publish_plan(
     api_key: str | None,
     private_key: bytes | None = None,
     rollout_plan: dict[str, Any] | None = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, Any], PublishAnswer]:
     """Hash, upload what is missing and publish one plan; its report and the server's answer."""
+    from lumora_ota.api_models import Items, PlanAnswer, PublishAnswer, SigningAnswer
+
     digests = digest_files(plan.unique_paths())
     by_hash = {d.sha256: d for d in digests.values()}
     total_bytes = sum(d.size for d in by_hash.values())
@@ -221,8 +224,8 @@ def _publish_plan(
     confirm(f"Publish this update to {channel}?", assume_yes=yes, non_interactive=non_interactive)
     with open_api(server, api_key) as api:
         if private_key is not None:
-            signing = api.get(f"/projects/{project}/signing")
-            if not isinstance(signing, dict) or signing.get("mode") != "publisher":
+            signing = api.read(SigningAnswer, "GET", f"/projects/{project}/signing")
+            if signing.mode != "publisher":
                 raise CliError(
                     f"--private-key signs for publisher-held keys, and {project}'s is not"
                     " (lumora codesigning publisher-held)"
@@ -240,15 +243,16 @@ def _publish_plan(
             rollout=rollout,
             mandatory=mandatory,
         )
-        result = api.post("/updates/publish", body)
+        result = api.read(PublishAnswer, "POST", "/updates/publish", json=body)
+        plans: list[PlanAnswer] | None = None
         if rollout_plan is not None:
-            planned = api.put(f"/updates/{result['groupId']}/rollout-plan", rollout_plan)
-            result["rolloutPlans"] = planned.get("items")
+            path = f"/updates/{result.group_id}/rollout-plan"
+            plans = api.read(Items[PlanAnswer], "PUT", path, json=rollout_plan).items
         manifest_url = api.url(f"/expo/{project}/manifest")
         if private_key is not None:
             from lumora_ota.cli.publisher_signing import sign_pending
 
-            ids = [str(u.get("id")) for u in result.get("updates", []) if isinstance(u, dict)]
+            ids = [u.id for u in result.updates]
             published = frozenset(by_hash)
             sign_pending(
                 api,
@@ -259,7 +263,7 @@ def _publish_plan(
                 exact=False,
             )
     uploaded_bytes = sum(d.size for d in to_upload)
-    report = _report(result, plan, project, channel, manifest_url)
+    report = _report(result, plans, plan, project, channel, manifest_url)
     report.update(
         uploadedBytes=uploaded_bytes,
         skippedBytes=total_bytes - uploaded_bytes,
@@ -320,11 +324,12 @@ def last_commit_subject(directory: Path) -> str:
 
 
 def _missing_hashes(api: LumoraApi, project: str, hashes: list[str]) -> set[str]:
+    from lumora_ota.api_models import MissingAnswer
+
     missing: set[str] = set()
     for start in range(0, len(hashes), MISSING_BATCH):
-        batch = hashes[start : start + MISSING_BATCH]
-        answer = api.post("/assets/missing", {"project": project, "hashes": batch})
-        missing.update(_string_list(answer, "missing"))
+        query = {"project": project, "hashes": hashes[start : start + MISSING_BATCH]}
+        missing.update(api.read(MissingAnswer, "POST", "/assets/missing", json=query).missing)
     unknown = missing - set(hashes)
     if unknown:
         raise CliError("the server reported missing files that were never asked about")
@@ -377,21 +382,24 @@ def _upload(
 
 
 def _report(
-    result: Any, plan: PublishPlan, project: str, channel: str, manifest_url: str
+    result: PublishAnswer,
+    plans: list[Any] | None,
+    plan: PublishPlan,
+    project: str,
+    channel: str,
+    manifest_url: str,
 ) -> dict[str, Any]:
-    if not isinstance(result, dict) or not isinstance(result.get("updates"), list):
-        raise CliError("the server's publish answer has no updates")
-    updates = [u for u in result["updates"] if isinstance(u, dict)]
+    updates = result.updates
     return {
-        "groupId": result.get("groupId"),
-        **({"rolloutPlans": result["rolloutPlans"]} if "rolloutPlans" in result else {}),
+        "groupId": result.group_id,
+        **({"rolloutPlans": plans} if plans is not None else {}),
         "project": project,
         "channel": channel,
         "runtimeVersion": plan.runtime_version,
-        "updates": {str(u.get("platform")): u.get("id") for u in updates},
-        "updateIds": [u.get("id") for u in updates],
+        "updates": {u.platform: u.id for u in updates},
+        "updateIds": [u.id for u in updates],
         "manifestUrl": manifest_url,
-        "manifestUrls": {str(u.get("platform")): u.get("manifestUrl") for u in updates},
+        "manifestUrls": {u.platform: u.manifest_url for u in updates},
     }
 
 
@@ -420,13 +428,10 @@ def _print_summary(
     )
 
 
-def _print_result(report: dict[str, Any], result: dict[str, Any]) -> None:
+def _print_result(report: dict[str, Any], result: PublishAnswer) -> None:
     print_table(
         ["platform", "update id", "runtime", "rollout"],
-        (
-            [u.get("platform"), u.get("id"), u.get("runtimeVersion"), f"{u.get('rollout')}%"]
-            for u in result["updates"]
-        ),
+        ([u.platform, u.id, u.runtime_version, f"{u.rollout}%"] for u in result.updates),
         title=f"Published group {report['groupId']}",
     )
     saved = report["skippedBytes"]
@@ -443,10 +448,3 @@ def _print_result(report: dict[str, Any], result: dict[str, Any]) -> None:
             ("manifest URL", report["manifestUrl"]),
         ]
     )
-
-
-def _string_list(answer: Any, field: str) -> list[str]:
-    values = answer.get(field) if isinstance(answer, dict) else None
-    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise CliError(f"the server's answer has no {field} list")
-    return values

@@ -21,6 +21,17 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from pydantic import ValidationError
+
+from lumora_ota.api_models import (
+    ExpoManifest,
+    LumoraManifest,
+    RollBackDirective,
+    StoredAnswer,
+    UnsignedAnswer,
+    UnsignedBody,
+    UpdateAnswer,
+)
 from lumora_ota.cli.api import LumoraApi
 from lumora_ota.cli.errors import CliError
 
@@ -38,7 +49,7 @@ def _b64url_to_hex(value: str) -> str:
 
 
 def check_intended(
-    entry: Mapping[str, Any],
+    entry: UnsignedBody,
     *,
     origins: Iterable[str],
     expected_sha256: Mapping[str, frozenset[str]] | None = None,
@@ -46,10 +57,8 @@ def check_intended(
 ) -> bytes:
     """The bytes of one listed body when they are what the publisher means to sign;
     ``CliError`` naming the problem otherwise."""
-    update_id = entry.get("updateId")
-    text = entry.get("body")
-    if not isinstance(update_id, str) or not isinstance(text, str):
-        raise CliError("the server listed a body without updateId or body")
+    update_id = entry.update_id
+    text = entry.body
     data = text.encode("utf-8")
     try:
         document = json.loads(text)
@@ -58,25 +67,37 @@ def check_intended(
     compact = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
     if not isinstance(document, dict) or compact != data:
         raise CliError(f"the body listed for {update_id} is not a compact JSON object")
-    if entry.get("kind") == "directive":
-        if document.get("type") != "rollBackToEmbedded":
-            raise CliError(f"the directive listed for {update_id} is not rollBackToEmbedded")
+    # The protocol's shapes, no member unknown to them: nothing the check below skips.
+    shape: type[RollBackDirective | LumoraManifest | ExpoManifest] = ExpoManifest
+    if entry.kind == "directive":
+        shape = RollBackDirective
+    elif entry.kind == "manifest-lumora":
+        shape = LumoraManifest
+    try:
+        parsed = shape.model_validate(document)
+    except ValidationError as exc:
+        what = "directive" if entry.kind == "directive" else "manifest"
+        problem = exc.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"]) or "it"
+        raise CliError(
+            f"the {what} listed for {update_id} is not a rollBackToEmbedded directive or a"
+            f" manifest of this version ({where}: {problem['msg']})"
+        ) from None
+    if isinstance(parsed, RollBackDirective):
         return data
-    if document.get("id") != update_id:
-        raise CliError(f"the manifest listed for {update_id} names update {document.get('id')}")
+    assert isinstance(parsed, ExpoManifest | LumoraManifest)
+    if parsed.id != update_id:
+        raise CliError(f"the manifest listed for {update_id} names update {parsed.id}")
     allowed = {_origin(o) for o in origins}
-    files = [document.get("launchAsset"), *(document.get("assets") or [])]
     hashes: set[str] = set()
-    for asset in files:
-        if not isinstance(asset, dict) or not isinstance(asset.get("url"), str):
-            raise CliError(f"the manifest of {update_id} has an asset without a URL")
-        if _origin(asset["url"]) not in allowed:
+    for asset in [parsed.launch_asset, *parsed.assets]:
+        if _origin(asset.url) not in allowed:
             raise CliError(
-                f"the manifest of {update_id} points at {_origin(asset['url'])}, not at "
+                f"the manifest of {update_id} points at {_origin(asset.url)}, not at "
                 f"{', '.join(sorted(allowed))} (pass --asset-origin if that is your CDN)"
             )
-        sha256 = asset.get("sha256")
-        hashes.add(sha256 if isinstance(sha256, str) else _b64url_to_hex(str(asset["hash"])))
+        sha256 = getattr(asset, "sha256", None)
+        hashes.add(sha256 if isinstance(sha256, str) else _b64url_to_hex(asset.hash))
     expected = (expected_sha256 or {}).get(update_id)
     if expected is not None and not (hashes == expected if exact else hashes <= expected):
         raise CliError(f"the manifest of {update_id} lists other files than it should")
@@ -106,10 +127,8 @@ def sign_pending(
     seen: set[bytes] = set()
     while True:
         params: dict[str, Any] = {"updateId": update_ids} if update_ids else {}
-        listed = api.get(f"/projects/{project}/signing/unsigned", **params)
-        entries = listed.get("unsigned") if isinstance(listed, dict) else None
-        if not isinstance(entries, list):
-            raise CliError("the server's list of unsigned bodies is malformed")
+        path = f"/projects/{project}/signing/unsigned"
+        entries = api.read(UnsignedAnswer, "GET", path, params=params).unsigned
         if not entries:
             return signed
         uploads = []
@@ -122,30 +141,32 @@ def sign_pending(
             seen.add(data)
             uploads.append(
                 {
-                    "updateId": entry["updateId"],
+                    "updateId": entry.update_id,
                     "body": data.decode("utf-8"),
                     "signature": sign_rsa_sha256(key, data),
                 }
             )
         for start in range(0, len(uploads), BATCH):
-            api.post(
+            api.read(
+                StoredAnswer,
+                "POST",
                 f"/projects/{project}/signing/signatures",
-                {"signatures": uploads[start : start + BATCH]},
+                json={"signatures": uploads[start : start + BATCH]},
             )
         signed += len(uploads)
         if update_ids:  # one listing holds every body of the named updates
             return signed
 
 
-def _asset_hashes(update: Mapping[str, Any]) -> frozenset[str]:
-    files = [update.get("launchAsset"), *(update.get("assets") or [])]
-    return frozenset(str(f.get("sha256")) for f in files if isinstance(f, dict))
+def _asset_hashes(update: UpdateAnswer) -> frozenset[str]:
+    files = [update.launch_asset, *update.assets]
+    return frozenset(f.sha256 for f in files if f is not None)
 
 
 def sign_new_updates(
     api: LumoraApi,
     private_key_pem: bytes,
-    updates: Iterable[Mapping[str, Any]],
+    updates: Iterable[UpdateAnswer],
     *,
     origins: Iterable[str] = (),
 ) -> int:
@@ -153,13 +174,12 @@ def sign_new_updates(
     a copy's manifest must list exactly the files of the update it copies."""
     signed = 0
     for update in updates:
-        update_id, project = update.get("id"), update.get("projectId")
-        if not isinstance(update_id, str) or not isinstance(project, str):
-            raise CliError("the server's answer names no update to sign")
+        update_id, project = update.id, update.project_id
         expected: dict[str, frozenset[str]] = {}
-        source = update.get("sourceUpdateId")
-        if isinstance(source, str) and update.get("kind") == "update":
-            expected[update_id] = _asset_hashes(api.get(f"/updates/{source}"))
+        source = update.source_update_id
+        if source is not None and update.kind == "update":
+            copied = api.read(UpdateAnswer, "GET", f"/updates/{source}")
+            expected[update_id] = _asset_hashes(copied)
         signed += sign_pending(
             api,
             project,

@@ -34,6 +34,7 @@ from lumora_ota.cli.output import (
 from lumora_ota.cli.stats_view import render_stats
 
 if TYPE_CHECKING:
+    from lumora_ota.api_models import GroupAnswer, RolledBackAnswer, UpdateAnswer
     from lumora_ota.cli.api import LumoraApi
 
 PAGE_LIMIT = 200
@@ -58,10 +59,10 @@ UpdateIdArgument = Annotated[
 class Target:
     """What a GROUP_OR_ID argument names: one update, or a publish group of updates."""
 
-    def __init__(self, ref: str, updates: list[dict[str, Any]], group: dict[str, Any] | None):
+    def __init__(self, ref: str, updates: list[UpdateAnswer], group: GroupAnswer | None):
         self.ref = ref
         self.updates = updates
-        self.group = group  # the group's JSON when ``ref`` is a group id
+        self.group = group  # the group when ``ref`` is a group id
 
     @property
     def is_group(self) -> bool:
@@ -70,45 +71,45 @@ class Target:
     def describe(self) -> str:
         if self.group is None:
             u = self.updates[0]
-            return f"update {self.ref} ({u.get('channel')}, {u.get('platform')})"
-        platforms = ", ".join(str(u.get("platform")) for u in self.updates)
-        channel = self.updates[0].get("channel")
+            return f"update {self.ref} ({u.channel}, {u.platform})"
+        platforms = ", ".join(u.platform for u in self.updates)
+        channel = self.updates[0].channel if self.updates else None
         return f"group {self.ref} ({channel}: {platforms})"
 
 
 def resolve(api: LumoraApi, ref: str) -> Target:
     """The update with id ``ref``, else the group with id ``ref``; a "not found" error naming
     both when neither exists."""
+    from lumora_ota.api_models import GroupAnswer, UpdateAnswer
     from lumora_ota.cli.api import ApiError
 
     try:
-        update = api.get(f"/updates/{ref}")
+        update = api.read(UpdateAnswer, "GET", f"/updates/{ref}")
         return Target(ref, [update], None)
     except ApiError as exc:
         if exc.status != 404:
             raise
     try:
-        group = api.get(f"/groups/{ref}")
+        group = api.read(GroupAnswer, "GET", f"/groups/{ref}")
     except ApiError as exc:
         if exc.status != 404:
             raise
         raise CliError(f"not found: no update or update group {ref!r}") from None
-    updates = [u for u in group.get("updates") or [] if isinstance(u, dict)]
-    return Target(ref, updates, group)
+    return Target(ref, group.updates, group)
 
 
-def update_row(update: dict[str, Any]) -> list[Any]:
+def update_row(update: UpdateAnswer) -> list[Any]:
     """The table cells of one update (see ``UPDATE_COLUMNS``)."""
     return [
-        update.get("id"),
-        update.get("groupId"),
-        update.get("channel"),
-        update.get("platform"),
-        update.get("runtimeVersion"),
-        f"{update.get('rollout')}%",
-        _state(update) + (", mandatory" if update.get("mandatory") else ""),
-        (update.get("createdAt") or "")[:16].replace("T", " "),
-        update.get("message"),
+        update.id,
+        update.group_id,
+        update.channel,
+        update.platform,
+        update.runtime_version,
+        f"{update.rollout}%",
+        _state(update) + (", mandatory" if update.mandatory else ""),
+        update.created_at[:16].replace("T", " "),
+        update.message,
     ]
 
 
@@ -125,11 +126,10 @@ UPDATE_COLUMNS = [
 ]
 
 
-def _state(update: dict[str, Any]) -> str:
-    if update.get("kind") == "rollbackToEmbedded":
+def _state(update: UpdateAnswer) -> str:
+    if update.kind == "rollbackToEmbedded":
         return "roll back to embedded"
-    status = update.get("status")
-    return "rolled back" if status == "rolledBack" else str(status or "-")
+    return "rolled back" if update.status == "rolledBack" else update.status
 
 
 @app.command("list")
@@ -160,21 +160,23 @@ def list_updates(
 
     Example: lumora updates list --limit 50 --cursor MjAyNi0xMS0zMFQxO...
     """
+    from lumora_ota.api_models import UpdatePage
+
     chosen = pick_project(project)
-    items: list[dict[str, Any]] = []
+    items: list[UpdateAnswer] = []
     with open_api(server, api_key) as api:
         while len(items) < limit:
-            page = api.get(
-                "/updates",
-                project=chosen,
-                channel=channel,
-                platform=platform,
-                runtimeVersion=runtime_version,
-                limit=min(PAGE_LIMIT, limit - len(items)),
-                cursor=cursor,
-            )
-            items.extend(_items(page))
-            cursor = page.get("nextCursor") if isinstance(page, dict) else None
+            params = {
+                "project": chosen,
+                "channel": channel,
+                "platform": platform,
+                "runtimeVersion": runtime_version,
+                "limit": min(PAGE_LIMIT, limit - len(items)),
+                "cursor": cursor,
+            }
+            page = api.read(UpdatePage, "GET", "/updates", params=params)
+            items.extend(page.items)
+            cursor = page.next_cursor
             if not cursor:
                 break
     if cursor:  # stderr: --json output stays the plain list it always was
@@ -204,6 +206,8 @@ def view_update(
 
     Example: lumora updates view 0b7e6c1e-3f2a-4a8e-9d55-2f7f0c1c9a10
     """
+    from lumora_ota.api_models import DeltaAnswer, ExpoManifest
+
     with open_api(server, api_key) as api:
         target = resolve(api, update_id)
         if target.group is not None:
@@ -213,47 +217,45 @@ def view_update(
             _print_group(target.group)
             return
         update = target.updates[0]
-        manifest = None
-        if isinstance(update, dict) and update.get("kind") != "rollbackToEmbedded":
-            manifest = api.get(f"/manifests/{update_id}")
-        delta = api.get(f"/updates/{update_id}/delta") if manifest is not None else None  # #10
-    if not isinstance(update, dict):
-        raise CliError("the server's answer is not an update")
+        manifest = delta = None
+        if update.kind != "rollbackToEmbedded":
+            manifest = api.read(ExpoManifest, "GET", f"/manifests/{update_id}")
+            delta = api.read(DeltaAnswer, "GET", f"/updates/{update_id}/delta")  # #10
     if as_json:
-        print_json({**update, "manifest": manifest, "delta": delta})
+        print_json({**_as_json(update), "manifest": manifest, "delta": delta})
         return
     print_fields(
         [
-            ("id", update.get("id")),
-            ("group", update.get("groupId")),
-            ("project", update.get("projectId")),
-            ("channel", update.get("channel")),
-            ("platform", update.get("platform")),
-            ("runtime version", update.get("runtimeVersion")),
+            ("id", update.id),
+            ("group", update.group_id),
+            ("project", update.project_id),
+            ("channel", update.channel),
+            ("platform", update.platform),
+            ("runtime version", update.runtime_version),
             ("state", _state(update)),
-            ("rollout", f"{update.get('rollout')}%"),
-            ("mandatory", yes_no(update.get("mandatory"))),
-            ("created", update.get("createdAt")),
-            ("message", update.get("message")),
-            ("source update", update.get("sourceUpdateId")),
-            ("manifest URL", update.get("manifestUrl")),
+            ("rollout", f"{update.rollout}%"),
+            ("mandatory", yes_no(update.mandatory)),
+            ("created", update.created_at),
+            ("message", update.message),
+            ("source update", update.source_update_id),
+            ("manifest URL", update.manifest_url),
         ],
         title="Update",
     )
-    if isinstance(delta, dict):  # delta updates (#10): download sizes, patches, bytes saved
+    if delta is not None:  # delta updates (#10): download sizes, patches, bytes saved
         print_fields(delta_fields(delta), title="Delivery")
-    launch = update.get("launchAsset")
-    assets = [a for a in [launch, *(update.get("assets") or [])] if isinstance(a, dict)]
+    launch = update.launch_asset
+    assets = [a for a in [launch, *update.assets] if a is not None]
     if assets:
         print_table(
             ["", "key", "content type", "size", "sha256"],
             (
                 [
                     "launch" if a is launch else "",
-                    a.get("key"),
-                    a.get("contentType"),
-                    human_bytes(int(a.get("size") or 0)),
-                    a.get("sha256"),
+                    a.key,
+                    a.content_type,
+                    human_bytes(a.size or 0),
+                    a.sha256,
                 ]
                 for a in assets
             ),
@@ -261,23 +263,28 @@ def view_update(
         )
     print_fields(
         [
-            ("metadata", json.dumps(update.get("metadata") or {})),
-            ("extra", _short_json(update.get("extra") or {})),
+            ("metadata", json.dumps(update.metadata or {})),
+            ("extra", _short_json(update.extra or {})),
         ]
     )
 
 
-def _print_group(group: dict[str, Any]) -> None:
+def _as_json(update: UpdateAnswer) -> dict[str, Any]:
+    """The update's members as the server sent them."""
+    return update.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+def _print_group(group: GroupAnswer) -> None:
     print_fields(
         [
-            ("group", group.get("id")),
-            ("project", group.get("projectId")),
-            ("created", group.get("createdAt")),
-            ("message", group.get("message")),
+            ("group", group.id),
+            ("project", group.project_id),
+            ("created", group.created_at),
+            ("message", group.message),
         ],
         title="Update group",
     )
-    print_table(UPDATE_COLUMNS, (update_row(u) for u in group.get("updates") or []))
+    print_table(UPDATE_COLUMNS, (update_row(u) for u in group.updates))
 
 
 @app.command("rollback")
@@ -320,6 +327,8 @@ def rollback_update(
 
     Example: lumora updates rollback 0b7e6c1e-... --to 5d1f2a9b-... --yes
     """
+    from lumora_ota.api_models import RolledBackAnswer, UpdateAnswer
+
     if to is not None and to_embedded:
         raise CliError("choose either --to or --to-embedded, not both", exit_code=2)
     with open_api(server, api_key) as api:
@@ -330,7 +339,7 @@ def rollback_update(
         for update in target.updates:
             if earlier is not None:
                 match = _same_platform(earlier, update)
-                bodies.append({"to": match["id"]})
+                bodies.append({"to": match.id})
                 what = f"update {to}"
             elif to_embedded:
                 bodies.append({"toEmbedded": True})
@@ -342,8 +351,14 @@ def rollback_update(
             assume_yes=yes,
             non_interactive=non_interactive,
         )
-        results = [
-            api.post(f"/updates/{u['id']}/rollback", body)
+        # {} answers the update with its replacement (200); the other forms the new update.
+        results: list[RolledBackAnswer | UpdateAnswer] = [
+            api.read(
+                RolledBackAnswer if not body else UpdateAnswer,
+                "POST",
+                f"/updates/{u.id}/rollback",
+                json=body,
+            )
             for u, body in zip(target.updates, bodies, strict=True)
         ]
         if private_key is not None:
@@ -357,31 +372,22 @@ def rollback_update(
         return
     rows: list[list[Any]] = []
     for update, result in zip(target.updates, results, strict=True):
-        if not isinstance(result, dict):
-            continue
         rows.append(update_row(result))
-        replacement = result.get("replacement")
-        moved = replacement if isinstance(replacement, dict) else None
-        if moved is not None:
+        moved = _created(result, update)
+        if isinstance(result, RolledBackAnswer) and moved is not None:
             rows.append(update_row(moved))
-        elif result.get("id") != update["id"]:
-            moved = result
         if moved is None:
-            note(
-                f"rolled back {update['id']}: no device needed moving (a newer update replaces it)"
-            )
+            note(f"rolled back {update.id}: no device needed moving (a newer update replaces it)")
         else:
-            note(
-                f"rolled back {update['id']}: devices now get {what} (new update {moved.get('id')})"
-            )
+            note(f"rolled back {update.id}: devices now get {what} (new update {moved.id})")
     print_table(UPDATE_COLUMNS, rows)
 
 
-def _same_platform(earlier: Target, update: dict[str, Any]) -> dict[str, Any]:
+def _same_platform(earlier: Target, update: UpdateAnswer) -> UpdateAnswer:
     for candidate in earlier.updates:
-        if candidate.get("platform") == update.get("platform"):
+        if candidate.platform == update.platform:
             return candidate
-    raise CliError(f"{earlier.describe()} has no {update.get('platform')} update to roll back to")
+    raise CliError(f"{earlier.describe()} has no {update.platform} update to roll back to")
 
 
 @app.command("promote")
@@ -423,6 +429,8 @@ def promote_update(
 
     Example: lumora updates promote 0b7e6c1e-... --to-channel production --rollout 10 --yes
     """
+    from lumora_ota.api_models import UpdateAnswer
+
     body: dict[str, Any] = {"channel": to_channel, "rollout": rollout}
     if mandatory is not None:
         body["mandatory"] = mandatory
@@ -432,23 +440,26 @@ def promote_update(
         target = resolve(api, update_id)
         # Check the whole group before changing anything: half a promoted group is worse
         # than none.
-        stale = [u for u in target.updates if u.get("status") != "active"]
+        stale = [u for u in target.updates if u.status != "active"]
         if stale:
-            names = ", ".join(f"{u.get('platform')} {u.get('id')}" for u in stale)
+            names = ", ".join(f"{u.platform} {u.id}" for u in stale)
             raise CliError(f"cannot promote {target.describe()}: rolled back ({names})")
         confirm(
             f"Promote {target.describe()} to {to_channel} at {rollout}%?",
             assume_yes=yes,
             non_interactive=non_interactive,
         )
-        results = [api.post(f"/updates/{u['id']}/promote", body) for u in target.updates]
+        results = [
+            api.read(UpdateAnswer, "POST", f"/updates/{u.id}/promote", json=body)
+            for u in target.updates
+        ]
         if private_key is not None:
-            _sign_created(api, private_key, [r if isinstance(r, dict) else None for r in results])
+            _sign_created(api, private_key, list(results))
     if as_json:
         print_json(results if target.is_group else results[0])
         return
     note(f"promoted {target.describe()} to {to_channel}")
-    print_table(UPDATE_COLUMNS, [update_row(r) for r in results if isinstance(r, dict)])
+    print_table(UPDATE_COLUMNS, [update_row(r) for r in results])
 
 
 @app.command("edit")
@@ -490,6 +501,8 @@ def edit_update(
     change = ", ".join(
         f"rollout {rollout}%" if k == "rollout" else f"mandatory {yes_no(mandatory)}" for k in body
     )
+    from lumora_ota.api_models import GroupAnswer, UpdateAnswer
+
     with open_api(server, api_key) as api:
         target = resolve(api, update_id)
         confirm(
@@ -497,11 +510,12 @@ def edit_update(
             assume_yes=yes,
             non_interactive=non_interactive,
         )
+        result: GroupAnswer | UpdateAnswer
         if target.is_group:
-            result = api.patch(f"/groups/{update_id}", body)
-            rows = [u for u in result.get("updates") or [] if isinstance(u, dict)]
+            result = api.read(GroupAnswer, "PATCH", f"/groups/{update_id}", json=body)
+            rows = result.updates
         else:
-            result = api.patch(f"/updates/{update_id}", body)
+            result = api.read(UpdateAnswer, "PATCH", f"/updates/{update_id}", json=body)
             rows = [result]
     if as_json:
         print_json(result)
@@ -524,16 +538,17 @@ def delete_update(
 
     Example: lumora updates delete 0b7e6c1e-... --yes
     """
+    from lumora_ota.api_models import DeletedAnswer
+
     with open_api(server, api_key) as api:
         target = resolve(api, update_id)
         confirm(f"Delete {target.describe()}?", assume_yes=yes, non_interactive=non_interactive)
         kind = "groups" if target.is_group else "updates"
-        result = api.delete(f"/{kind}/{update_id}")
+        result = api.read(DeletedAnswer, "DELETE", f"/{kind}/{update_id}")
     if as_json:
         print_json(result)
         return
-    deleted = result.get("deleted") if isinstance(result, dict) else None
-    note(f"deleted {target.describe()}: {', '.join(map(str, deleted or []))}")
+    note(f"deleted {target.describe()}: {', '.join(result.deleted)}")
 
 
 @app.command("stats")
@@ -564,13 +579,6 @@ def update_stats(
     render_stats(stats)
 
 
-def _items(page: Any) -> list[dict[str, Any]]:
-    items = page.get("items") if isinstance(page, dict) else None
-    if not isinstance(items, list):
-        raise CliError("the server's answer has no items list")
-    return [i for i in items if isinstance(i, dict)]
-
-
 def _short_json(value: Any, limit: int = 400) -> str:
     text = json.dumps(value, separators=(",", ":"))
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -580,17 +588,16 @@ def _short_json(value: Any, limit: int = 400) -> str:
 app.command("configure")(configure)
 
 
-def _created(result: Any, update: dict[str, Any]) -> dict[str, Any] | None:
+def _created(result: RolledBackAnswer | UpdateAnswer, update: UpdateAnswer) -> UpdateAnswer | None:
     """The update (or marker) a rollback created, None when it created none."""
-    if not isinstance(result, dict):
-        return None
-    replacement = result.get("replacement")
-    if isinstance(replacement, dict):
-        return replacement
-    return result if result.get("id") != update["id"] else None
+    from lumora_ota.api_models import RolledBackAnswer
+
+    if isinstance(result, RolledBackAnswer):
+        return result.replacement
+    return result if result.id != update.id else None
 
 
-def _sign_created(api: Any, private_key: Path, created: list[dict[str, Any] | None]) -> None:
+def _sign_created(api: Any, private_key: Path, created: list[UpdateAnswer | None]) -> None:
     """Sign, with the publisher's key, the copies and markers just created."""
     from lumora_ota.cli.publisher_signing import sign_new_updates
 
