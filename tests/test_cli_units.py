@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ast
+import http.server
 import json
 import stat
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -358,3 +361,77 @@ def test_outage_answers_read_as_one_clear_line() -> None:
         "the server at http://ota is unavailable (503): the database (postgresql) is "
         "unavailable (connection refused); retry in 5 s"
     )
+
+
+# ---------------------------------------------------------------- typed answers
+
+
+class _Malformed(http.server.BaseHTTPRequestHandler):
+    """Answers every request with 200 and a JSON document of the wrong shape."""
+
+    body = json.dumps({"items": [{"id": 7}], "projects": "none", "role": None}).encode()
+
+    def _answer(self) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def malformed_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Malformed)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["whoami"],
+        ["projects", "list"],
+        ["deployments", "list", "--project", "p"],
+        ["updates", "list", "--project", "p"],
+        ["updates", "view", "0b7e6c1e-3f2a-4a8e-9d55-2f7f0c1c9a10"],
+        ["updates", "stats", "--project", "p"],
+        ["devices", "view", "d1", "--project", "p"],
+        ["webhooks", "list", "--project", "p"],
+        ["keys", "list"],
+        ["audit"],
+        ["embedded", "delta", "0b7e6c1e-3f2a-4a8e-9d55-2f7f0c1c9a10"],
+    ],
+)
+def test_a_malformed_answer_is_one_line_and_a_failure(
+    command: list[str], malformed_server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run([*command, "--server", malformed_server, "--api-key", "lum_key"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "with an unexpected answer: " in err and "Traceback" not in err, err
+
+
+def test_typed_reads_name_the_member_out_of_shape() -> None:
+    from lumora_ota.api_models import WhoAmIAnswer
+
+    answer = {"keyId": "k", "name": None, "role": "admin", "projectId": None, "projects": [{}]}
+    api = _api(httpx.MockTransport(lambda r: httpx.Response(200, json=answer)))
+    with pytest.raises(ApiError, match=r"answered GET /whoami with an unexpected answer: "
+                       r"projects\.0\.id: Field required \(and 2 more\)"):  # fmt: skip
+        api.read(WhoAmIAnswer, "GET", "/whoami")
+    answer["projects"] = [{"id": "i", "slug": "s", "name": "n", "new": 1}]
+    me = _api(httpx.MockTransport(lambda r: httpx.Response(200, json=answer))).read(
+        WhoAmIAnswer, "GET", "/whoami"
+    )
+    assert me.projects[0].slug == "s"  # members a newer server adds are kept, not refused

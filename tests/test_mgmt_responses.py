@@ -216,6 +216,7 @@ def test_the_remaining_answers_match_their_models(tmp_path: Path) -> None:
             r.UpdateAnswer,
             client.post(f"/api/v1/updates/{update['id']}/rollback", json={"toEmbedded": True}),
         )
+        _check(r.StatsReport, client.get("/api/v1/stats", params={"project": "rr"}))
         _check(r.HealthAnswer, client.get("/health"))
         _publisher_signatures(client)
         del client.headers["authorization"]

@@ -243,16 +243,18 @@ def test_unsigned_upload_and_foreign_bodies_are_refused(
         )
         assert answer.status_code == 400
     # The CLI refuses to sign a manifest whose asset URLs point elsewhere.
+    from lumora_ota.api_models import UnsignedBody
     from lumora_ota.cli.errors import CliError
     from lumora_ota.cli.publisher_signing import check_intended
 
     body = json.loads(listed[0]["body"])
     body["launchAsset"]["url"] = "https://evil.example/x.js"
-    evil = {
-        "updateId": update,
-        "kind": listed[0]["kind"],
-        "body": json.dumps(body, separators=(",", ":")),
-    }
+    evil = UnsignedBody(
+        update_id=update,
+        kind=listed[0]["kind"],
+        body=json.dumps(body, separators=(",", ":")),
+        sha256="-",
+    )
     with pytest.raises(CliError, match=r"evil\.example"):
         check_intended(evil, origins=[server.url])
 

@@ -522,6 +522,117 @@ class DeviceTimelineAnswer(Answer):
     timeline: list[TimelineEvent]
 
 
+# --- statistics (GET /stats) ------------------------------------------------------------
+
+
+class ActiveDevices(Answer):
+    """Devices seen within 1, 7 and 30 days before now."""
+
+    one_day: int = Field(alias="1d")
+    seven_days: int = Field(alias="7d")
+    thirty_days: int = Field(alias="30d")
+
+
+class Figures(Answer):
+    """Counts over the range: checks answered; devices per update outcome."""
+
+    checks: int
+    downloads: int
+    installs: int
+    launch_successes: int
+    launch_failures: int
+    rollbacks: int
+    download_failures: int
+
+
+class Totals(Figures):
+    """Figures summed over the range, with device counts and launch rates (0..1 or null)."""
+
+    unique_devices: int
+    active_devices: ActiveDevices
+    success_rate: float | None
+    failure_rate: float | None
+
+
+class DailyPoint(Figures):
+    """One UTC day of the series."""
+
+    date: str
+    unique_devices: int
+
+
+class HealthOut(Answer):
+    """Launch health over all time: flagged when the failure rate crosses the threshold."""
+
+    status: Literal["ok", "failing", "insufficientData"]
+    flagged: bool
+    launches: int
+    failures: int
+    failure_rate: float | None
+
+
+class UpdateFigures(Figures):
+    """One update's figures over the range, and its health."""
+
+    update_id: str
+    project_id: str
+    channel: str
+    platform: str
+    runtime_version: str
+    message: str
+    created_at: str
+    rollout: int
+    status: str
+    active_devices: ActiveDevices
+    success_rate: float | None
+    failure_rate: float | None
+    health: HealthOut
+
+
+class Flag(HealthOut):
+    """A flagged update."""
+
+    update_id: str
+    project_id: str
+    channel: str
+    platform: str
+    rollout: int
+
+
+class ProjectRef(Answer):
+    """The project reported on."""
+
+    id: str
+    slug: str
+    name: str
+
+
+class Thresholds(Answer):
+    """The health rule in force."""
+
+    failure_rate: float
+    min_launches: int
+    min_failures: int = Field(description="Failing devices needed before an update is flagged.")
+    devices_per_source: int = Field(
+        description="Devices one client address adds to an update's health figure, per outcome."
+    )
+
+
+class StatsReport(Answer):
+    """The answer of ``GET /stats``."""
+
+    project: ProjectRef | None
+    since: str
+    until: str
+    channel: str | None
+    update: str | None
+    totals: Totals
+    daily: list[DailyPoint]
+    updates: list[UpdateFigures]
+    flags: list[Flag]
+    thresholds: Thresholds
+
+
 # --- health ------------------------------------------------------------------------------
 
 

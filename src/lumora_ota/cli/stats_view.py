@@ -1,66 +1,69 @@
-"""How ``lumora updates stats`` shows a ``GET /stats`` report to people.
+"""How ``lumora updates stats`` shows a ``GET /stats`` report (``StatsReport``) to people.
 
 The report's known parts (totals, daily series, per-update figures, health flags) get
-readable tables; any other field is still shown, so newer servers lose nothing.
+readable tables; the remaining fields (range, filters, thresholds, and any member a newer
+server adds) are listed as they are, so newer servers lose nothing.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from lumora_ota.cli.output import note, print_fields, print_table
 
-# (report field, column title) for the per-update table, in display order.
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from lumora_ota.api_models import DailyPoint, StatsReport, UpdateFigures
+
+# (attribute, column title) for the per-update table, in display order.
 UPDATE_COLUMNS = [
-    ("updateId", "update"),
+    ("update_id", "update"),
     ("channel", "channel"),
     ("platform", "platform"),
     ("rollout", "rollout"),
     ("checks", "checks"),
     ("downloads", "downl."),
     ("installs", "inst."),
-    ("launchSuccesses", "ok"),
-    ("launchFailures", "failed"),
+    ("launch_successes", "ok"),
+    ("launch_failures", "failed"),
     ("rollbacks", "rb"),
-    ("failureRate", "fail %"),
+    ("failure_rate", "fail %"),
 ]
 FLAG_COLUMNS = [
-    ("updateId", "update"),
+    ("update_id", "update"),
     ("channel", "channel"),
     ("platform", "platform"),
     ("launches", "launches"),
     ("failures", "failures"),
-    ("failureRate", "failure rate"),
+    ("failure_rate", "failure rate"),
     ("status", "health"),
 ]
 KNOWN_FIELDS = {"project", "totals", "daily", "updates", "flags"}
 
 
-def render_stats(report: Any) -> None:
+def render_stats(report: StatsReport) -> None:
     """Print a stats report as fields and tables."""
-    if not isinstance(report, dict):
-        print_fields([("stats", json.dumps(report))])
-        return
-    project = report.get("project")
-    header = [(k, v) for k, v in report.items() if k not in KNOWN_FIELDS]
-    if isinstance(project, dict):
-        header.insert(0, ("project", project.get("slug") or project.get("id")))
+    header = [(k, v) for k, v in _members(report).items() if k not in KNOWN_FIELDS]
+    if report.project is not None:
+        header.insert(0, ("project", report.project.slug or report.project.id))
     print_fields([(k, _text(v)) for k, v in header], title="Statistics")
-    totals = report.get("totals")
-    if isinstance(totals, dict):
-        print_fields([(k, _text(v)) for k, v in totals.items()], title="Totals")
-    _print_daily(report.get("daily"))
-    _print_rows(report.get("updates"), UPDATE_COLUMNS, "Updates", extra=_health_cell)
-    flags = report.get("flags")
-    if isinstance(flags, list) and flags:
-        _print_rows(flags, FLAG_COLUMNS, "Flagged updates (launch failures)")
+    print_fields([(k, _text(v)) for k, v in _members(report.totals).items()], title="Totals")
+    _print_daily(report.daily)
+    _print_rows(report.updates, UPDATE_COLUMNS, "Updates", extra=_health_cell)
+    if report.flags:
+        _print_rows(report.flags, FLAG_COLUMNS, "Flagged updates (launch failures)")
 
 
-def _print_daily(daily: Any) -> None:
-    if not isinstance(daily, list):
-        return
-    rows = [d for d in daily if isinstance(d, dict)]
+def _members(model: BaseModel) -> dict[str, Any]:
+    """A model's members by their wire names, unknown ones included."""
+    return model.model_dump(mode="json", by_alias=True)
+
+
+def _print_daily(daily: list[DailyPoint]) -> None:
+    rows = [_members(d) for d in daily]
     active = [d for d in rows if any(v for k, v in d.items() if k != "date")]
     if not active:
         note(f"no activity in these {len(rows)} days")
@@ -74,29 +77,27 @@ def _print_daily(daily: Any) -> None:
 
 
 def _print_rows(
-    rows: Any,
+    rows: Sequence[BaseModel],
     columns: list[tuple[str, str]],
     title: str,
     *,
-    extra: Any = None,
+    extra: Callable[[Any], str] | None = None,
 ) -> None:
-    if not isinstance(rows, list) or not rows:
+    if not rows:
         return
-    items = [r for r in rows if isinstance(r, dict)]
     titles = [t for _, t in columns] + (["health"] if extra else [])
     print_table(
         titles,
         (
-            [_text(r.get(field)) for field, _ in columns] + ([extra(r)] if extra else [])
-            for r in items
+            [_text(getattr(r, field)) for field, _ in columns] + ([extra(r)] if extra else [])
+            for r in rows
         ),
         title=title,
     )
 
 
-def _health_cell(row: dict[str, Any]) -> str:
-    health = row.get("health")
-    return str(health.get("status", "-")) if isinstance(health, dict) else "-"
+def _health_cell(row: UpdateFigures) -> str:
+    return row.health.status
 
 
 def _text(value: Any) -> Any:

@@ -568,11 +568,18 @@ def update_stats(
 
     Example: lumora updates stats --update 0b7e6c1e-... --json
     """
+    from lumora_ota.api_models import StatsReport
+
     chosen = pick_project(project)
+    params = {
+        "project": chosen,
+        "channel": channel,
+        "update": update,
+        "since": since,
+        "until": until,
+    }
     with open_api(server, api_key) as api:
-        stats = api.get(
-            "/stats", project=chosen, channel=channel, update=update, since=since, until=until
-        )
+        stats = api.read(StatsReport, "GET", "/stats", params=params)
     if as_json:
         print_json(stats)
         return

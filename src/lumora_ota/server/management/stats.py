@@ -7,12 +7,11 @@ read by ``lumora_ota.stats_report``. They trail live traffic by at most one flus
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
 
+from lumora_ota.api_models import StatsReport
 from lumora_ota.server.context import app_context
 from lumora_ota.server.management.auth import CurrentPrincipal, ReadSession, visible_project
 from lumora_ota.server.problems import ProblemError, not_found
@@ -20,118 +19,6 @@ from lumora_ota.stats_report import StatsQuery, build_report, health_thresholds
 from lumora_ota.store.models import Update, utcnow
 
 router = APIRouter(tags=["stats"])
-
-
-class _Out(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
-
-
-class ActiveDevices(_Out):
-    """Devices seen within 1, 7 and 30 days before now."""
-
-    one_day: int = Field(alias="1d")
-    seven_days: int = Field(alias="7d")
-    thirty_days: int = Field(alias="30d")
-
-
-class Figures(_Out):
-    """Counts over the range: checks answered; devices per update outcome."""
-
-    checks: int
-    downloads: int
-    installs: int
-    launch_successes: int
-    launch_failures: int
-    rollbacks: int
-    download_failures: int
-
-
-class Totals(Figures):
-    """Figures summed over the range, with device counts and launch rates (0..1 or null)."""
-
-    unique_devices: int
-    active_devices: ActiveDevices
-    success_rate: float | None
-    failure_rate: float | None
-
-
-class DailyPoint(Figures):
-    """One UTC day of the series."""
-
-    date: str
-    unique_devices: int
-
-
-class HealthOut(_Out):
-    """Launch health over all time: flagged when the failure rate crosses the threshold."""
-
-    status: Literal["ok", "failing", "insufficientData"]
-    flagged: bool
-    launches: int
-    failures: int
-    failure_rate: float | None
-
-
-class UpdateFigures(Figures):
-    """One update's figures over the range, and its health."""
-
-    update_id: str
-    project_id: str
-    channel: str
-    platform: str
-    runtime_version: str
-    message: str
-    created_at: str
-    rollout: int
-    status: str
-    active_devices: ActiveDevices
-    success_rate: float | None
-    failure_rate: float | None
-    health: HealthOut
-
-
-class Flag(HealthOut):
-    """A flagged update."""
-
-    update_id: str
-    project_id: str
-    channel: str
-    platform: str
-    rollout: int
-
-
-class ProjectRef(_Out):
-    """The project reported on."""
-
-    id: str
-    slug: str
-    name: str
-
-
-class Thresholds(_Out):
-    """The health rule in force."""
-
-    failure_rate: float
-    min_launches: int
-    min_failures: int = Field(description="Failing devices needed before an update is flagged.")
-    devices_per_source: int = Field(
-        description="Devices one client address adds to an update's health figure, per outcome."
-    )
-
-
-class StatsReport(_Out):
-    """The answer of ``GET /stats``."""
-
-    project: ProjectRef | None
-    since: str
-    until: str
-    channel: str | None
-    update: str | None
-    totals: Totals
-    daily: list[DailyPoint]
-    updates: list[UpdateFigures]
-    flags: list[Flag]
-    thresholds: Thresholds
 
 
 DEFAULT_RANGE_DAYS = 30
