@@ -88,6 +88,8 @@ class LumoraServer:
     database_url: str | None = None
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    # Settings a scenario is about (``LUMORA_ACCEL_REDIRECT_PREFIX``), shown in the report.
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -102,6 +104,7 @@ class LumoraServer:
     def command(self) -> list[str]:
         """The exact command line, for the report."""
         args = [
+            *(f"{name}={value}" for name, value in self.extra_env.items()),
             lumora_executable(),
             "serve",
             "--host",
@@ -124,9 +127,13 @@ class LumoraServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("LUMORA_")}
         env["LUMORA_BOOTSTRAP_ADMIN_KEY"] = self.admin_key
+        env.update(self.extra_env)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                self.command(), env=env, stdout=log, stderr=subprocess.STDOUT
+                self.command()[len(self.extra_env) :],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         _wait_http(f"{self.url}/health", self.proc, self.log_path, timeout)
         return self

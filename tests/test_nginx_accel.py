@@ -30,6 +30,7 @@ if str(REPO_ROOT) not in sys.path:  # the benchmark's nginx runner is shared wit
 
 from bench.processes import nginx_executable  # noqa: E402
 from bench.proxy import ACCEL_PREFIX, DEPLOYMENT_CONF, NginxProxy  # noqa: E402
+from lumora_ota.server.device.assets import ACCEL_EXPIRES_SECONDS  # noqa: E402
 from lumora_ota.signing import generate_signing_identity  # noqa: E402
 
 ASSETS = "/api/v1/assets/"
@@ -80,9 +81,12 @@ def _wait_for_variants(server: ServerProcess, path: str) -> None:
     deadline = time.monotonic() + 60
     with httpx.Client(base_url=server.url, timeout=30) as client:
         for encoding in ("br", "gzip"):
-            while fetch(client, "GET", path, {"accept-encoding": encoding}).headers.get(
-                "content-encoding"
-            ) != encoding:
+            while (
+                fetch(client, "GET", path, {"accept-encoding": encoding}).headers.get(
+                    "content-encoding"
+                )
+                != encoding
+            ):
                 assert time.monotonic() < deadline, f"no {encoding} variant of {path}"
                 time.sleep(0.1)
 
@@ -194,7 +198,28 @@ def test_nginx_sends_the_chosen_variant(deployment: Deployment) -> None:
         assert handed.status == 200 and handed.body == b"", (method, extra)
         relative = f"{sha[:2]}/{sha[2:4]}/{sha}.br"
         assert handed.headers["x-accel-redirect"] == ACCEL_PREFIX + relative
+        assert handed.headers["x-accel-expires"] == str(ACCEL_EXPIRES_SECONDS)
         assert handed.headers["content-length"] == "0"
+
+
+def test_reused_hand_overs_keep_each_request_its_own_answer(deployment: Deployment) -> None:
+    """nginx reuses Lumora's hand-overs (its proxy cache, keyed by the answer's Vary): mixed
+    encodings, origins and conditional requests, over and over, each get the direct answer."""
+    path = deployment.files["bundle.js"]
+    sha = deployment.shas["bundle.js"]
+    requests = [
+        {"accept-encoding": "br"},
+        {"accept-encoding": "gzip"},
+        {"accept-encoding": "identity"},
+        {"accept-encoding": "br", "origin": "https://web.example"},
+        {"accept-encoding": "br", "if-none-match": f'"{sha}-br"'},
+        {"accept-encoding": "gzip", "if-none-match": f'"{sha}-br"'},
+    ]
+    for _ in range(3):
+        for headers in requests:
+            direct, proxied = deployment.both("GET", path, **headers)
+            assert_same(direct, proxied)
+            assert "x-accel-expires" not in proxied.headers
 
 
 def test_svg_stays_an_inert_attachment(deployment: Deployment) -> None:
@@ -233,6 +258,8 @@ def test_ranges(deployment: Deployment, accept_encoding: str, byte_range: str) -
         **{"accept-encoding": accept_encoding, "range": byte_range},
     )
     assert direct.status == 206
+    # nginx never sends Accept-Ranges on a 206 (the answer itself says ranges work).
+    assert direct.headers.pop("accept-ranges") == "bytes"
     assert_same(direct, proxied)
 
 

@@ -292,8 +292,7 @@ class Settings(BaseSettings):
     def _accel_prefix(cls, raw: str | None) -> str | None:
         if raw is not None and not ACCEL_PREFIX_RE.fullmatch(raw):
             raise ValueError(
-                "must be an nginx location path that starts and ends with / "
-                "(e.g. /_lumora_blobs/)"
+                "must be an nginx location path that starts and ends with / (e.g. /_lumora_blobs/)"
             )
         if raw is not None and raw.startswith("/api/"):
             # nginx would make that part of Lumora's own API unreachable (``internal``).
