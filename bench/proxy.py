@@ -2,7 +2,7 @@
 
 ``docs/nginx/lumora.conf`` is the configuration docs/DEPLOYMENT.md shows. ``local_config``
 takes it as it is and replaces only its example values (the upstream servers, the listen
-address, the TLS files, the blob folder, the cache folder) for a run on loopback; each must be found exactly
+address, the TLS files, the blob folder) for a run on loopback; each must be found exactly
 once, so a change to the documented file that this does not understand fails loudly instead
 of testing something else. ``NginxProxy`` runs it (the end-to-end test in
 tests/test_nginx_accel.py and the benchmark's ``asset_1mb_br_accel`` scenario).
@@ -27,7 +27,6 @@ EXAMPLE_LISTEN = "listen 443 ssl http2;"
 EXAMPLE_CERT = "/etc/ssl/ota.example.com.crt"
 EXAMPLE_KEY = "/etc/ssl/ota.example.com.key"
 EXAMPLE_BLOBS = "alias /var/lib/lumora/blobs/;"
-EXAMPLE_CACHE = "proxy_cache_path /var/cache/nginx/lumora "
 TLS_LINES = re.compile(r"^\s*ssl_certificate(_key)?\s.*\n", re.MULTILINE)
 
 MAIN_CONF = """\
@@ -69,13 +68,11 @@ def local_config(
     port: int,
     upstream_port: int,
     blobs_dir: Path,
-    cache_dir: Path,
     tls: tuple[Path, Path] | None,
 ) -> str:
     """The documented site configuration for loopback: listening on 127.0.0.1:``port`` (TLS
     with ``tls`` = (certificate, key) files, else plain HTTP), one upstream at
-    127.0.0.1:``upstream_port``, the blob folder ``blobs_dir``, the hand-over cache in
-    ``cache_dir``. ``ConfigMismatch`` when an
+    127.0.0.1:``upstream_port``, the blob folder ``blobs_dir``. ``ConfigMismatch`` when an
     example value is missing or repeated."""
     upstreams = EXAMPLE_UPSTREAMS.findall(template)
     if not upstreams:
@@ -84,7 +81,6 @@ def local_config(
     text = EXAMPLE_UPSTREAMS.sub("", template, count=len(upstreams) - 1)
     text = EXAMPLE_UPSTREAMS.sub(f"{indent}server 127.0.0.1:{upstream_port} {options};\n", text)
     text = _replace_once(text, EXAMPLE_BLOBS, f"alias {blobs_dir.resolve()}/;")
-    text = _replace_once(text, EXAMPLE_CACHE, f"proxy_cache_path {cache_dir.resolve()} ")
     if tls is not None:
         text = _replace_once(text, EXAMPLE_LISTEN, f"listen 127.0.0.1:{port} ssl http2;")
         text = _replace_once(text, EXAMPLE_CERT, str(tls[0]))
@@ -124,7 +120,6 @@ class NginxProxy:
                 port=self.port,
                 upstream_port=self.upstream_port,
                 blobs_dir=self.blobs_dir,
-                cache_dir=self.root / "cache",
                 tls=self.tls,
             )
         )

@@ -30,7 +30,6 @@ if str(REPO_ROOT) not in sys.path:  # the benchmark's nginx runner is shared wit
 
 from bench.processes import nginx_executable  # noqa: E402
 from bench.proxy import ACCEL_PREFIX, DEPLOYMENT_CONF, NginxProxy  # noqa: E402
-from lumora_ota.server.device.assets import ACCEL_EXPIRES_SECONDS  # noqa: E402
 from lumora_ota.signing import generate_signing_identity  # noqa: E402
 
 ASSETS = "/api/v1/assets/"
@@ -198,13 +197,12 @@ def test_nginx_sends_the_chosen_variant(deployment: Deployment) -> None:
         assert handed.status == 200 and handed.body == b"", (method, extra)
         relative = f"{sha[:2]}/{sha[2:4]}/{sha}.br"
         assert handed.headers["x-accel-redirect"] == ACCEL_PREFIX + relative
-        assert handed.headers["x-accel-expires"] == str(ACCEL_EXPIRES_SECONDS)
         assert handed.headers["content-length"] == "0"
 
 
-def test_reused_hand_overs_keep_each_request_its_own_answer(deployment: Deployment) -> None:
-    """nginx reuses Lumora's hand-overs (its proxy cache, keyed by the answer's Vary): mixed
-    encodings, origins and conditional requests, over and over, each get the direct answer."""
+def test_mixed_requests_each_get_their_own_answer(deployment: Deployment) -> None:
+    """Encodings, origins and conditional requests mixed on kept-alive connections (nginx's
+    to Lumora included): each gets the direct answer."""
     path = deployment.files["bundle.js"]
     sha = deployment.shas["bundle.js"]
     requests = [
@@ -219,7 +217,6 @@ def test_reused_hand_overs_keep_each_request_its_own_answer(deployment: Deployme
         for headers in requests:
             direct, proxied = deployment.both("GET", path, **headers)
             assert_same(direct, proxied)
-            assert "x-accel-expires" not in proxied.headers
 
 
 def test_svg_stays_an_inert_attachment(deployment: Deployment) -> None:
@@ -258,8 +255,6 @@ def test_ranges(deployment: Deployment, accept_encoding: str, byte_range: str) -
         **{"accept-encoding": accept_encoding, "range": byte_range},
     )
     assert direct.status == 206
-    # nginx never sends Accept-Ranges on a 206 (the answer itself says ranges work).
-    assert direct.headers.pop("accept-ranges") == "bytes"
     assert_same(direct, proxied)
 
 

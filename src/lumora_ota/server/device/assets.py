@@ -101,11 +101,6 @@ INERT_TYPES = frozenset(
 # Encodings in server preference order (brotli is smaller).
 ENCODINGS = tuple(VARIANTS)
 ACCEL_REDIRECT = b"x-accel-redirect"
-# Seconds nginx may reuse a hand-over for the same request (its ``proxy_cache``, keyed by URL
-# and the answer's ``vary``): a variant written after a publish, or an update unpublished, is
-# seen at most this late, and Lumora's download statistics count one download per reuse
-# period instead of each one. ``X-Accel-Expires`` goes to nginx only, never to the device.
-ACCEL_EXPIRES_SECONDS = 10
 # What one memoized X-Accel-Redirect answer (headers, no bytes) is counted as in memory.
 ACCEL_ENTRY_BYTES = 1024
 
@@ -144,16 +139,6 @@ def parse_asset_name(name: str) -> tuple[str, str]:
     return match["sha256"], match["ext"] or ""
 
 
-# Representation metadata a 304 leaves out (RFC 9110 15.4.5 asks for ETag, Vary,
-# Cache-Control...; nginx drops Accept-Ranges from a 304 it proxies with a cache, too).
-NOT_MODIFIED_OMITS = frozenset({b"content-type", b"accept-ranges"})
-
-
-def not_modified_headers(headers: RawHeaders) -> RawHeaders:
-    """A 200's headers as its 304 carries them."""
-    return tuple(h for h in headers if h[0] not in NOT_MODIFIED_OMITS)
-
-
 def etag_matches(if_none_match: str, etag: str) -> bool:
     """Whether an ``if-none-match`` list names ``etag`` (weak comparison, as RFC 9110 asks)."""
     if if_none_match.strip() == "*":
@@ -173,8 +158,8 @@ class StoredAsset:
     stat: os.stat_result
     content_type: str
     headers: RawHeaders
-    # ``x-accel-redirect: <prefix><path>`` and ``x-accel-expires`` when nginx sends the
-    # bytes of a 200, else empty (never on a 304).
+    # ``((b"x-accel-redirect", b"<prefix><path>"),)`` when nginx sends the bytes of a 200,
+    # else empty (never on a 304).
     accel: RawHeaders = ()
 
     @property
@@ -212,10 +197,7 @@ def stored_asset(
     if encoding != "identity":
         pairs.append(("content-encoding", encoding))
     headers = (*raw_headers(*pairs), *ASSET_SECURITY_HEADERS)
-    redirect: RawHeaders = ()
-    if accel:
-        expires = str(ACCEL_EXPIRES_SECONDS).encode()
-        redirect = ((ACCEL_REDIRECT, accel.encode("ascii")), (b"x-accel-expires", expires))
+    redirect = ((ACCEL_REDIRECT, accel.encode("ascii")),) if accel else ()
     return StoredAsset(sha256, encoding, path, stat, content_type, headers, redirect)
 
 
@@ -391,11 +373,7 @@ def build_router(ctx: AppContext, files: AssetFiles) -> APIRouter:
         headers["vary"] = full_asset_vary(ctx, sha256)  # launch assets also vary on A-IM (#10)
         if_none_match = request.headers.get("if-none-match")
         if if_none_match is not None and etag_matches(if_none_match, asset.etag):
-            raw = (*asset.headers, (b"vary", headers["vary"].encode("latin-1")))
-            unchanged = {
-                k.decode("latin-1"): v.decode("latin-1") for k, v in not_modified_headers(raw)
-            }
-            return Response(status_code=304, headers=unchanged)
+            return Response(status_code=304, headers=headers)
         record_asset_download(ctx, request.method, asset)
         if asset.accel:  # nginx sends the file (and answers a Range itself)
             headers.update((k.decode("latin-1"), v.decode("latin-1")) for k, v in asset.accel)

@@ -45,7 +45,6 @@ from lumora_ota.server.device.assets import (
     ASSET_NAME_RE,
     AssetFiles,
     etag_matches,
-    not_modified_headers,
     record_asset_download,
 )
 from lumora_ota.server.device.check import CheckRequest, CheckResponder
@@ -276,7 +275,8 @@ class DeviceEdge:
         answer_headers = (*asset.headers, (b"vary", vary))
         if_none_match = headers.get("if-none-match")
         if if_none_match is not None and etag_matches(if_none_match, asset.etag):
-            await self._send(send, 304, b"", not_modified_headers(answer_headers))
+            unchanged = tuple(h for h in answer_headers if h[0] != b"content-type")
+            await self._send(send, 304, b"", unchanged)
             self._observe("GET", ASSET.metric, 304, started)
             return
         record_asset_download(self._ctx, "GET", asset)
