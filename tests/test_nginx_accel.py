@@ -243,6 +243,25 @@ def test_not_modified(deployment: Deployment, accept_encoding: str) -> None:
     assert_same(direct, proxied)
 
 
+def test_if_modified_since_is_not_a_validator_here(deployment: Deployment) -> None:
+    """Lumora decides by ETag alone; nginx must not answer 304 to a date on its own."""
+    path = deployment.files["bundle.js"]
+    first, _ = deployment.both("GET", path)
+    for since in (first.headers["last-modified"], "Fri, 01 Jan 2100 00:00:00 GMT"):
+        direct, proxied = deployment.both("GET", path, **{"if-modified-since": since})
+        assert_same(direct, proxied)
+
+
+@pytest.mark.parametrize("matches", [True, False])
+def test_if_range(deployment: Deployment, matches: bool) -> None:
+    path = deployment.files["bundle.js"]
+    first, _ = deployment.both("GET", path)
+    tag = first.headers["etag"] if matches else '"stale"'
+    direct, proxied = deployment.both("GET", path, range="bytes=5-20", **{"if-range": tag})
+    assert direct.status == (206 if matches else 200)
+    assert_same(direct, proxied)
+
+
 @pytest.mark.parametrize(
     ("accept_encoding", "byte_range"),
     [("identity", "bytes=10-99"), ("identity", "bytes=-50"), ("br", "bytes=0-0"),
