@@ -19,10 +19,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from delta_helpers import launch_path, wait_for_patch
 from harness import REPO_ROOT, ServerProcess, create_project, database_url_for, publish_dir
 
 if str(REPO_ROOT) not in sys.path:  # the benchmark's nginx runner is shared with this test
@@ -65,6 +67,7 @@ class Deployment:
     nginx: NginxProxy
     files: dict[str, str]  # file name -> asset path (``/api/v1/assets/<sha><ext>``)
     shas: dict[str, str]  # file name -> sha256
+    updates: list[dict[str, Any]]  # the two published updates (the second patchable)
 
     def both(self, method: str, path: str, **headers: str) -> tuple[Answer, Answer]:
         """The same request, to Lumora directly and through nginx."""
@@ -121,7 +124,12 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         with direct.client() as client:
             slug = "accel-" + uuid.uuid4().hex[:8]
             create_project(client, slug)
-            publish_dir(client, slug, export, launch="bundle.js")
+            first = publish_dir(client, slug, export, launch="bundle.js")["updates"][0]
+            # A second update whose bundle differs a little: a delta patch from the first.
+            (export / "bundle.js").write_bytes(BUNDLE + b"console.log('second');\n")
+            second = publish_dir(client, slug, export, launch="bundle.js")["updates"][0]
+            (export / "bundle.js").write_bytes(BUNDLE)
+            wait_for_patch(client, second["id"], first["id"])
             # Stored but never published: nobody's to download.
             unpublished = b"uploaded, never published " + uuid.uuid4().bytes
             sha = hashlib.sha256(unpublished).hexdigest()
@@ -145,7 +153,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         )
         (root / "nginx").mkdir()
         nginx.start()
-        yield Deployment(direct, behind, nginx, paths, shas)
+        yield Deployment(direct, behind, nginx, paths, shas, [first, second])
     finally:
         if nginx is not None:
             nginx.stop()
@@ -291,6 +299,27 @@ def test_cors_request(deployment: Deployment) -> None:
     )
     assert "access-control-allow-origin" in direct.headers
     assert_same(direct, proxied)
+
+
+@pytest.mark.parametrize("a_im", ["bsdiff", None])
+def test_delta_patch(deployment: Deployment, a_im: str | None) -> None:
+    """A launch-asset request of expo-updates that a stored patch answers gets Lumora's 226
+    (bytes from Lumora, not a hand-over); without ``A-IM`` the full bundle, from nginx."""
+    first, second = deployment.updates
+    headers = {
+        "expo-requested-update-id": second["id"],
+        "expo-current-update-id": first["id"],
+        "expo-platform": second["platform"],
+        "expo-runtime-version": second["runtimeVersion"],
+        "accept-encoding": "br, gzip",
+    }
+    if a_im is not None:
+        headers["a-im"] = a_im
+    direct, proxied = deployment.both("GET", launch_path(second), **headers)
+    assert direct.status == (226 if a_im else 200)
+    assert_same(direct, proxied)
+    if a_im:
+        assert proxied.headers["im"] == "bsdiff" and proxied.body.startswith(b"BSDIFF40")
 
 
 @pytest.mark.parametrize(
