@@ -30,9 +30,10 @@ from harness import REPO_ROOT, ServerProcess, create_project, database_url_for, 
 if str(REPO_ROOT) not in sys.path:  # the benchmark's nginx runner is shared with this test
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.processes import nginx_executable  # noqa: E402
-from bench.proxy import ACCEL_PREFIX, DEPLOYMENT_CONF, NginxProxy  # noqa: E402
-from lumora_ota.signing import generate_signing_identity  # noqa: E402
+from bench.processes import nginx_executable
+from bench.proxy import ACCEL_PREFIX, DEPLOYMENT_CONF, NginxProxy
+
+from lumora_ota.signing import generate_signing_identity
 
 ASSETS = "/api/v1/assets/"
 # Headers of the connection, not of the answer.
