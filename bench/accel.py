@@ -20,7 +20,7 @@ from rich.console import Console
 
 from bench.config import BenchConfig
 from bench.dataset import LoadedData
-from bench.processes import LumoraServer
+from bench.processes import LumoraServer, ResourceSampler
 from bench.proxy import ACCEL_PREFIX, NginxProxy
 from bench.scenarios import (
     ProbeFailed,
@@ -96,19 +96,29 @@ def measure_accel(
         _wait_probe(scenario)
         half = replace(cfg, duration=max(1.0, cfg.duration / 2))
         parts: dict[str, list[ScenarioResult]] = {REFERENCE: [], ACCEL_SCENARIO: []}
+        proxy_cpu = 0.0
         for turn in (1, 2):
             parts[REFERENCE].append(
                 measure(reference, server="nginx", pid=ctx["nginx"].pid, cfg=half,
                         workdir=workdir, tag=f"-accel-{impl}-{turn}")
             )  # fmt: skip
-            parts[ACCEL_SCENARIO].append(
-                measure(scenario, server=impl, pid=server.pid, cfg=half, workdir=workdir,
-                        profile=ctx["profile"], tag=f"-{turn}")
-            )  # fmt: skip
+            with ResourceSampler(proxy.pid) as proxy_use:
+                parts[ACCEL_SCENARIO].append(
+                    measure(scenario, server=impl, pid=server.pid, cfg=half, workdir=workdir,
+                            profile=ctx["profile"], tag=f"-{turn}")
+                )  # fmt: skip
+            proxy_cpu += proxy_use.result.cpu_seconds
         ref, accel = combine(parts[REFERENCE]), combine(parts[ACCEL_SCENARIO])
         ref_row = ref.to_json()
         ref_row["paired_with"] = f"{impl} {ACCEL_SCENARIO}"
+        # CPU per request does not depend on how busy the shared machine is: the whole chain
+        # (nginx in front + Lumora) against nginx sending the file alone.
+        ref_row["cpu_us_per_request"] = round(ref.cpu_seconds / max(ref.requests, 1) * 1e6, 1)
         row = accel.to_json()
+        row["proxy_cpu_seconds"] = round(proxy_cpu, 3)
+        row["cpu_us_per_request"] = round(
+            (accel.cpu_seconds + proxy_cpu) / max(accel.requests, 1) * 1e6, 1
+        )
         if ref.requests_per_second and ref.megabytes_per_second:
             row["nginx_ratio"] = round(accel.requests_per_second / ref.requests_per_second, 3)
             row["throughput_ratio"] = round(
@@ -117,7 +127,9 @@ def measure_accel(
         results["scenarios"] += [ref_row, row]
         console.print(
             f"  {ACCEL_SCENARIO}: {accel.requests_per_second:,.0f} req/s "
-            f"({row.get('throughput_ratio')}x nginx's {ref.requests_per_second:,.0f} req/s)"
+            f"({row.get('throughput_ratio')}x nginx's {ref.requests_per_second:,.0f} req/s); "
+            f"CPU per request {row['cpu_us_per_request']} us (Lumora + nginx) against "
+            f"{ref_row['cpu_us_per_request']} us (nginx alone)"
         )
     except (ProbeFailed, RuntimeError, httpx.HTTPError) as exc:
         results["errors"].append(f"{impl} {ACCEL_SCENARIO}: {type(exc).__name__}: {exc}")
