@@ -48,7 +48,21 @@ http {{
     # As the benchmark's reference nginx: wrk's connections are never closed for a count.
     keepalive_requests 100000000;
     include {site};
-}}
+{reference}}}
+"""
+# The benchmark's reference: the same nginx sending the blob folder's files directly.
+REFERENCE_SERVER = """\
+    server {{
+        listen 127.0.0.1:{port};
+        root {blobs};
+        sendfile on;
+        tcp_nopush on;
+        location / {{
+            types {{ }}
+            default_type application/javascript;
+            add_header Cache-Control "public, max-age=31536000, immutable";
+        }}
+    }}
 """
 
 
@@ -102,7 +116,10 @@ class NginxProxy:
     blobs_dir: Path
     tls: tuple[Path, Path] | None = None
     access_log: bool = True
+    # Also serve ``blobs_dir`` directly on ``reference_port`` (the benchmark's reference).
+    reference: bool = False
     port: int = field(default_factory=free_port)
+    reference_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -110,6 +127,11 @@ class NginxProxy:
         """Base URL (https with ``tls``)."""
         scheme = "https" if self.tls else "http"
         return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def reference_url(self) -> str:
+        """Base URL of the blob folder served directly (with ``reference``)."""
+        return f"http://127.0.0.1:{self.reference_port}"
 
     def config(self) -> str:
         """The main configuration; the site file (``lumora.conf``) is written beside it."""
@@ -127,7 +149,13 @@ class NginxProxy:
         # dir (pytest's is 0700); keep them as the user that owns the files.
         user = "user root;\n" if os.geteuid() == 0 else ""
         log = f"{self.root}/access.log" if self.access_log else "off"
-        return MAIN_CONF.format(user=user, root=self.root, access_log=log, site=site)
+        reference = ""
+        if self.reference:
+            blobs = self.blobs_dir.resolve()
+            reference = REFERENCE_SERVER.format(port=self.reference_port, blobs=blobs)
+        return MAIN_CONF.format(
+            user=user, root=self.root, access_log=log, site=site, reference=reference
+        )
 
     def start(self, timeout: float = 15.0) -> NginxProxy:
         """Write the configuration, check it (``nginx -t``), start nginx in the foreground
