@@ -58,13 +58,15 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
         proc.wait()
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+def _wait_http(
+    url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float, *, verify: bool = True
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{url} exited early:\n{log.read_text(errors='replace')[-4000:]}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1).status_code < 500:
+            if httpx.get(url, timeout=1, verify=verify).status_code < 500:
                 return
         time.sleep(0.1)
     _stop(proc)
@@ -86,6 +88,8 @@ class LumoraServer:
     database_url: str | None = None
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    # Settings a scenario is about (``LUMORA_ACCEL_REDIRECT_PREFIX``), shown in the report.
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -100,6 +104,7 @@ class LumoraServer:
     def command(self) -> list[str]:
         """The exact command line, for the report."""
         args = [
+            *(f"{name}={value}" for name, value in self.extra_env.items()),
             lumora_executable(),
             "serve",
             "--host",
@@ -122,9 +127,13 @@ class LumoraServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("LUMORA_")}
         env["LUMORA_BOOTSTRAP_ADMIN_KEY"] = self.admin_key
+        env.update(self.extra_env)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                self.command(), env=env, stdout=log, stderr=subprocess.STDOUT
+                self.command()[len(self.extra_env) :],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         _wait_http(f"{self.url}/health", self.proc, self.log_path, timeout)
         return self

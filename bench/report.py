@@ -14,6 +14,7 @@ RSS_LIMIT_MB = 200.0
 MANIFEST_NGINX_RATIO = 0.5
 MANIFEST_P99_MS = 10.0
 ASSET_NGINX_RATIO = 0.8
+ACCEL_NGINX_RATIO = 0.9  # issue 21 target 2: behind nginx, X-Accel-Redirect
 HISTORY_COST_RATIO = 1.1
 REPUBLISH_SECONDS = 1.0
 
@@ -82,6 +83,20 @@ def judge(results: dict[str, Any]) -> list[TargetCheck]:
                     ratio >= ASSET_NGINX_RATIO,
                 )
             )
+        # -- issue 21 target 2: the asset sent by nginx through X-Accel-Redirect (bench/accel.py)
+        accel = named.get("asset_1mb_br_accel")
+        if accel and accel.get("throughput_ratio") is not None:
+            ratio = accel["throughput_ratio"]
+            checks.append(
+                TargetCheck(
+                    server,
+                    "asset_1mb_br_accel",
+                    ">= 0.9x nginx throughput",
+                    f"{ratio:.2f}x",
+                    ratio >= ACCEL_NGINX_RATIO,
+                )
+            )
+        # -- end of target 2
         one, many = named.get("check_history_1"), named.get("check_history_10k")
         if one and many and many["requests_per_second"] > 0:
             cost = one["requests_per_second"] / many["requests_per_second"]

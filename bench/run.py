@@ -38,6 +38,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: make ``bench`` importable
 
 from rich.console import Console  # noqa: E402
 
+from bench.accel import measure_accel  # noqa: E402
 from bench.api import ApiError, ManagementApi  # noqa: E402
 from bench.config import FULL, QUICK, SERVER_IMPLS, BenchConfig  # noqa: E402
 from bench.dataset import LoadedData, load_history, load_main  # noqa: E402
@@ -290,6 +291,7 @@ def run_server(
             results["errors"].append(f"{impl} publishing: {exc}")
     finally:
         server.stop()
+    measure_accel(impl, cfg, ctx, results, console)  # the asset behind nginx (issue 21)
 
 
 def measure_device_scenarios(

@@ -21,6 +21,7 @@ DEVICE_SCENARIOS = {
     "expo_no_update",
     "check_rollout_50",
     "asset_1mb_br",
+    "asset_1mb_br_accel",
     "check_history_1",
     "check_history_10k",
 }

@@ -249,3 +249,26 @@ def test_a_second_serve_on_a_busy_port_fails(tmp_path: Path, impl: str) -> None:
             assert body["instance"] == first.instance
     finally:
         first.stop()
+
+
+def test_serve_refuses_accel_redirect_with_an_object_store(tmp_path: Path) -> None:
+    """nginx can only send local files: X-Accel-Redirect with an S3 store is refused in one
+    line before anything starts (not ignored, which would leave nginx's location unused)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUMORA_")}
+    proc = subprocess.run(
+        [lumora_bin(), "serve", "--data-dir", str(tmp_path / "d"),
+         "--storage-url", "s3://bucket?endpoint=http://127.0.0.1:9"],
+        env={**env, "LUMORA_ACCEL_REDIRECT_PREFIX": "/_lumora_blobs/"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: LUMORA_ACCEL_REDIRECT_PREFIX needs the file store"
+    ), proc.stderr
+    assert "Listening" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "d").exists()

@@ -21,6 +21,11 @@ from lumora_ota.settings import Settings, SettingsError
         ("LUMORA_HEALTH_FAILURE_RATE", "2", "must be at most 1"),
         ("LUMORA_LOG_LEVEL", "loud", "must be"),
         ("LUMORA_METRICS_BIND", "9102", "host:port"),
+        ("LUMORA_ACCEL_REDIRECT_PREFIX", "_lumora_blobs", "starts and ends with /"),
+        ("LUMORA_ACCEL_REDIRECT_PREFIX", "/blobs", "starts and ends with /"),
+        ("LUMORA_ACCEL_REDIRECT_PREFIX", "/a b/", "starts and ends with /"),
+        ("LUMORA_ACCEL_REDIRECT_PREFIX", "/../", "starts and ends with /"),
+        ("LUMORA_ACCEL_REDIRECT_PREFIX", "/api/v1/assets/", "not lie under /api/"),
     ],
 )
 def test_bad_values_are_refused_in_one_line_naming_the_variable(
@@ -61,3 +66,19 @@ def test_the_cli_server_url_is_not_the_server_implementation(
     """``LUMORA_SERVER`` is the CLI's server URL: the server's settings never read it."""
     monkeypatch.setenv("LUMORA_SERVER", "http://127.0.0.1:3002")
     assert Settings.from_env().server == "granian"
+
+
+def test_accel_redirect_is_refused_without_local_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """nginx can only send files it can read: with an S3 store the setting is refused at load
+    (asset answers are redirects to the bucket there already), not silently ignored."""
+    monkeypatch.setenv("LUMORA_ACCEL_REDIRECT_PREFIX", "/_lumora_blobs/")
+    assert Settings.from_env().accel_redirect_prefix == "/_lumora_blobs/"
+    monkeypatch.setenv("LUMORA_STORAGE_URL", "s3://bucket?endpoint=http://127.0.0.1:1")
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env()
+    text = str(refused.value)
+    assert text.startswith("LUMORA_ACCEL_REDIRECT_PREFIX needs the file store"), text
+    assert "\n" not in text
+    monkeypatch.delenv("LUMORA_STORAGE_URL")
+    with pytest.raises(SettingsError, match="LUMORA_ACCEL_REDIRECT_PREFIX needs the file store"):
+        Settings.from_env().with_overrides(storage_url="s3://bucket")

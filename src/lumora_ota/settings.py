@@ -11,6 +11,7 @@ Empty variables count as unset.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,6 +29,9 @@ ENV_PREFIX = "LUMORA_"
 MiB = 1024 * 1024
 DATABASE_SCHEMES = ("sqlite", "postgresql")
 STORAGE_SCHEMES = ("file://", "s3://")
+# An nginx location prefix: "/", then path segments each ending in "/" (URL-safe characters,
+# no "." or ".." segment).
+ACCEL_PREFIX_RE = re.compile(r"/(?:(?!\.\.?/)[A-Za-z0-9._~-]+/)+")
 
 
 class SettingsError(ValueError):
@@ -214,6 +218,10 @@ class Settings(BaseSettings):
     # used first; only files up to ``asset_memory_file_bytes``); 0 turns it off.
     asset_memory_bytes: Bytes = Field(32 * MiB, ge=0)
     asset_memory_file_bytes: Bytes = Field(4 * MiB, ge=0)
+    # Behind nginx (docs/DEPLOYMENT.md): asset answers carry ``X-Accel-Redirect: <prefix><file
+    # path under the blob folder>`` and no body, and nginx sends the file from an ``internal``
+    # location with that prefix. File store only (an S3 store's assets are redirects already).
+    accel_redirect_prefix: str | None = None
     # Progressive delivery (issue 19): seconds between two looks at the rollout plans.
     plan_interval: Seconds = Field(10.0, ge=0.05, le=3600)
     # Webhooks: private and loopback targets are refused unless allowed (tests, on-premises);
@@ -279,11 +287,29 @@ class Settings(BaseSettings):
             raise ValueError("must be a file:// or s3:// URL")
         return raw
 
+    @field_validator("accel_redirect_prefix")
+    @classmethod
+    def _accel_prefix(cls, raw: str | None) -> str | None:
+        if raw is not None and not ACCEL_PREFIX_RE.fullmatch(raw):
+            raise ValueError(
+                "must be an nginx location path that starts and ends with / (e.g. /_lumora_blobs/)"
+            )
+        if raw is not None and raw.startswith("/api/"):
+            # nginx would make that part of Lumora's own API unreachable (``internal``).
+            raise ValueError("must not lie under /api/ (that is Lumora's API)")
+        return raw
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if self.asset_memory_file_bytes > self.asset_memory_bytes > 0:
             raise ValueError(
                 "LUMORA_ASSET_MEMORY_FILE_BYTES must not exceed LUMORA_ASSET_MEMORY_BYTES"
+            )
+        if self.accel_redirect_prefix and not self.resolved_storage_url.startswith("file://"):
+            raise ValueError(
+                "LUMORA_ACCEL_REDIRECT_PREFIX needs the file store (nginx sends files from "
+                "the blob folder); with an s3:// LUMORA_STORAGE_URL asset answers are already "
+                "redirects to the bucket: unset it"
             )
         return self
 

@@ -168,8 +168,14 @@ class FileBlobStore:
 
     def path_for(self, name: str) -> Path:
         """The final path of an object. Names are hashes or hash-derived, never user paths."""
+        return self.root / self.relative_path(name)
+
+    @staticmethod
+    def relative_path(name: str) -> str:
+        """An object's path under ``root`` (``ab/cd/abcd….br``: URL-safe, no ``..``); what
+        nginx appends to its ``alias`` of the blob folder (``X-Accel-Redirect``)."""
         check_blob_name(name)
-        return self.root / name[:2] / name[2:4] / name
+        return f"{name[:2]}/{name[2:4]}/{name}"
 
     @contextlib.contextmanager
     def _temp_file(self) -> Iterator[tuple[BinaryIO, Path]]:

@@ -36,6 +36,7 @@ def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> DeviceRespon
         ctx.blobs,
         memory_bytes=ctx.settings.asset_memory_bytes,
         file_bytes=ctx.settings.asset_memory_file_bytes,
+        accel_prefix=ctx.settings.accel_redirect_prefix,
     )
     routes_before = len(app.router.routes)
     app.include_router(expo.build_router(expo_responder))

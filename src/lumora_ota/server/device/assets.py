@@ -14,6 +14,11 @@ No database is involved: the name is validated, the file (or variant) looked up 
 a URL store, ``store.known_sizes.KnownSizes`` remembers which objects exist, so steady-state
 requests make no call to the store either.
 
+Behind nginx (``LUMORA_ACCEL_REDIRECT_PREFIX``, docs/DEPLOYMENT.md): the representation is
+chosen and every header set here as usual, but a 200 carries ``x-accel-redirect: <prefix><its
+path under the blob folder>`` and no body; nginx then sends the file itself from an
+``internal`` location (ranges too). 304s, 404s and delta patches are answered here as always.
+
 Delta updates (issue #10): an expo-updates launch-asset request with ``A-IM: bsdiff`` may be
 answered with a ``226`` bsdiff patch instead (``server/device/patches.negotiate_patch``, from
 an in-memory index); launch assets then ``vary`` on ``A-IM`` and ``Expo-Current-Update-ID``.
@@ -40,7 +45,13 @@ from lumora_ota.server.device.patches import full_asset_vary, negotiate_patch, p
 from lumora_ota.server.endpoints import ASSET
 from lumora_ota.server.middleware import ASSET_SECURITY_HEADERS
 from lumora_ota.server.problems import ProblemError
-from lumora_ota.store.blobs import VARIANTS, BlobLocation, BlobStore, variant_name
+from lumora_ota.store.blobs import (
+    VARIANTS,
+    BlobLocation,
+    BlobStore,
+    FileBlobStore,
+    variant_name,
+)
 from lumora_ota.store.known_sizes import KnownSizes
 from lumora_ota.store.variants import is_compressible
 
@@ -89,6 +100,9 @@ INERT_TYPES = frozenset(
 )
 # Encodings in server preference order (brotli is smaller).
 ENCODINGS = tuple(VARIANTS)
+ACCEL_REDIRECT = b"x-accel-redirect"
+# What one memoized X-Accel-Redirect answer (headers, no bytes) is counted as in memory.
+ACCEL_ENTRY_BYTES = 1024
 
 
 def content_type_for(extension: str) -> str:
@@ -144,6 +158,9 @@ class StoredAsset:
     stat: os.stat_result
     content_type: str
     headers: RawHeaders
+    # ``((b"x-accel-redirect", b"<prefix><path>"),)`` when nginx sends the bytes of a 200,
+    # else empty (never on a 304).
+    accel: RawHeaders = ()
 
     @property
     def etag(self) -> str:
@@ -157,10 +174,17 @@ def asset_etag(sha256: str, encoding: str) -> str:
 
 
 def stored_asset(
-    sha256: str, encoding: str, path: Path, stat: os.stat_result, content_type: str
+    sha256: str,
+    encoding: str,
+    path: Path,
+    stat: os.stat_result,
+    content_type: str,
+    *,
+    accel: str | None = None,
 ) -> StoredAsset:
     """A ``StoredAsset`` with its immutable-asset headers (those ``FileResponse`` would add
-    too: ``accept-ranges``, ``last-modified``)."""
+    too: ``accept-ranges``, ``last-modified``); ``accel`` is the ``X-Accel-Redirect`` URI
+    of the file when nginx sends it."""
     pairs = [
         ("content-type", content_type),
         ("cache-control", IMMUTABLE),
@@ -173,7 +197,8 @@ def stored_asset(
     if encoding != "identity":
         pairs.append(("content-encoding", encoding))
     headers = (*raw_headers(*pairs), *ASSET_SECURITY_HEADERS)
-    return StoredAsset(sha256, encoding, path, stat, content_type, headers)
+    redirect = ((ACCEL_REDIRECT, accel.encode("ascii")),) if accel else ()
+    return StoredAsset(sha256, encoding, path, stat, content_type, headers, redirect)
 
 
 class AssetFiles:
@@ -183,10 +208,25 @@ class AssetFiles:
     Asset names are content hashes, so a representation never changes once it exists: the
     bytes kept are served without looking at the disk again. A variant that does not exist
     yet (the post-publish job writes them in the background) is looked for again next time.
+
+    With ``accel_prefix`` (nginx sends the files: module docstring) no bytes are read: every
+    representation found carries its ``X-Accel-Redirect`` and comes back with ``b""`` (an
+    empty body), its answer kept in memory so a request costs no look at the disk.
+    ``ValueError`` when the store is not a ``FileBlobStore``.
     """
 
-    def __init__(self, blobs: BlobStore, *, memory_bytes: int, file_bytes: int) -> None:
+    def __init__(
+        self,
+        blobs: BlobStore,
+        *,
+        memory_bytes: int,
+        file_bytes: int,
+        accel_prefix: str | None = None,
+    ) -> None:
+        if accel_prefix is not None and not isinstance(blobs, FileBlobStore):
+            raise ValueError("X-Accel-Redirect needs the file store")
         self._blobs = blobs
+        self._accel_prefix = accel_prefix
         self._file_bytes = file_bytes if memory_bytes > 0 else -1
         self._memory: BytesLRU[tuple[str, str, str], tuple[StoredAsset, bytes]] = BytesLRU(
             memory_bytes
@@ -218,11 +258,19 @@ class AssetFiles:
                 continue
             if not S_ISREG(stat.st_mode):
                 continue
-            asset = stored_asset(sha256, encoding, path, stat, content_type)
+            accel = None
+            if self._accel_prefix is not None:
+                accel = self._accel_prefix + FileBlobStore.relative_path(name)
+            asset = stored_asset(sha256, encoding, path, stat, content_type, accel=accel)
             return asset, self._keep(asset)
         return None
 
     def _keep(self, asset: StoredAsset) -> bytes | None:
+        if asset.accel:
+            if self._memory.limit > 0:
+                key = (asset.sha256, asset.encoding, asset.content_type)
+                self._memory.put(key, (asset, b""), ACCEL_ENTRY_BYTES)
+            return b""
         # Small reads (a few MiB at most) from the page cache: cheaper than a thread hop.
         if asset.stat.st_size > self._file_bytes:
             return None
@@ -327,6 +375,9 @@ def build_router(ctx: AppContext, files: AssetFiles) -> APIRouter:
         if if_none_match is not None and etag_matches(if_none_match, asset.etag):
             return Response(status_code=304, headers=headers)
         record_asset_download(ctx, request.method, asset)
+        if asset.accel:  # nginx sends the file (and answers a Range itself)
+            headers.update((k.decode("latin-1"), v.decode("latin-1")) for k, v in asset.accel)
+            return Response(status_code=200, headers=headers, media_type=asset.content_type)
         return FileResponse(
             asset.path, headers=headers, media_type=asset.content_type, stat_result=asset.stat
         )

@@ -10,7 +10,7 @@ method and path alone:
 ``EXPO_MANIFEST`` (GET)    ``ExpoResponder.answer``
 ``UPDATES_CHECK`` (POST)   ``CheckResponder.answer`` (the route's model)
 ``ASSET`` (GET)            ``AssetFiles.find``: bytes kept in memory, else the file by ASGI
-                           ``pathsend``
+                           ``pathsend`` (behind nginx: ``X-Accel-Redirect``, no bytes)
 =========================  ===============================================================
 
 (the endpoints whose ``edge`` method is set in ``server/endpoints.py``, matched by it).
@@ -280,8 +280,8 @@ class DeviceEdge:
             self._observe("GET", ASSET.metric, 304, started)
             return
         record_asset_download(self._ctx, "GET", asset)
-        if data is not None:
-            await self._send(send, 200, data, answer_headers)
+        if data is not None:  # (with X-Accel-Redirect: no bytes, nginx sends the file)
+            await self._send(send, 200, data, (*answer_headers, *asset.accel))
         else:
             start = self._start_message(200, answer_headers, asset.stat.st_size)
             await send(start)
