@@ -130,7 +130,14 @@ def _run_one(
         if rolled_back:  # nothing left to roll out: stop here, without flagging it
             decision = Decision(Action.HALT, row.step_index, reason="the update was rolled back")
         else:
-            decision = decide(plan_of(row), row.step_index, elapsed, successes + failures, failures)
+            decision = decide(
+                plan_of(row),
+                row.step_index,
+                elapsed,
+                successes + failures,
+                failures,
+                min_failures=thresholds.min_failures,
+            )
         if decision.action is Action.WAIT:
             session.rollback()
             return None
