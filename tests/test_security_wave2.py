@@ -233,9 +233,12 @@ def test_cli_ids_cannot_retarget_the_request(cli: Cli, project: str) -> None:  #
     """An id given to the CLI is one path segment: ``x?y=1`` or ``a#b`` pins exactly that
     device (not ``x`` or ``a``), and ``..`` cannot climb to another resource."""
     for device in ("x?y=1", "a#b", "dev 1", "p%2Fq"):
-        assert cli.json("devices", "pin", device, "--channel", "staging", "--project", project)[
-            "deviceId"
-        ] == device
+        assert (
+            cli.json("devices", "pin", device, "--channel", "staging", "--project", project)[
+                "deviceId"
+            ]
+            == device
+        )
     pins = {p["deviceId"] for p in cli.json("devices", "list", "--project", project)["items"]}
     assert pins == {"x?y=1", "a#b", "dev 1", "p%2Fq"}
     for sneaky in ("..", "."):
