@@ -247,3 +247,58 @@ def test_cli_ids_cannot_retarget_the_request(cli: Cli, project: str) -> None:  #
     assert "not found: not found" not in cli.fails(
         "devices", "view", "nobody", "--project", project
     )
+
+
+# ---------------------------------------------------------------- SDK and publish: paths
+
+
+def test_a_file_that_is_also_a_directory_is_refused_before_download(tmp_path: Path) -> None:
+    """A hostile (or careless) server lists ``a`` and ``a/b``: no directory can hold both, so
+    the install could only fail after every byte was downloaded. The SDK refuses the manifest
+    first, as it refuses unsafe paths."""
+    from lumora_ota.client import ServerResponseError, UpdateManager
+    from test_client_fakes import SERVER, FakeServer, make_manifest
+
+    embedded = tmp_path / "embedded"
+    embedded.mkdir()
+    (embedded / "main.py").write_text("print(0)\n")
+    fake = FakeServer()
+    for files in (
+        {"main.py": b"print(1)", "a": b"file", "a/b": b"nested"},
+        {"main.py": b"print(1)", "a/b/c": b"deep", "a/b": b"file"},
+        {"main.py/x": b"under the launch asset", "main.py": b"print(1)"},
+    ):
+        fake.publish(make_manifest("u1", files, "main.py"), files)
+        manager = UpdateManager(
+            SERVER, "proj", "production", "1", "ios", tmp_path / "data", embedded_dir=embedded,
+            fetcher=fake,
+        )  # fmt: skip
+        with pytest.raises(ServerResponseError, match="also a directory"):
+            manager.check_for_update()
+        manager.close()
+    assert fake.asset_requests() == []
+
+
+def test_publish_refuses_a_key_that_is_also_a_directory(
+    server: ServerProcess, unique: str, tmp_path: Path
+) -> None:
+    """The same rule at publish time: such an update could never be installed by the SDK."""
+    slug = f"dirfile-{unique}"
+    with server.client() as client:
+        create_project(client, slug)
+        answer, _ = publish_export(client, slug, make_export(tmp_path / "e", seed=slug))
+        launch = next(u for u in answer["updates"] if u["platform"] == "ios")["launchAsset"]
+        entry = {k: launch[k] for k in ("sha256", "contentType", "fileExtension")}
+        body = {
+            "project": slug,
+            "runtimeVersion": "1",
+            "platforms": {
+                "ios": {
+                    "launchAsset": {**entry, "key": "main.js"},
+                    "assets": [{**entry, "key": "a"}, {**entry, "key": "a/b"}],
+                }
+            },
+        }
+        resp = client.post("/api/v1/updates/publish", json=body)
+        assert resp.status_code == 422, resp.text
+        assert "also a directory" in resp.text
