@@ -302,3 +302,38 @@ def test_publish_refuses_a_key_that_is_also_a_directory(
         resp = client.post("/api/v1/updates/publish", json=body)
         assert resp.status_code == 422, resp.text
         assert "also a directory" in resp.text
+
+
+# ---------------------------------------------------------------- publisher-held keys
+
+
+def test_cli_says_when_new_updates_await_the_publishers_signature(
+    cli: Cli,  # noqa: F811
+    project: str,  # noqa: F811
+    tmp_path: Path,
+    fixtures_dir: Path,
+) -> None:
+    """With a publisher-held key, an update published (or a rollback copy made) without
+    --private-key is served to nobody until signed: the CLI says so instead of reporting a
+    plain success that devices never see."""
+    keys = fixtures_dir / "expo-codesigning"
+    cli.ok(
+        "codesigning", "publisher-held", "--project", project, "--keyid", "main",
+        "--private-key", str(keys / "private-key.pem"),
+        "--certificate", str(keys / "certificate.pem"),
+    )  # fmt: skip
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "main.py").write_text("print('v1')\n")
+    publish = ("publish", str(app), "--project", project, "--launch-asset", "main.py",
+               "--runtime-version", "1", "--platform", "ios", "--yes")  # fmt: skip
+    done = cli.run(*publish)
+    assert done.returncode == 0, done.stderr
+    assert "await the publisher's signature" in done.stderr
+    assert "lumora codesigning sign" in done.stderr
+    signed = cli.run(*publish, "--private-key", str(keys / "private-key.pem"))
+    assert signed.returncode == 0 and "await" not in signed.stderr
+    group = cli.json("updates", "list", "--project", project)[0]["groupId"]
+    rolled = cli.run("updates", "rollback", group, "--yes")
+    assert rolled.returncode == 0, rolled.stderr
+    assert "await the publisher's signature" in rolled.stderr

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from lumora_ota.cli.api import LumoraApi
+from lumora_ota.cli.api import ApiError, LumoraApi
 from lumora_ota.cli.errors import CliError
 
 NO_UPDATE_BODY = b'{"type":"noUpdateAvailable"}'
@@ -169,3 +169,24 @@ def sign_new_updates(
             expected_sha256=expected,
         )
     return signed
+
+
+def note_awaiting_signature(api: LumoraApi, project: str, update_ids: list[str]) -> None:
+    """Say so on stderr when the project's key is publisher-held and these new updates wait
+    for the publisher's signature: devices get "no update" for them until then."""
+    from lumora_ota.cli.output import note
+
+    if not update_ids:
+        return
+    try:
+        listed = api.get(f"/projects/{project}/signing/unsigned", updateId=update_ids)
+    except ApiError:  # 409: not publisher-held; anything else: only a hint is lost
+        return
+    entries = listed.get("unsigned") if isinstance(listed, dict) else None
+    waiting = {e.get("updateId") for e in entries or [] if isinstance(e, dict)}
+    if waiting:
+        note(
+            f"{len(waiting)} new update(s) of {project} await the publisher's signature: devices"
+            " get no update for them until you run `lumora codesigning sign --project"
+            f" {project} --private-key <key>` (or pass --private-key here)"
+        )

@@ -346,12 +346,11 @@ def rollback_update(
             api.post(f"/updates/{u['id']}/rollback", body)
             for u, body in zip(target.updates, bodies, strict=True)
         ]
+        created = [_created(r, u) for r, u in zip(results, target.updates, strict=True)]
         if private_key is not None:
-            _sign_created(
-                api,
-                private_key,
-                [_created(r, u) for r, u in zip(results, target.updates, strict=True)],
-            )
+            _sign_created(api, private_key, created)
+        else:
+            _note_unsigned(api, created)
     if as_json:
         print_json(results if target.is_group else results[0])
         return
@@ -442,8 +441,11 @@ def promote_update(
             non_interactive=non_interactive,
         )
         results = [api.post(f"/updates/{u['id']}/promote", body) for u in target.updates]
+        promoted = [r if isinstance(r, dict) else None for r in results]
         if private_key is not None:
-            _sign_created(api, private_key, [r if isinstance(r, dict) else None for r in results])
+            _sign_created(api, private_key, promoted)
+        else:
+            _note_unsigned(api, promoted)
     if as_json:
         print_json(results if target.is_group else results[0])
         return
@@ -588,6 +590,15 @@ def _created(result: Any, update: dict[str, Any]) -> dict[str, Any] | None:
     if isinstance(replacement, dict):
         return replacement
     return result if result.get("id") != update["id"] else None
+
+
+def _note_unsigned(api: Any, created: list[dict[str, Any] | None]) -> None:
+    """Tell the user when the copies just created wait for a publisher's signature."""
+    from lumora_ota.cli.publisher_signing import note_awaiting_signature
+
+    made = [u for u in created if u is not None]
+    if made:
+        note_awaiting_signature(api, str(made[0].get("projectId")), [str(u["id"]) for u in made])
 
 
 def _sign_created(api: Any, private_key: Path, created: list[dict[str, Any] | None]) -> None:
