@@ -337,3 +337,29 @@ def test_cli_says_when_new_updates_await_the_publishers_signature(
     rolled = cli.run("updates", "rollback", group, "--yes")
     assert rolled.returncode == 0, rolled.stderr
     assert "await the publisher's signature" in rolled.stderr
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_rollout_plan_never_undoes_a_pause(
+    server_factory: Callable[..., ServerProcess], backend: str, unique: str, tmp_path: Path
+) -> None:
+    """An operator pauses a bad update by hand (rollout 0), or auto-pause does: the plan's
+    next step must not raise the rollout again. It halts, saying why, until resumed."""
+    server = server_factory(backend, extra_env={"LUMORA_PLAN_INTERVAL": "0.1"})
+    slug = f"pause-{unique}"
+    with server.client() as client:
+        create_project(client, slug)
+        answer, _ = publish_export(client, slug, make_export(tmp_path / "export", seed=slug))
+        ios = next(u["id"] for u in answer["updates"] if u["platform"] == "ios")
+        plan = {"steps": [10, 50, 100], "stepSeconds": 1}
+        assert client.put(f"/api/v1/updates/{ios}/rollout-plan", json=plan).status_code == 200
+        assert client.patch(f"/api/v1/updates/{ios}", json={"rollout": 0}).status_code == 200
+        halted = wait_for(
+            lambda: (p := plan_of(client, ios))["status"] != "active" and p, "the plan to stop"
+        )
+        assert halted["status"] == "halted" and "paused" in halted["haltReason"]
+        assert client.get(f"/api/v1/updates/{ios}").json()["rollout"] == 0
+        # Resuming is taking it back by hand: the plan goes on from its step.
+        assert client.post(f"/api/v1/updates/{ios}/rollout-plan/resume").status_code == 200
+        wait_for(lambda: plan_of(client, ios)["status"] == "completed", "the resumed plan")
+        assert client.get(f"/api/v1/updates/{ios}").json()["rollout"] == 100

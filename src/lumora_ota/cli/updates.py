@@ -682,7 +682,8 @@ def resume_plan(
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Continue a halted rollout plan from its current step (its soak time starts again).
+    """Continue a halted rollout plan from its current step (its soak time starts again; a
+    paused update goes back to that step's rollout).
 
     Example: lumora updates resume 0b7e6c1e-...
     """
