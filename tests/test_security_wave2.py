@@ -363,3 +363,26 @@ def test_a_rollout_plan_never_undoes_a_pause(
         assert client.post(f"/api/v1/updates/{ios}/rollout-plan/resume").status_code == 200
         wait_for(lambda: plan_of(client, ios)["status"] == "completed", "the resumed plan")
         assert client.get(f"/api/v1/updates/{ios}").json()["rollout"] == 100
+
+
+def test_a_webhook_url_is_shown_whole_to_admins_only(server: ServerProcess, unique: str) -> None:
+    """Many receivers (Slack, Discord, CI triggers) take their credential in the URL itself:
+    the keys that may not create or delete webhooks (read, publish) see its origin only."""
+    slug = f"hookurl-{unique}"
+    url = "https://8.8.8.8/services/T0001/B0002/XsEcReTtOkEn?token=hunter2"
+    with server.client() as admin:
+        create_project(admin, slug)
+        resp = admin.post(
+            f"/api/v1/projects/{slug}/webhooks", json={"url": url, "events": ["update.flagged"]}
+        )
+        assert resp.status_code == 201, resp.text
+        assert admin.get(f"/api/v1/projects/{slug}/webhooks").json()["items"][0]["url"] == url
+        for role in ("read", "publish"):
+            key = admin.post(
+                "/api/v1/keys", json={"name": role, "role": role, "project": slug}
+            ).json()["key"]
+            with server.client(key) as client:
+                listed = client.get(f"/api/v1/projects/{slug}/webhooks")
+                assert listed.status_code == 200
+                assert "XsEcReTtOkEn" not in listed.text and "hunter2" not in listed.text
+                assert listed.json()["items"][0]["url"].startswith("https://8.8.8.8/")
