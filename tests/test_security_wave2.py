@@ -386,3 +386,44 @@ def test_a_webhook_url_is_shown_whole_to_admins_only(server: ServerProcess, uniq
                 assert listed.status_code == 200
                 assert "XsEcReTtOkEn" not in listed.text and "hunter2" not in listed.text
                 assert listed.json()["items"][0]["url"].startswith("https://8.8.8.8/")
+
+
+def test_turning_publisher_held_on_again_keeps_devices_served(
+    cli: Cli,  # noqa: F811
+    project: str,  # noqa: F811
+    server: ServerProcess,
+    tmp_path: Path,
+    fixtures_dir: Path,
+) -> None:
+    """Switching a project with live updates to a publisher-held key, or running the command
+    again with the same certificate, must not leave devices without updates (every body
+    unsigned) nor replace the timestamp key that SDK devices pin as freshness_certificate
+    (they would refuse every answer from then on)."""
+    keys = fixtures_dir / "expo-codesigning"
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "main.py").write_text("print('live')\n")
+    cli.ok("publish", str(app), "--project", project, "--launch-asset", "main.py",
+           "--runtime-version", "1", "--platform", "ios", "--yes")  # fmt: skip
+    setup = ("codesigning", "publisher-held", "--project", project, "--keyid", "main",
+             "--private-key", str(keys / "private-key.pem"),
+             "--certificate", str(keys / "certificate.pem"))  # fmt: skip
+    first = cli.json(*setup)["timestampCertificatePem"]
+    with server.client() as admin:
+
+        def unsigned() -> list[Any]:
+            resp = admin.get(f"/api/v1/projects/{project}/signing/unsigned")
+            assert resp.status_code == 200, resp.text
+            items: list[Any] = resp.json()["unsigned"]
+            return items
+
+        assert unsigned() == []  # the live update was signed on the publisher's machine
+        again = cli.json(*setup)["timestampCertificatePem"]
+        assert again == first
+        assert unsigned() == []
+    with server.anon() as anon:
+        resp = anon.post(
+            "/api/v1/updates/check",
+            json={"projectId": project, "platform": "ios", "runtimeVersion": "1"},
+        )
+        assert resp.json()["updateAvailable"] is True
