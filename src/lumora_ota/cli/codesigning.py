@@ -245,8 +245,8 @@ def publisher_held(
     and a signature over the constant noUpdateAvailable directive are uploaded, and the
     updates already live are signed here at once. From then on the server serves an update
     only once `lumora publish --private-key` (or `lumora codesigning sign`) has signed it.
-    Run again with the same certificate, it keeps the signatures and the timestamp key. Works with the key pair of
-    `npx expo-updates codesigning:generate`.
+    Run again with the same certificate, it keeps the signatures and the timestamp key.
+    Works with the key pair of `npx expo-updates codesigning:generate`.
 
     Example: lumora codesigning publisher-held --project my-app --keyid main
     --private-key keys/private-key.pem --certificate certs/certificate.pem

@@ -635,6 +635,8 @@ def plan_update(
     ] = "2%",
     clear: Annotated[bool, typer.Option("--clear", help="Remove the plan.")] = False,
     as_json: JsonOption = False,
+    yes: YesOption = False,
+    non_interactive: NonInteractiveOption = False,
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
@@ -644,15 +646,20 @@ def plan_update(
     per --step of soak time while the gate holds (at least --min-launches launches, failure
     rate at most --max-failure-rate among devices served the update); it halts the moment the
     failure rate crosses the maximum (see lumora updates resume). Without options it shows
-    the plan.
+    the plan. Setting or clearing a plan changes what devices get: it asks first (--yes off a
+    terminal).
 
     Example: lumora updates plan 0b7e6c1e-... --steps 1,10,50,100 --step 1h --max-failure-rate 2%
+    --yes
     """
     from lumora_ota.cli.plans import plan_body, print_plans
 
     if clear and steps is not None:
         raise CliError("choose either --steps or --clear, not both", exit_code=2)
     path = f"/updates/{update_id}/rollout-plan"
+    if clear or steps is not None:
+        action = "Clear the rollout plan of" if clear else f"Start rollout plan {steps} on"
+        confirm(f"{action} {update_id}?", assume_yes=yes, non_interactive=non_interactive)
     with open_api(server, api_key) as api:
         if clear:
             result = api.delete(path)
@@ -679,16 +686,23 @@ def plan_update(
 def resume_plan(
     update_id: UpdateIdArgument,
     as_json: JsonOption = False,
+    yes: YesOption = False,
+    non_interactive: NonInteractiveOption = False,
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
     """Continue a halted rollout plan from its current step (its soak time starts again; a
-    paused update goes back to that step's rollout).
+    paused update goes back to that step's rollout). Asks first (--yes off a terminal).
 
-    Example: lumora updates resume 0b7e6c1e-...
+    Example: lumora updates resume 0b7e6c1e-... --yes
     """
     from lumora_ota.cli.plans import print_plans
 
+    confirm(
+        f"Resume the halted rollout plan of {update_id}?",
+        assume_yes=yes,
+        non_interactive=non_interactive,
+    )
     with open_api(server, api_key) as api:
         result = api.post(f"/updates/{update_id}/rollout-plan/resume", {})
     if as_json:
