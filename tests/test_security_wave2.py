@@ -96,7 +96,8 @@ def test_one_address_cannot_halt_a_rollout_plan(
 def hostile_receiver(kind: str, seconds: float = 120.0) -> Iterator[str]:
     """A webhook receiver that never finishes its answer: ``trickle`` sends a status line,
     then headers and a body one byte at a time (each byte well within a read timeout);
-    ``flood`` announces a terabyte body and keeps sending zeros. Yields its URL."""
+    ``flood`` announces a terabyte body and keeps sending zeros; ``silent`` never answers.
+    Yields its URL."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
@@ -107,7 +108,9 @@ def hostile_receiver(kind: str, seconds: float = 120.0) -> Iterator[str]:
         try:
             conn.settimeout(5)
             conn.recv(65536)
-            if kind == "trickle":
+            if kind == "silent":
+                stop.wait(deadline - time.monotonic())
+            elif kind == "trickle":
                 conn.sendall(b"HTTP/1.1 200 OK\r\n")
                 header = b"X-Slow: " + b"a" * 4000 + b"\r\n"
                 while not stop.is_set() and time.monotonic() < deadline:
@@ -427,3 +430,36 @@ def test_turning_publisher_held_on_again_keeps_devices_served(
             json={"projectId": project, "platform": "ios", "runtimeVersion": "1"},
         )
         assert resp.json()["updateAvailable"] is True
+
+
+def test_one_projects_silent_receivers_delay_others_boundedly(
+    server_factory: Callable[..., ServerProcess], unique: str, tmp_path: Path
+) -> None:
+    """A project admin fills its 20 webhooks with receivers that accept and never answer.
+    Attempts run side by side (a few at a time), so another project's event still goes out
+    after a couple of timeouts, not after twenty."""
+    env = {
+        "LUMORA_WEBHOOK_ALLOW_PRIVATE": "1",
+        "LUMORA_WEBHOOK_TIMEOUT": "3",
+        "LUMORA_WEBHOOK_BACKOFF": "3600",
+    }
+    server = server_factory("sqlite", extra_env=env)
+    hostile, victim = f"silent-{unique}", f"waiting-{unique}"
+    with hostile_receiver("silent") as bad_url, receiver() as rx, server.client() as client:
+        create_project(client, hostile)
+        for _ in range(20):
+            resp = client.post(
+                f"/api/v1/projects/{hostile}/webhooks",
+                json={"url": bad_url, "events": ["update.published"]},
+            )
+            assert resp.status_code == 201, resp.text
+        create_project(client, victim)
+        resp = client.post(
+            f"/api/v1/projects/{victim}/webhooks",
+            json={"url": rx.url, "events": ["update.published"]},
+        )
+        assert resp.status_code == 201, resp.text
+        publish_export(client, hostile, make_export(tmp_path / "h", seed=hostile))
+        publish_export(client, victim, make_export(tmp_path / "v", seed=victim))
+        # One after another, the victim would wait 20 x 3 s.
+        rx.wait_for(lambda got: len(got) >= 1, timeout=40)
