@@ -4,10 +4,10 @@ Every server process runs a ``WebhookSender``. It takes due rows of ``webhook_de
 (written by ``store.webhooks.emit`` in the transaction of each change), ``PARALLEL`` at a
 time, each through a lease: ``UPDATE ... SET claimed_until = <lease> WHERE id = ? AND
 (claimed_until IS NULL OR claimed_until < now)``, so exactly one process sends a row at a
-time; a process killed while sending leaves a lease that runs out, and the row is sent again (at least once). A non-2xx
-answer, a timeout or a refused target is retried with exponential backoff
-(``webhook_backoff`` doubling, at most an hour apart) until ``webhook_retry_seconds`` after
-the first attempt. One attempt (connect, request, the answer's status and headers) has one
+time; a process killed while sending leaves a lease that runs out, and the row is sent again
+(at least once). A non-2xx answer, a timeout or a refused target is retried with exponential
+backoff (``webhook_backoff`` doubling, at most an hour apart) until ``webhook_retry_seconds``
+after the first attempt. One attempt (connect, request, the answer's status and headers) has one
 deadline, ``webhook_timeout`` in all, and the answer's body is never read, so a receiver that
 trickles bytes or sends an endless body neither holds the sender nor fills its memory.
 
