@@ -23,18 +23,8 @@ from lumora_ota.domain.rollout import in_rollout
 from lumora_ota.server import webhooks as sender
 from stats_attack_helpers import EMBEDDED, manifest, served
 from test_cli_e2e import Cli, cli, project  # noqa: F401 - fixtures
+from test_rollout_plans import wait_for
 from webhook_receiver import receiver
-
-
-def wait_for(done: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = done()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def plan_of(client: httpx.Client, ref: str) -> dict[str, Any]:
