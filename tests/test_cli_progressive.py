@@ -48,14 +48,20 @@ def test_publish_with_a_plan_then_show_clear_and_resume(
     assert shown[0]["nextStep"] == 50 and shown[0]["status"] == "active"
     table = cli.ok("updates", "plan", ios)
     assert "active" in table and "5%" in table
+    # Setting, clearing and resuming a plan change what devices get: --yes off a terminal.
+    for change in (("plan", ios, "--steps", "10,100"), ("plan", ios, "--clear"),
+                   ("resume", ios)):  # fmt: skip
+        assert "--yes" in cli.fails("updates", *change, code=1)
+    assert cli.json("updates", "view", ios)["rollout"] == 5
     changed = cli.json(
-        "updates", "plan", ios, "--steps", "10,100", "--step", "30m", "--min-launches", "50"
-    )["items"][0]
+        "updates", "plan", ios, "--steps", "10,100", "--step", "30m", "--min-launches", "50",
+        "--yes",
+    )["items"][0]  # fmt: skip
     assert (changed["rollout"], changed["minLaunches"], changed["stepSeconds"]) == (10, 50, 1800)
-    assert "no halted rollout plan" in cli.fails("updates", "resume", ios)
-    assert cli.json("updates", "plan", ios, "--clear") == {"cleared": [ios]}
+    assert "no halted rollout plan" in cli.fails("updates", "resume", ios, "--yes")
+    assert cli.json("updates", "plan", ios, "--clear", "--yes") == {"cleared": [ios]}
     assert "has no rollout plan" in cli.run("updates", "plan", ios).stderr
-    assert cli.fails("updates", "plan", ios, "--steps", "50,10", code=1).startswith("error:")
+    assert cli.fails("updates", "plan", ios, "--steps", "50,10", "--yes").startswith("error:")
     cli.fails("publish", str(app), "--project", project, "--launch-asset", "main.py",
               "--yes", "--rollout-plan", "1,x", code=2)  # fmt: skip
 

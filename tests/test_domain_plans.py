@@ -104,3 +104,13 @@ def test_decision_properties(
     # A failure rate above the maximum over enough launches always halts.
     if launches >= max(min_launches, 1) and rate > max_rate:
         assert d.action is Action.HALT
+
+
+def test_a_halt_needs_min_failures_and_too_few_failures_only_wait() -> None:
+    """The server passes LUMORA_HEALTH_MIN_FAILURES: the few failing devices one address
+    may add neither halt a plan nor let it advance past a failure rate above the maximum."""
+    plan = Plan(steps=(1, 50, 100), step_seconds=0, max_failure_rate=0.02)
+    assert decide(plan, 0, 10, 3, 3, min_failures=10).action is Action.WAIT
+    assert "needed to halt" in decide(plan, 0, 10, 3, 3, min_failures=10).reason
+    assert decide(plan, 0, 10, 30, 10, min_failures=10).action is Action.HALT
+    assert decide(plan, 0, 10, 1000, 3, min_failures=10).action is Action.ADVANCE

@@ -19,7 +19,12 @@ from lumora_ota.domain.rollout import in_rollout
 from stats_attack_helpers import EMBEDDED, manifest, served
 from webhook_receiver import Receiver, receiver
 
-FAST = {"LUMORA_PLAN_INTERVAL": "0.1", "LUMORA_STATS_DEVICES_PER_SOURCE": "1000"}
+# One test address stands for many devices here; a halt needs LUMORA_HEALTH_MIN_FAILURES.
+FAST = {
+    "LUMORA_PLAN_INTERVAL": "0.1",
+    "LUMORA_STATS_DEVICES_PER_SOURCE": "1000",
+    "LUMORA_HEALTH_MIN_FAILURES": "3",
+}
 
 
 def wait_for(done: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:

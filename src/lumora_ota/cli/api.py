@@ -19,6 +19,7 @@ from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -96,6 +97,7 @@ class LumoraApi:
         """Send one request and return the decoded JSON answer (``None`` when empty)."""
         if not self.api_key:
             raise CliError(f"no API key: {NO_KEY_HINT}")
+        path = encode_path(path)
         all_headers = {"authorization": f"Bearer {self.api_key}", **(headers or {})}
         clean_params = {k: v for k, v in (params or {}).items() if v is not None}
         try:
@@ -200,6 +202,18 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}{more}; is the server a Lumora of another version?"
 
 
+def encode_path(path: str) -> str:
+    """``path`` with every segment percent-encoded, so an id or name a user typed stays one
+    segment of it: ``x?y=1`` or ``a#b`` is not cut into a path and a query or fragment (the
+    request would act on device ``x``), and a ``.`` or ``..`` segment, which would climb to
+    another resource, is refused with a ``CliError``."""
+    segments = path.split("/")
+    for segment in segments[1:]:
+        if segment in (".", ".."):
+            raise CliError(f"{segment!r} is not a valid id or name")
+    return "/".join(quote(segment, safe="") for segment in segments)
+
+
 def _read_chunks(path: Path, on_progress: Callable[[int], None] | None) -> Iterator[bytes]:
     try:
         with path.open("rb") as fh:
@@ -238,7 +252,8 @@ def _error_from(response: httpx.Response, server: str) -> ApiError:
     elif status == 403:
         message = f"permission denied: {detail}"
     elif status == 404:
-        message = f"not found: {detail}"
+        # The server's details say "... not found" themselves.
+        message = detail if detail.lower().endswith("not found") else f"not found: {detail}"
     elif status == 507:
         message = f"the server at {server} is out of space ({status}): {detail}"
     elif status == 503:

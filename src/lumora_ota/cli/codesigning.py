@@ -250,18 +250,19 @@ def publisher_held(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Sign with a key the server never sees (publisher-held mode): only the certificate
-    and a signature over the constant noUpdateAvailable directive are uploaded. From then
-    on the server serves an update only once `lumora publish --private-key` (or
-    `lumora codesigning sign`) has signed it. Works with the key pair of
-    `npx expo-updates codesigning:generate`.
+    and a signature over the constant noUpdateAvailable directive are uploaded, and the
+    updates already live are signed here at once. From then on the server serves an update
+    only once `lumora publish --private-key` (or `lumora codesigning sign`) has signed it.
+    Run again with the same certificate, it keeps the signatures and the timestamp key.
+    Works with the key pair of `npx expo-updates codesigning:generate`.
 
     Example: lumora codesigning publisher-held --project my-app --keyid main
     --private-key keys/private-key.pem --certificate certs/certificate.pem
     """
     chosen = pick_project(project)
-    _private_pem, cert_pem, identity = _load_key_pair(keyid, private_key, certificate, "use")
+    private_pem, cert_pem, identity = _load_key_pair(keyid, private_key, certificate, "use")
     from lumora_ota.api_models import SigningSetAnswer
-    from lumora_ota.cli.publisher_signing import NO_UPDATE_BODY
+    from lumora_ota.cli.publisher_signing import NO_UPDATE_BODY, sign_pending
     from lumora_ota.signing import sign_rsa_sha256
 
     with open_api(server, api_key) as api:
@@ -276,17 +277,21 @@ def publisher_held(
                 "noUpdateSignature": sign_rsa_sha256(identity.private_key, NO_UPDATE_BODY),
             },
         )
+        # Updates already live would otherwise reach no device until `codesigning sign`.
+        signed = sign_pending(api, chosen, private_pem)
     timestamp_pem = answer.timestamp_certificate_pem
     if timestamp_certificate_out is not None and timestamp_pem is not None:
         try:
             timestamp_certificate_out.write_text(timestamp_pem)
         except OSError as exc:
             raise CliError(f"cannot write {timestamp_certificate_out}: {exc}") from exc
-    result = {"project": chosen, "keyid": keyid, "mode": "publisher"}
+    result = {"project": chosen, "keyid": keyid, "mode": "publisher", "signed": signed}
     if as_json:
         print_json({**result, "timestampCertificatePem": timestamp_pem})
         return
     note(f"signing on for {chosen} (keyid {keyid}); the private key stays on this machine")
+    if signed:
+        note(f"signed {signed} bodies of updates already live")
 
 
 def _sign_command(

@@ -32,7 +32,7 @@ from lumora_ota.api_models import (
     UnsignedBody,
     UpdateAnswer,
 )
-from lumora_ota.cli.api import LumoraApi
+from lumora_ota.cli.api import ApiError, LumoraApi
 from lumora_ota.cli.errors import CliError
 
 NO_UPDATE_BODY = b'{"type":"noUpdateAvailable"}'
@@ -189,3 +189,24 @@ def sign_new_updates(
             expected_sha256=expected,
         )
     return signed
+
+
+def note_awaiting_signature(api: LumoraApi, project: str, update_ids: list[str]) -> None:
+    """Say so on stderr when the project's key is publisher-held and these new updates wait
+    for the publisher's signature: devices get "no update" for them until then."""
+    from lumora_ota.cli.output import note
+
+    if not update_ids:
+        return
+    try:
+        path = f"/projects/{project}/signing/unsigned"
+        listed = api.read(UnsignedAnswer, "GET", path, params={"updateId": update_ids})
+    except ApiError:  # 409: not publisher-held; anything else: only a hint is lost
+        return
+    waiting = {entry.update_id for entry in listed.unsigned}
+    if waiting:
+        note(
+            f"{len(waiting)} new update(s) of {project} await the publisher's signature: devices"
+            " get no update for them until you run `lumora codesigning sign --project"
+            f" {project} --private-key <key>` (or pass --private-key here)"
+        )

@@ -361,12 +361,11 @@ def rollback_update(
             )
             for u, body in zip(target.updates, bodies, strict=True)
         ]
+        created = [_created(r, u) for r, u in zip(results, target.updates, strict=True)]
         if private_key is not None:
-            _sign_created(
-                api,
-                private_key,
-                [_created(r, u) for r, u in zip(results, target.updates, strict=True)],
-            )
+            _sign_created(api, private_key, created)
+        else:
+            _note_unsigned(api, created)
     if as_json:
         print_json(results if target.is_group else results[0])
         return
@@ -455,6 +454,8 @@ def promote_update(
         ]
         if private_key is not None:
             _sign_created(api, private_key, list(results))
+        else:
+            _note_unsigned(api, list(results))
     if as_json:
         print_json(results if target.is_group else results[0])
         return
@@ -604,6 +605,15 @@ def _created(result: RolledBackAnswer | UpdateAnswer, update: UpdateAnswer) -> U
     return result if result.id != update.id else None
 
 
+def _note_unsigned(api: Any, created: list[UpdateAnswer | None]) -> None:
+    """Tell the user when the copies just created wait for a publisher's signature."""
+    from lumora_ota.cli.publisher_signing import note_awaiting_signature
+
+    made = [u for u in created if u is not None]
+    if made:
+        note_awaiting_signature(api, made[0].project_id, [u.id for u in made])
+
+
 def _sign_created(api: Any, private_key: Path, created: list[UpdateAnswer | None]) -> None:
     """Sign, with the publisher's key, the copies and markers just created."""
     from lumora_ota.cli.publisher_signing import sign_new_updates
@@ -638,6 +648,8 @@ def plan_update(
     ] = "2%",
     clear: Annotated[bool, typer.Option("--clear", help="Remove the plan.")] = False,
     as_json: JsonOption = False,
+    yes: YesOption = False,
+    non_interactive: NonInteractiveOption = False,
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
@@ -647,9 +659,11 @@ def plan_update(
     per --step of soak time while the gate holds (at least --min-launches launches, failure
     rate at most --max-failure-rate among devices served the update); it halts the moment the
     failure rate crosses the maximum (see lumora updates resume). Without options it shows
-    the plan.
+    the plan. Setting or clearing a plan changes what devices get: it asks first (--yes off a
+    terminal).
 
     Example: lumora updates plan 0b7e6c1e-... --steps 1,10,50,100 --step 1h --max-failure-rate 2%
+    --yes
     """
     from lumora_ota.api_models import ClearedAnswer, Items, PlanAnswer
     from lumora_ota.cli.plans import plan_body, print_plans
@@ -657,6 +671,9 @@ def plan_update(
     if clear and steps is not None:
         raise CliError("choose either --steps or --clear, not both", exit_code=2)
     path = f"/updates/{update_id}/rollout-plan"
+    if clear or steps is not None:
+        action = "Clear the rollout plan of" if clear else f"Start rollout plan {steps} on"
+        confirm(f"{action} {update_id}?", assume_yes=yes, non_interactive=non_interactive)
     with open_api(server, api_key) as api:
         if clear:
             cleared = api.read(ClearedAnswer, "DELETE", path)
@@ -684,16 +701,24 @@ def plan_update(
 def resume_plan(
     update_id: UpdateIdArgument,
     as_json: JsonOption = False,
+    yes: YesOption = False,
+    non_interactive: NonInteractiveOption = False,
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Continue a halted rollout plan from its current step (its soak time starts again).
+    """Continue a halted rollout plan from its current step (its soak time starts again; a
+    paused update goes back to that step's rollout). Asks first (--yes off a terminal).
 
-    Example: lumora updates resume 0b7e6c1e-...
+    Example: lumora updates resume 0b7e6c1e-... --yes
     """
     from lumora_ota.api_models import Items, PlanAnswer
     from lumora_ota.cli.plans import print_plans
 
+    confirm(
+        f"Resume the halted rollout plan of {update_id}?",
+        assume_yes=yes,
+        non_interactive=non_interactive,
+    )
     with open_api(server, api_key) as api:
         path = f"/updates/{update_id}/rollout-plan/resume"
         result = api.read(Items[PlanAnswer], "POST", path, json={})

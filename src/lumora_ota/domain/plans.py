@@ -5,10 +5,14 @@ time per step and a gate. ``decide`` says what to do now, given the step the pla
 seconds spent there and the launch figures of the update (devices the update was served to,
 as the health figure counts them: ``stats_report.health_counts``):
 
-* **halt** when at least ``max(min_launches, 1)`` devices launched it and the share that
-  failed exceeds ``max_failure_rate`` (checked first, at every step, soak or not);
+* **halt** when at least ``max(min_launches, 1)`` devices launched it, at least
+  ``min_failures`` of them failed (the server passes ``LUMORA_HEALTH_MIN_FAILURES``, so that
+  the few devices one client address may add cannot halt a plan: SECURITY.md section 11) and
+  the share that failed exceeds ``max_failure_rate`` (checked first, at every step, soak or
+  not);
 * **advance** to the next step when the soak time has passed and the gate holds: at least
-  ``min_launches`` launches (``0``: time alone) and a failure rate at most the maximum;
+  ``min_launches`` launches (``0``: time alone) and a failure rate at most the maximum (a
+  rate above it with too few failures to halt waits);
 * **complete** once the last step is reached;
 * otherwise **wait**, with the seconds left when only time is missing.
 
@@ -79,16 +83,24 @@ def failure_rate(launches: int, failures: int) -> float | None:
 
 
 def decide(
-    plan: Plan, step_index: int, elapsed_seconds: float, launches: int, failures: int
+    plan: Plan,
+    step_index: int,
+    elapsed_seconds: float,
+    launches: int,
+    failures: int,
+    *,
+    min_failures: int = 1,
 ) -> Decision:
     """What to do for a plan at ``step_index`` whose step began ``elapsed_seconds`` ago, with
     ``launches`` devices that launched the update (successfully or not), ``failures`` of
-    which failed. Raises ``PlanError`` for a step index outside the plan."""
+    which failed; a halt needs at least ``min_failures`` failing devices. Raises
+    ``PlanError`` for a step index outside the plan."""
     if not 0 <= step_index < len(plan.steps):
         raise PlanError(f"step {step_index} is not in a plan of {len(plan.steps)} steps")
     rate = failure_rate(launches, failures)
-    enough = launches >= max(plan.min_launches, 1)
-    if rate is not None and enough and rate > plan.max_failure_rate:
+    enough = launches >= max(plan.min_launches, 1) and failures >= max(min_failures, 1)
+    failing = rate is not None and rate > plan.max_failure_rate
+    if failing and enough:
         return Decision(
             Action.HALT,
             step_index,
@@ -107,5 +119,12 @@ def decide(
             Action.WAIT,
             step_index,
             reason=f"{launches} of {plan.min_launches} launches needed",
+        )
+    if failing:
+        return Decision(
+            Action.WAIT,
+            step_index,
+            reason=f"failure rate above the maximum, {failures} of {min_failures} failures"
+            " needed to halt",
         )
     return Decision(Action.ADVANCE, step_index + 1)

@@ -1,16 +1,19 @@
 """Webhook delivery: target checks (no private addresses) and the outbox worker.
 
 Every server process runs a ``WebhookSender``. It takes due rows of ``webhook_deliveries``
-(written by ``store.webhooks.emit`` in the transaction of each change) one at a time through a
-lease: ``UPDATE ... SET claimed_until = <lease> WHERE id = ? AND (claimed_until IS NULL OR
-claimed_until < now)``, so exactly one process sends a row at a time; a process killed while
-sending leaves a lease that runs out, and the row is sent again (at least once). A non-2xx
-answer, a timeout or a refused target is retried with exponential backoff
-(``webhook_backoff`` doubling, at most an hour apart) until ``webhook_retry_seconds`` after
-the first attempt.
+(written by ``store.webhooks.emit`` in the transaction of each change), ``PARALLEL`` at a
+time, each through a lease: ``UPDATE ... SET claimed_until = <lease> WHERE id = ? AND
+(claimed_until IS NULL OR claimed_until < now)``, so exactly one process sends a row at a
+time; a process killed while sending leaves a lease that runs out, and the row is sent again
+(at least once). A non-2xx answer, a timeout or a refused target is retried with exponential
+backoff (``webhook_backoff`` doubling, at most an hour apart) until ``webhook_retry_seconds``
+after the first attempt. One attempt (connect, request, the answer's status and headers) has one
+deadline, ``webhook_timeout`` in all, and the answer's body is never read, so a receiver that
+trickles bytes or sends an endless body neither holds the sender nor fills its memory.
 
 Targets: ``check_target`` resolves the host and refuses it when any address is not global
-(private, loopback, link-local, multicast, reserved; SSRF), unless
+(private, loopback, link-local, multicast, reserved, or an IPv6 form of such an IPv4
+address: mapped, 6to4, NAT64, compatible; SSRF), unless
 ``LUMORA_WEBHOOK_ALLOW_PRIVATE=1``. It runs when the webhook is created and again before
 every attempt, and the request goes to the address just checked (``Host`` header and TLS
 server name keep the original host), so a DNS answer changed in between (rebinding) cannot
@@ -20,11 +23,13 @@ point a delivery at an internal service.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ipaddress
 import logging
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -46,6 +51,10 @@ MAX_BACKOFF_SECONDS = 3600.0
 HISTORY_DAYS = 30
 PRUNE_EVERY_SECONDS = 3600.0
 BATCH = 50
+# Attempts of one pass run side by side, this many at a time: a project's silent receivers
+# (at most 20 webhooks, each attempt at most the timeout) delay other projects' deliveries
+# by a few timeouts, not by all of theirs one after another.
+PARALLEL = 8
 _ERROR_CHARS = 500
 
 
@@ -64,10 +73,36 @@ class Target:
     addresses: tuple[str, ...]
 
 
+# IPv6 forms that carry an IPv4 address a gateway or tunnel delivers to: NAT64's well-known
+# prefix (RFC 6052) and IPv4-compatible addresses (::a.b.c.d, deprecated); 6to4 and
+# IPv4-mapped addresses have accessors of their own. NAT64's local-use prefix (RFC 8215)
+# embeds at a length only the site knows: it is the site's own network, refused outright.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for (mapped, 6to4, NAT64, compatible)."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64 or ip in _COMPATIBLE:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def _forbidden(address: str) -> bool:
+    """Whether a webhook may not be sent to ``address``: not global, multicast, or an IPv6
+    address standing for such an IPv4 address (SSRF through NAT64, 6to4 or mapped forms)."""
     ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _NAT64_LOCAL:
+            return True
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            return _forbidden(str(embedded))
     return not ip.is_global or ip.is_multicast
 
 
@@ -82,6 +117,10 @@ def check_url(url: str) -> tuple[str, str, int]:
         raise TargetError("the URL must be http:// or https:// with a host")
     if parts.username or parts.password:
         raise TargetError("the URL must not carry credentials")
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        # urlsplit drops CR, LF and TAB silently: refuse them (and other controls, spaces)
+        # rather than store a URL that differs from the one requested.
+        raise TargetError("the URL must not contain spaces or control characters")
     return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
@@ -137,7 +176,7 @@ class WebhookSender:
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: httpx.Client | None = None
+        self._client: httpx.AsyncClient | None = None
 
     def watch_local_commits(self) -> None:
         """Wake the sender when a transaction of this process that emitted events commits."""
@@ -202,7 +241,9 @@ class WebhookSender:
         """Start the worker."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        self._client = httpx.Client(timeout=self._timeout, follow_redirects=False, trust_env=False)
+        self._client = httpx.AsyncClient(
+            timeout=self._timeout, follow_redirects=False, trust_env=False
+        )
         self._task = asyncio.create_task(self._run(), name="lumora-webhooks")
 
     async def stop(self) -> None:
@@ -214,7 +255,7 @@ class WebhookSender:
             self._task = None
         self._loop = None
         if self._client is not None:
-            self._client.close()
+            await self._client.aclose()
             self._client = None
 
     # ------------------------------------------------------------------ one pass
@@ -239,13 +280,19 @@ class WebhookSender:
                     .limit(BATCH)
                 )
             )
-        sent = 0
-        for delivery_id in due:
-            lease = self._claim(delivery_id)
-            if lease is not None:
-                self._attempt(delivery_id, lease)
-                sent += 1
-        return sent
+        if not due:
+            return 0
+        workers = min(PARALLEL, len(due))
+        with ThreadPoolExecutor(workers, thread_name_prefix="lumora-webhook") as pool:
+            return sum(pool.map(self._claim_and_attempt, due))
+
+    def _claim_and_attempt(self, delivery_id: str) -> int:
+        """Send one row if this process gets its lease; 1 when it did."""
+        lease = self._claim(delivery_id)
+        if lease is None:
+            return 0
+        self._attempt(delivery_id, lease)
+        return 1
 
     def _claim(self, delivery_id: str) -> Any:
         now = utcnow()
@@ -324,14 +371,41 @@ class WebhookSender:
                 SIGNATURE_HEADER: sign(secret, int(time.time()), body),
             }
         )
-        assert self._client is not None
+        loop, client = self._loop, self._client
+        if loop is None or client is None:
+            return None, "the webhook sender is not running"
+        # The attempt runs on the event loop under one deadline for all of it (connect,
+        # headers, answer), and the answer's body is never read: a receiver trickling bytes
+        # or sending an endless body can hold neither this sender nor its memory.
+        attempt = asyncio.run_coroutine_threadsafe(
+            self._send(client, pinned_url, headers, body, extensions), loop
+        )
         try:
-            resp = self._client.post(
-                pinned_url, content=body, headers=headers, extensions=extensions
-            )
-        except httpx.TimeoutException:
+            status = attempt.result(timeout=self._timeout + 5)
+        except (TimeoutError, httpx.TimeoutException):
+            attempt.cancel()
             return None, f"no answer within {self._timeout:g} s"
         except httpx.HTTPError as exc:
             return None, (str(exc) or type(exc).__name__)[:_ERROR_CHARS]
-        error = None if 200 <= resp.status_code < 300 else f"answered {resp.status_code}"
-        return resp.status_code, error
+        except concurrent.futures.CancelledError:
+            return None, "cancelled: the server is stopping"
+        error = None if 200 <= status < 300 else f"answered {status}"
+        return status, error
+
+    async def _send(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        headers: dict[str, str],
+        body: bytes,
+        extensions: dict[str, Any],
+    ) -> int:
+        """POST and return the status once the answer's headers are in; the whole attempt
+        is bounded by the webhook timeout (``TimeoutError`` past it)."""
+        async with asyncio.timeout(self._timeout):
+            request = client.build_request(
+                "POST", url, content=body, headers=headers, extensions=extensions
+            )
+            response = await client.send(request, stream=True)
+            await response.aclose()  # unread: the connection is dropped, not drained
+            return response.status_code

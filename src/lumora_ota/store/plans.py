@@ -86,11 +86,17 @@ def clear_plan(session: Session, upd: Update) -> bool:
 
 
 def resume_plan(session: Session, row: RolloutPlan) -> None:
-    """Continue a halted plan from its current step; the step's soak time starts again."""
+    """Continue a halted plan from its current step; the step's soak time starts again. A
+    paused update (rollout 0) goes back to the current step's rollout."""
     row.status = ACTIVE if row.step_index < len(row.steps) - 1 else COMPLETED
     row.halt_reason = None
     row.step_started_at = utcnow()
     row.updated_at = row.step_started_at
+    upd = session.get(Update, row.update_id)
+    if upd is not None and upd.rollout == 0 and upd.status == STATUS_ACTIVE:
+        upd.rollout = int(row.steps[row.step_index])
+        session.flush()
+        webhooks.rollout_changed(session, upd, 0)
     session.flush()
 
 
@@ -127,10 +133,25 @@ def _run_one(
         successes, failures = launch_counts(session, row.project_id, update_id, thresholds)
         elapsed = (now - row.step_started_at).total_seconds()
         rolled_back = upd.status != STATUS_ACTIVE
+        # Paused by hand or by auto-pause: the next step must not undo that (resume it).
+        paused = upd.rollout == 0
         if rolled_back:  # nothing left to roll out: stop here, without flagging it
             decision = Decision(Action.HALT, row.step_index, reason="the update was rolled back")
+        elif paused:
+            decision = Decision(
+                Action.HALT,
+                row.step_index,
+                reason="the update's rollout was paused (0%); resume the plan to go on",
+            )
         else:
-            decision = decide(plan_of(row), row.step_index, elapsed, successes + failures, failures)
+            decision = decide(
+                plan_of(row),
+                row.step_index,
+                elapsed,
+                successes + failures,
+                failures,
+                min_failures=thresholds.min_failures,
+            )
         if decision.action is Action.WAIT:
             session.rollback()
             return None
@@ -173,7 +194,7 @@ def _run_one(
             data.update(step=old_step, rollout=upd.rollout, reason=decision.reason)
             _audit(session, row.project_id, HALT_ACTION, update_id, data)
             webhooks.emit(session, row.project_id, "rollout_plan.halted", data)
-            if not rolled_back:
+            if not rolled_back and not paused:
                 webhooks.emit(session, row.project_id, "update.flagged", data)
         elif decision.action is Action.ADVANCE:
             previous = upd.rollout

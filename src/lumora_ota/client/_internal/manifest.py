@@ -16,6 +16,7 @@ from urllib.parse import urljoin
 from lumora_ota.client._internal.fs import validate_relative_path
 from lumora_ota.client.errors import ServerResponseError
 from lumora_ota.domain.hashes import hex_from_b64url
+from lumora_ota.domain.paths import file_and_directory_problem
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _UPDATE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -105,6 +106,10 @@ def parse_manifest(raw: Any, base_url: str) -> Manifest:
         if asset.path in seen:
             raise ServerResponseError(f"manifest lists the path {asset.path!r} twice")
         seen.add(asset.path)
+    # Refused before any download: such an update could never be installed.
+    problem = file_and_directory_problem(seen)
+    if problem:
+        raise ServerResponseError(f"manifest: {problem}")
     metadata = raw.get("metadata") or {}
     extra = raw.get("extra") or {}
     return Manifest(

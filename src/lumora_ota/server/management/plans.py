@@ -197,8 +197,9 @@ def delete_plan(ref: str, principal: CurrentPrincipal, session: WriteSession) ->
 def resume(
     ref: str, request: Request, principal: CurrentPrincipal, session: WriteSession
 ) -> dict[str, Any]:
-    """Continue halted plans from their current step (its soak time starts again). 409 when
-    none is halted. A plan whose failure rate is still above the maximum halts again."""
+    """Continue halted plans from their current step (its soak time starts again; a paused
+    update, rollout 0, goes back to the step's rollout). 409 when none is halted. A plan whose
+    failure rate is still above the maximum halts again."""
     updates = targets(session, principal, ref)
     principal.require("publish")
     rows = plans_for(session, [u.id for u in updates])

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from pydantic import Field, field_validator, model_validator
 
 from lumora_ota.api_models import PublishAnswer
+from lumora_ota.domain.paths import file_and_directory_problem
 from lumora_ota.server.context import AppContext, app_context
 from lumora_ota.server.lifecycle import Lifecycle
 from lumora_ota.server.management.audit import record_audit
@@ -111,6 +112,10 @@ class PlatformIn(RequestModel):
             if asset.key in seen:
                 raise ValueError(f"duplicate asset key {asset.key[:80]!r}")
             seen.add(asset.key)
+        # The Lumora SDK installs files under their keys: "a" and "a/b" cannot both be.
+        problem = file_and_directory_problem(seen)
+        if problem:
+            raise ValueError(problem)
         return self
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import APIRouter, Query, Request
 from pydantic import Field
 from sqlalchemy import select
@@ -48,6 +49,7 @@ from lumora_ota.signing import (
     SigningError,
     body_sha256,
     generate_signing_identity,
+    load_certificate,
     load_signing_identity,
     parse_signature_value,
     read_key_file,
@@ -60,6 +62,7 @@ from lumora_ota.store.repository import STATUS_ACTIVE, to_record
 router = APIRouter(tags=["signing"], route_class=GuardedJSONRoute)
 
 MAX_PEM_CHARS = 64 * 1024
+DER = Encoding.DER
 
 
 class SigningKeyPut(RequestModel):
@@ -113,7 +116,11 @@ def signing_json(row: SigningKey | None) -> dict[str, Any]:
     }
 
 
-def _upsert(session: Session, project_id: str, body: SigningKeyPut) -> SigningKey:
+def _upsert(
+    session: Session, project_id: str, body: SigningKeyPut, *, keep: bool = False
+) -> SigningKey:
+    """Store the key pair; ``keep`` (the same publisher-held certificate again) keeps the
+    publisher's signatures and the timestamp key."""
     row = session.get(SigningKey, project_id)
     if row is None:
         row = SigningKey(project_id=project_id)
@@ -124,11 +131,24 @@ def _upsert(session: Session, project_id: str, body: SigningKeyPut) -> SigningKe
     row.certificate_pem = body.certificate_pem
     row.created_at = utcnow()
     row.mode = body.mode
+    if keep:
+        return row
     row.timestamp_key_pem = None
     row.timestamp_certificate_pem = None
     # Signatures under an earlier certificate verify no more: the publisher signs again.
     session.query(PublisherSignature).filter(PublisherSignature.project_id == project_id).delete()
     return row
+
+
+def _same_publisher_certificate(row: SigningKey | None, certificate: Any) -> bool:
+    """Whether ``row`` is already publisher-held under ``certificate`` (same DER bytes)."""
+    if row is None or row.mode != "publisher" or not row.timestamp_key_pem:
+        return False
+    try:
+        current = load_certificate(row.certificate_pem)
+    except SigningError:
+        return False
+    return bool(current.public_bytes(DER) == certificate.public_bytes(DER))
 
 
 def _put_publisher(session: Session, project_id: str, slug: str, body: SigningKeyPut) -> SigningKey:
@@ -151,6 +171,10 @@ def _put_publisher(session: Session, project_id: str, slug: str, body: SigningKe
             "under the certificate",
             title="Unusable signing key",
         )
+    # The same certificate again (the command run twice, a changed keyid) keeps what was
+    # signed under it and the timestamp key SDK devices pin (freshness_certificate).
+    if _same_publisher_certificate(session.get(SigningKey, project_id), certificate):
+        return _upsert(session, project_id, body, keep=True)
     row = _upsert(session, project_id, body)
     timestamp_key, timestamp_certificate = generate_signing_identity(
         f"{slug} timestamp", valid_days=3650

@@ -7,6 +7,7 @@ signing ``secret``, shown this once. Deliveries are listed newest first with eve
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query, Request
 from pydantic import Field
@@ -35,6 +36,7 @@ from lumora_ota.server.management.guards import GuardedJSONRoute, RequestModel
 from lumora_ota.server.management.responses import answer
 from lumora_ota.server.problems import ProblemError, not_found
 from lumora_ota.server.webhooks import TargetError, WebhookSender, check_target
+from lumora_ota.store.apikeys import role_allows
 from lumora_ota.store.models import Webhook, WebhookAttempt, WebhookDelivery, utcnow
 from lumora_ota.store.webhooks import EVENT_TYPES, new_secret
 
@@ -50,12 +52,23 @@ class WebhookRequest(RequestModel):
     events: Annotated[list[str], Field(min_length=1, max_length=len(EVENT_TYPES))]
 
 
-def webhook_json(hook: Webhook) -> dict[str, Any]:
-    """The API shape of a webhook (never its secret)."""
+def shown_url(url: str, *, whole: bool) -> str:
+    """``url`` whole, or only its origin followed by ``/…``: receivers such as Slack's take
+    their credential in the path or query, which only admins (who manage webhooks) see."""
+    if whole:
+        return url
+    parts = urlsplit(url)
+    rest = parts.path not in ("", "/") or parts.query or parts.fragment
+    return f"{parts.scheme}://{parts.netloc}/" + ("…" if rest else "")
+
+
+def webhook_json(hook: Webhook, *, whole_url: bool = True) -> dict[str, Any]:
+    """The API shape of a webhook (never its secret; the URL whole only with
+    ``whole_url``)."""
     return {
         "id": hook.id,
         "projectId": hook.project_id,
-        "url": hook.url,
+        "url": shown_url(hook.url, whole=whole_url),
         "events": list(hook.events),
         "createdAt": iso_time(hook.created_at),
     }
@@ -127,12 +140,14 @@ def create_webhook(
 def list_webhooks(
     project: str, principal: CurrentPrincipal, session: ReadSession
 ) -> dict[str, Any]:
-    """``{"items": [webhook, ...]}`` (secrets are never shown again)."""
+    """``{"items": [webhook, ...]}`` (secrets are never shown again; keys below admin see
+    each URL's origin only, as its path or query may hold the receiver's credential)."""
     found = visible_project(session, principal, project)
     hooks = session.scalars(
         select(Webhook).where(Webhook.project_id == found.id).order_by(Webhook.created_at)
     )
-    return {"items": [webhook_json(h) for h in hooks]}
+    whole = role_allows(principal.role, "admin")
+    return {"items": [webhook_json(h, whole_url=whole) for h in hooks]}
 
 
 @router.delete(
