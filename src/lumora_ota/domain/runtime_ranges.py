@@ -12,9 +12,11 @@ What makes an index possible: every range is a tree of comparisons (``Range`` le
 pre-release, no build part) each comparison only depends on where the version falls among the
 sorted distinct targets: on a target, or strictly between two neighbours. So the targets cut
 the version line into at most ``2 * targets + 1`` *cells*, and every release version in a cell
-matches exactly the same ranges. The answer is computed once per cell (by the plain matches,
-so it is the same answer by construction) and remembered, bounded by the history, not by what
-devices send. Finding the cell is a binary search.
+matches exactly the same ranges. Building the index matches each range once per segment of
+its own targets (a few matches a range, at a release version of the segment), which gives the
+runs of cells it accepts; a lookup is a binary search for the cell, and the cell's answer is
+collected from those runs once and remembered (bounded by the history, not by what devices
+send).
 
 The rarer shapes stay exact without the cell shortcut:
 
@@ -104,6 +106,8 @@ class RangeIndex(Generic[T]):
         "_points",
         "_prerelease_any",
         "_prerelease_by_patch",
+        "_span_starts",
+        "_spans",
         "_specs",
     )
 
@@ -114,6 +118,7 @@ class RangeIndex(Generic[T]):
         opaque: list[int] = []
         by_patch: dict[PatchKey, list[int]] = {}
         prerelease_any: list[int] = []
+        own_targets: list[list[semantic_version.Version]] = []
         for i, text in enumerate(declared):
             spec = parse_range(text)
             if spec is None:
@@ -122,7 +127,8 @@ class RangeIndex(Generic[T]):
             leaves: list[Range] = []
             if not _leaves(spec.clause, leaves):
                 opaque.append(i)
-            targets += [leaf.target for leaf in leaves if not leaf.target.build]
+            own_targets.append([leaf.target for leaf in leaves if not leaf.target.build])
+            targets += own_targets[-1]
             if any(leaf.build_policy == Range.BUILD_STRICT for leaf in leaves):
                 build_strict.append(i)
             keys = _same_patch_keys(spec.clause)
@@ -143,6 +149,54 @@ class RangeIndex(Generic[T]):
         self._prerelease_by_patch = by_patch
         self._prerelease_any = tuple(prerelease_any)
         self._cells: dict[int, tuple[tuple[int, ...], T]] = {}
+        spans = self._accepting_spans(own_targets) if not opaque else []
+        self._spans = spans
+        self._span_starts = [lo for lo, _hi, _i in spans]
+
+    def _accepting_spans(
+        self, own_targets: list[list[semantic_version.Version]]
+    ) -> list[tuple[int, int, int]]:
+        """(first cell, last cell, range) of every run of cells whose release versions a
+        range matches, sorted by first cell.
+
+        A range's own targets cut the cells into segments on which its answer for release
+        versions cannot change, so it is matched once per segment (at a release version in
+        it; segments with none are never asked about): a few matches per range in all.
+        """
+        points = self._points
+        cells = 2 * len(points) + 1
+        # A release version in each cell, None when the cell holds none (a pre-release
+        # target, or the gap between a pre-release and its release).
+        reps: list[semantic_version.Version | None] = []
+        below = semantic_version.Version("0.0.0")  # the smallest release version
+        for point in points:
+            reps.append(below if below < point else None)
+            reps.append(None if point.prerelease else point)
+            below = (
+                semantic_version.Version(major=point.major, minor=point.minor, patch=point.patch)
+                if point.prerelease
+                else point.next_patch()
+            )
+        reps.append(below)
+        # The first cell at or after each cell that holds a release version.
+        next_rep = [cells] * (cells + 1)
+        for cell in range(cells - 1, -1, -1):
+            next_rep[cell] = cell if reps[cell] is not None else next_rep[cell + 1]
+        spans: list[tuple[int, int, int]] = []
+        for i, own in enumerate(own_targets):
+            at = sorted({bisect.bisect_left(points, t) for t in own})
+            segments = []
+            start = 0
+            for g in at:
+                segments += [(start, 2 * g), (2 * g + 1, 2 * g + 1)]
+                start = 2 * g + 2
+            segments.append((start, cells - 1))
+            for lo, hi in segments:
+                cell = next_rep[lo]
+                if lo <= hi and cell <= hi and self._specs[i].match(reps[cell]):
+                    spans.append((lo, hi, i))
+        spans.sort()
+        return spans
 
     def __len__(self) -> int:
         return len(self._specs)
@@ -181,6 +235,7 @@ class RangeIndex(Generic[T]):
         if found is None:
             if len(self._cells) >= MAX_CELL_ANSWERS:
                 self._cells.clear()
-            indices = self._scan(release, range(len(self._specs)))
+            last = bisect.bisect_right(self._span_starts, cell)
+            indices = tuple(sorted(i for _lo, hi, i in self._spans[:last] if hi >= cell))
             found = self._cells[cell] = (indices, self._answer(indices))
         return found
