@@ -125,7 +125,9 @@ def history_of(declared: list[str]) -> tuple[UpdateRecord, ...]:
     )
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.lists(versions(), min_size=1, max_size=100))
 def test_unknown_versions_cost_no_range_matching_once_their_cell_is_known(
     monkeypatch: pytest.MonkeyPatch, requested: list[str]

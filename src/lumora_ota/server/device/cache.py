@@ -233,7 +233,7 @@ class RuntimeIndex:
     ``domain/runtime_ranges.py``), so a version no update declares costs what a known one
     does however many ranges the channel declares."""
 
-    __slots__ = ("_exact", "_ranges", "_range_names")
+    __slots__ = ("_exact", "_range_names", "_ranges")
 
     def __init__(self, everything: tuple[UpdateRecord, ...]) -> None:
         by_version: dict[str, list[int]] = {}
