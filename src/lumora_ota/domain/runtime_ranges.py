@@ -111,7 +111,13 @@ class RangeIndex(Generic[T]):
         "_specs",
     )
 
-    def __init__(self, declared: Sequence[str], answer: Callable[[tuple[int, ...]], T]) -> None:
+    def __init__(
+        self,
+        declared: Sequence[str],
+        answer: Callable[[tuple[int, ...]], T],
+        parsed: Sequence[semantic_version.NpmSpec | None] | None = None,
+    ) -> None:
+        """``parsed``: ``parse_range`` of each of ``declared``, when the caller has them."""
         specs: list[semantic_version.NpmSpec] = []
         targets: list[semantic_version.Version] = []
         build_strict: list[int] = []
@@ -120,7 +126,7 @@ class RangeIndex(Generic[T]):
         prerelease_any: list[int] = []
         own_targets: list[list[semantic_version.Version]] = []
         for i, text in enumerate(declared):
-            spec = parse_range(text)
+            spec = parsed[i] if parsed is not None else parse_range(text)
             if spec is None:
                 raise ValueError(f"{text!r} is not a runtime-version range")
             specs.append(spec)

@@ -59,7 +59,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from lumora_ota.domain.model import UpdateKind, UpdateRecord, UpdateStatus
-from lumora_ota.domain.runtime import is_runtime_range, runtime_matches
+from lumora_ota.domain.runtime import parse_device_version, parse_range, runtime_matches
 from lumora_ota.domain.runtime_ranges import RangeIndex
 from lumora_ota.domain.selection import IndexedCandidates
 from lumora_ota.signing import (
@@ -240,7 +240,8 @@ class RuntimeIndex:
         for position, update in enumerate(everything):
             by_version.setdefault(update.runtime_version, []).append(position)
         self._exact = {v: array("I", ps) for v, ps in by_version.items()}
-        declared = [v for v in by_version if is_runtime_range(v)]
+        parsed = [(v, parse_range(v)) for v in by_version]
+        declared = [v for v, spec in parsed if spec is not None]
         self._range_names = frozenset(declared)
         arrays = [self._exact[v] for v in declared]
 
@@ -249,12 +250,13 @@ class RuntimeIndex:
                 return arrays[indices[0]]
             return array("I", sorted(p for i in indices for p in arrays[i]))
 
-        self._ranges = RangeIndex(declared, merged)
+        specs = [spec for _v, spec in parsed if spec is not None]
+        self._ranges = RangeIndex(declared, merged, specs)
 
     def positions(self, runtime_version: str) -> array[int]:
         """Positions (ascending: newest first) of the updates matching ``runtime_version``."""
         exact = self._exact.get(runtime_version)
-        if runtime_version in self._range_names:
+        if runtime_version in self._range_names and parse_device_version(runtime_version):
             # A declared range that is also a device version (``1.0.0-a.x``): rare, and its
             # own positions must not be counted twice; matched one by one.
             return array(
@@ -698,6 +700,10 @@ class DeliveryCache:
                 loaded = await run_in_threadpool(
                     self._run_in_session, load_candidates, project_id, channel, platform
                 )
+                # Built off the event loop: with thousands of declared ranges the index
+                # takes a noticeable fraction of a second (parsing and matching each once).
+                index = await run_in_threadpool(RuntimeIndex, loaded)
+                generation.runtime_indexes[channel_key] = index
                 generation.candidates[channel_key] = loaded
                 return loaded
 
