@@ -152,3 +152,22 @@ def test_unknown_versions_cost_no_range_matching_once_their_cell_is_known(
     for version in release:  # pre-release and build versions match against a few ranges
         assert list(index.positions(version)) == expected[version]
     assert calls == 0
+
+
+@given(st.lists(versions(), max_size=60))
+def test_remembered_cell_answers_stay_bounded(requested: list[str]) -> None:
+    """However many distinct versions devices send, an index remembers at most
+    ``MAX_CELL_ANSWERS`` cell answers (here 3), and its answers stay right past the bound."""
+    import lumora_ota.domain.runtime_ranges as ranges_module
+
+    declared = [f">={i}.0.0 <{i}.5.0" for i in range(5)] + ["^1.2.3-beta.1", "1.x || 3.1.x"]
+    original = ranges_module.MAX_CELL_ANSWERS
+    ranges_module.MAX_CELL_ANSWERS = 3
+    try:
+        index = RangeIndex(declared, lambda indices: indices)
+        for version in requested:
+            expected = tuple(i for i, d in enumerate(declared) if runtime_matches(d, version))
+            assert index.lookup(version) == expected
+            assert len(index._cells) <= 3
+    finally:
+        ranges_module.MAX_CELL_ANSWERS = original
