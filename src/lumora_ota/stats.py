@@ -36,7 +36,8 @@ What is counted, and why it can be trusted:
 * The device's latest observation (channel, platform, current update, last seen) feeds the
   active-device figures; the newest observation wins across processes.
 
-A background task flushes every ``settings.stats_flush_interval`` seconds (in a worker thread)
+A background task flushes every ``settings.stats_flush_interval`` seconds, or as soon as the
+batch holds ``FLUSH_EARLY_ROWS`` per-device rows (in a worker thread)
 with additive upserts (``INSERT .. ON CONFLICT DO UPDATE SET value = value + excluded.value``)
 and insert-or-ignore for facts, so any number of server processes add up exactly. Device rows
 go in short chunked transactions (SQLite's write lock is held briefly), the counters last in
