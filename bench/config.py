@@ -20,10 +20,15 @@ class BenchConfig:
     # updates share most assets, as real releases do).
     asset_pool: int = 120
     history_updates: int = 10_000
+    # Range-declared updates (each a distinct range) in the unknown-runtime channel.
+    history_ranges: int = 2000
     large_asset_bytes: int = 1024 * 1024
     publish_files: int = 200
     publish_bytes: int = 20 * 1024 * 1024
     duration: float = 10.0
+    # Seconds of the memory scenarios (random-device checks, the statistics flood): the
+    # issue's RSS target is "under 60 s of checks" and "after a 60 s flood".
+    memory_duration: float = 60.0
     connections: int = 50
     threads: int = 1
     # Concurrent publishes while loading the data set.
@@ -52,6 +57,8 @@ QUICK = replace(
     assets_per_update=5,
     asset_pool=12,
     history_updates=50,
+    history_ranges=20,
+    memory_duration=1.0,
     publish_files=10,
     publish_bytes=1024 * 1024,
     duration=1.0,

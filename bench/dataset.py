@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,16 @@ ROLLOUT_CHANNEL = "preview"
 MANIFEST_CHANNEL = "production"
 HISTORY_ONE = "one"
 HISTORY_MANY = "many"
+# Channels of range-declared updates (issue 21, target 4): devices send runtime versions no
+# update declares exactly, so each is matched against the declared ranges.
+RANGES_ONE = "ranges-one"
+RANGES_MANY = "ranges-many"
+
+
+def declared_range(n: int) -> str:
+    """The runtime-version range update ``n`` of a ranges channel declares: distinct for
+    every ``n`` (so a channel of 2,000 has 2,000 distinct ranges), each a narrow window."""
+    return f">={n // 1000}.{n % 1000}.0 <{n // 1000}.{n % 1000}.5"
 
 
 @dataclass
@@ -129,12 +140,18 @@ async def load_main(api: ManagementApi, cfg: BenchConfig, slug: str) -> LoadedDa
 HTTP_SAMPLE = 200
 
 
-def insert_in_process(database_url: str, spec_body: dict[str, Any], count: int) -> None:
+def insert_in_process(
+    database_url: str,
+    spec_body: dict[str, Any],
+    count: int,
+    runtime_version: Callable[[int], str] | None = None,
+) -> None:
     """Insert ``count`` copies of the publish ``spec_body`` straight into the database.
 
     The rows are exactly what ``store.repository.publish`` writes (one group, one update, its
     asset rows), written in bulk with the store's models in one transaction, followed by
-    ``bump_delivery_revision`` so running servers pick them up.
+    ``bump_delivery_revision`` so running servers pick them up. ``runtime_version(n)``, when
+    given, is the runtime version of copy ``n`` (else the body's).
     """
     from datetime import timedelta
 
@@ -170,7 +187,9 @@ def insert_in_process(database_url: str, spec_body: dict[str, Any], count: int) 
                     updates.append({
                         "id": update_id, "group_id": group_id, "project_id": project.id,
                         "channel_id": channel.id, "platform": platform,
-                        "runtime_version": spec_body["runtimeVersion"],
+                        "runtime_version": (
+                            runtime_version(n) if runtime_version else spec_body["runtimeVersion"]
+                        ),
                         "kind": repository.KIND_UPDATE, "message": f"release {n} (bulk)",
                         "created_at": at, "rollout": 100, "mandatory": False,
                         "status": repository.STATUS_ACTIVE, "metadata_json": {},
@@ -231,5 +250,15 @@ async def load_history(
             "models in one transaction (HTTP would have taken "
             f"{cfg.history_updates / rate:.0f} s)"
         )
+    ranges_started = time.perf_counter()
+    one = _body(slug, RANGES_ONE, platforms, message="range")
+    one["runtimeVersion"] = declared_range(0)
+    await api.publish(one)
+    many = _body(slug, RANGES_MANY, platforms, message="")
+    await asyncio.to_thread(
+        insert_in_process, database_url, many, cfg.history_ranges, declared_range
+    )
+    result["historyRanges"] = cfg.history_ranges
+    result["historyRangesSeconds"] = round(time.perf_counter() - ranges_started, 2)
     result["historySeconds"] = round(time.perf_counter() - started, 2)
     return result

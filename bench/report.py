@@ -16,7 +16,17 @@ MANIFEST_P99_MS = 10.0
 ASSET_NGINX_RATIO = 0.8
 ACCEL_NGINX_RATIO = 0.9  # issue 21 target 2: behind nginx, X-Accel-Redirect
 HISTORY_COST_RATIO = 1.1
+WORKERS_SCALING = 1.6
 REPUBLISH_SECONDS = 1.0
+NOT_MEASURED = "not measured"
+
+# Scenario names the targets of issue 21 are judged on (absent ones print "not measured").
+MANIFEST_SCENARIOS = ("expo_manifest_signed", "expo_no_update")
+ACCEL_SCENARIO = "asset_1mb_br_accel"  # bench/accel.py
+CHECKS_MEMORY_SCENARIO = "check_rollout_50"
+FLOOD_SCENARIO = "stats_flood"
+UNKNOWN_RUNTIME = ("check_unknown_runtime_1", "check_unknown_runtime_many")
+WORKERS_SCENARIO = ("expo_manifest_workers2", "expo_manifest_signed")
 
 
 @dataclass(frozen=True)
@@ -27,7 +37,15 @@ class TargetCheck:
     scenario: str
     target: str
     measured: str
-    passed: bool
+    passed: bool | None  # None: not measured in this run
+    issue_target: str = ""  # "1".."5": the numbered target of issue 21 this judges
+
+    @property
+    def verdict(self) -> str:
+        """PASS, MISS or "not measured"."""
+        if self.passed is None:
+            return NOT_MEASURED
+        return "PASS" if self.passed else "MISS"
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready view."""
@@ -37,6 +55,8 @@ class TargetCheck:
             "target": self.target,
             "measured": self.measured,
             "passed": self.passed,
+            "issueTarget": self.issue_target,
+            "verdict": self.verdict,
         }
 
 
@@ -45,32 +65,14 @@ def _by_name(rows: list[dict[str, Any]], server: str) -> dict[str, dict[str, Any
 
 
 def judge(results: dict[str, Any]) -> list[TargetCheck]:
-    """Every target of the issue, per server implementation measured."""
+    """Every target of the issue, per server implementation measured: the five numbered
+    targets of issue 21 first (each printed, "not measured" when its scenario did not run),
+    then per-scenario RSS and the publishing targets."""
     checks: list[TargetCheck] = []
     rows: list[dict[str, Any]] = results["scenarios"]
     for server in results["servers"]:
         named = _by_name(rows, server)
-        manifest = named.get("expo_manifest_signed")
-        if manifest and manifest.get("nginx_ratio") is not None:
-            ratio = manifest["nginx_ratio"]
-            checks.append(
-                TargetCheck(
-                    server,
-                    "expo_manifest_signed",
-                    ">= 0.5x nginx req/s",
-                    f"{ratio:.2f}x",
-                    ratio >= MANIFEST_NGINX_RATIO,
-                )
-            )
-            checks.append(
-                TargetCheck(
-                    server,
-                    "expo_manifest_signed",
-                    "p99 < 10 ms",
-                    f"{manifest['p99_ms']:.1f} ms",
-                    manifest["p99_ms"] < MANIFEST_P99_MS,
-                )
-            )
+        checks += issue_targets(named, rows)
         asset = named.get("asset_1mb_br")
         if asset and asset.get("throughput_ratio") is not None:
             ratio = asset["throughput_ratio"]
@@ -83,20 +85,6 @@ def judge(results: dict[str, Any]) -> list[TargetCheck]:
                     ratio >= ASSET_NGINX_RATIO,
                 )
             )
-        # -- issue 21 target 2: the asset sent by nginx through X-Accel-Redirect (bench/accel.py)
-        accel = named.get("asset_1mb_br_accel")
-        if accel and accel.get("throughput_ratio") is not None:
-            ratio = accel["throughput_ratio"]
-            checks.append(
-                TargetCheck(
-                    server,
-                    "asset_1mb_br_accel",
-                    ">= 0.9x nginx throughput",
-                    f"{ratio:.2f}x",
-                    ratio >= ACCEL_NGINX_RATIO,
-                )
-            )
-        # -- end of target 2
         one, many = named.get("check_history_1"), named.get("check_history_10k")
         if one and many and many["requests_per_second"] > 0:
             cost = one["requests_per_second"] / many["requests_per_second"]
@@ -143,12 +131,138 @@ def judge(results: dict[str, Any]) -> list[TargetCheck]:
     return checks  # fmt: skip
 
 
+def _rate_ratio(top: dict[str, Any] | None, bottom: dict[str, Any] | None) -> float | None:
+    if not top or not bottom or not bottom.get("requests_per_second"):
+        return None
+    return float(top["requests_per_second"]) / float(bottom["requests_per_second"])
+
+
+def _nginx_ratio(row: dict[str, Any] | None, key: str = "nginx_ratio") -> float | None:
+    value = row.get(key) if row else None
+    return float(value) if value is not None else None
+
+
+def _rss_text(row: dict[str, Any], value: float) -> str:
+    return f"{value:.0f} MB (tree; worker(s) {row.get('workers_rss_mb', 0):.0f} MB)"
+
+
+def issue_targets(
+    named: dict[str, dict[str, Any]], rows: list[dict[str, Any]]
+) -> list[TargetCheck]:
+    """The five targets of issue 21 for one server's scenarios (``named``), in order, each
+    judged or marked not measured; ``rows`` are every server's (a scenario measured under
+    another server name, e.g. a two-worker run, is found there)."""
+    server = next(iter(named.values()))["server"] if named else ""
+    out: list[TargetCheck] = []
+
+    def add(
+        number: str, scenario: str, target: str, value: float | None, text: str, ok: bool | None
+    ) -> None:
+        out.append(
+            TargetCheck(
+                server,
+                scenario,
+                target,
+                text if value is not None else NOT_MEASURED,
+                ok if value is not None else None,
+                number,
+            )
+        )
+
+    for name in MANIFEST_SCENARIOS:
+        row = named.get(name)
+        ratio = _nginx_ratio(row)
+        add(
+            "1",
+            name,
+            ">= 0.5x nginx req/s",
+            ratio,
+            f"{ratio or 0:.2f}x",
+            ratio is not None and ratio >= MANIFEST_NGINX_RATIO,
+        )
+        p99 = float(row["p99_ms"]) if row else None
+        add(
+            "1",
+            name,
+            "p99 < 10 ms",
+            p99,
+            f"{p99 or 0:.1f} ms",
+            p99 is not None and p99 < MANIFEST_P99_MS,
+        )
+    accel = named.get(ACCEL_SCENARIO)
+    ratio = _nginx_ratio(accel, "throughput_ratio") or _nginx_ratio(accel)
+    add(
+        "2",
+        ACCEL_SCENARIO,
+        ">= 0.9x nginx serving the file directly",
+        ratio,
+        f"{ratio or 0:.2f}x",
+        ratio is not None and ratio >= ACCEL_NGINX_RATIO,
+    )
+    checks_row = named.get(CHECKS_MEMORY_SCENARIO)
+    peak = float(checks_row["rss_mb"]) if checks_row else None
+    add(
+        "3",
+        CHECKS_MEMORY_SCENARIO,
+        "RSS < 200 MB under random-device checks",
+        peak,
+        _rss_text(checks_row or {}, peak or 0),
+        peak is not None and peak < RSS_LIMIT_MB,
+    )
+    flood = named.get(FLOOD_SCENARIO)
+    after = flood.get("rss_after_mb") if flood else None
+    add(
+        "3",
+        FLOOD_SCENARIO,
+        "RSS < 200 MB after the statistics flood",
+        after,
+        _rss_text(flood or {}, after or 0) + f", peak {(flood or {}).get('rss_mb', 0):.0f} MB",
+        after is not None and after < RSS_LIMIT_MB,
+    )
+    cost = _rate_ratio(named.get(UNKNOWN_RUNTIME[0]), named.get(UNKNOWN_RUNTIME[1]))
+    add(
+        "4",
+        UNKNOWN_RUNTIME[1],
+        "unknown-runtime cost <= 1.1x of 1 range",
+        cost,
+        f"{cost or 0:.2f}x",
+        cost is not None and cost <= HISTORY_COST_RATIO,
+    )
+    two = named.get(WORKERS_SCENARIO[0]) or next(
+        (r for r in rows if r["scenario"] == WORKERS_SCENARIO[0]), None
+    )
+    scaling = _rate_ratio(two, named.get(WORKERS_SCENARIO[1]))
+    add(
+        "5",
+        WORKERS_SCENARIO[0],
+        ">= 1.6x one worker on the manifest",
+        scaling,
+        f"{scaling or 0:.2f}x",
+        scaling is not None and scaling >= WORKERS_SCALING,
+    )
+    return out  # fmt: skip
+
+
 def _targets_text(checks: list[TargetCheck], server: str, scenario: str) -> str:
     return "; ".join(
-        f"{c.target}: {'PASS' if c.passed else 'MISS'} ({c.measured})"
+        f"{c.target}: {c.verdict} ({c.measured})"
         for c in checks
-        if c.server == server and c.scenario == scenario and "RSS" not in c.target
+        if c.server == server and c.scenario == scenario and not _per_scenario_rss(c)
     )
+
+
+def _per_scenario_rss(check: TargetCheck) -> bool:
+    return not check.issue_target and "RSS" in check.target
+
+
+TARGET_HEADERS = ["target", "server", "scenario", "asked", "measured", "verdict"]
+
+
+def target_rows(checks: list[TargetCheck]) -> list[list[str]]:
+    """One row per numbered target of issue 21 per server, in target order."""
+    numbered = sorted((c for c in checks if c.issue_target), key=lambda c: c.issue_target)
+    return [[c.issue_target, c.server, c.scenario, c.target, c.measured, c.verdict]
+            for c in numbered]  # fmt: skip
 
 
 def _ratio(row: dict[str, Any]) -> str:
@@ -196,6 +310,12 @@ def print_table(results: dict[str, Any], checks: list[TargetCheck], console: Con
     for row in table_rows(results, checks):
         table.add_row(*row)
     console.print(table)
+    targets = Table(title="Issue 21 targets")
+    for header in TARGET_HEADERS:
+        targets.add_column(header, overflow="fold")
+    for row in target_rows(checks):
+        targets.add_row(*row)
+    console.print(targets)
     for error in results.get("errors", []):
         console.print(f"[red]error[/red] {error}")
 
@@ -216,8 +336,17 @@ def markdown(results: dict[str, Any], checks: list[TargetCheck]) -> str:
     ]
     lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |"
               for row in table_rows(results, checks)]  # fmt: skip
-    missed = [c for c in checks if not c.passed and "RSS" not in c.target]
-    rss_missed = [c for c in checks if not c.passed and "RSS" in c.target]
+    lines += [
+        "",
+        "Issue 21 targets:",
+        "",
+        "| " + " | ".join(TARGET_HEADERS) + " |",
+        "|" + "---|" * len(TARGET_HEADERS),
+    ]
+    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |"
+              for row in target_rows(checks)]  # fmt: skip
+    missed = [c for c in checks if c.passed is False and not _per_scenario_rss(c)]
+    rss_missed = [c for c in checks if c.passed is False and _per_scenario_rss(c)]
     if missed or rss_missed:
         lines += ["", "Targets missed:", ""]
         lines += [f"- {c.server} {c.scenario}: {c.target}, measured {c.measured}" for c in missed]

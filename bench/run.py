@@ -49,6 +49,7 @@ from bench.report import faster_server, judge, markdown, print_table  # noqa: E4
 from bench.scenarios import (  # noqa: E402
     ALTERNATED,
     KEYID,
+    MEMORY_SCENARIOS,
     ProbeFailed,
     Scenario,
     ScenarioResult,
@@ -77,6 +78,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--updates", type=int, help="publishes of history in the main project")
     parser.add_argument("--history-updates", type=int, help="updates in the long channel")
     parser.add_argument(
+        "--history-ranges", type=int, help="range-declared updates (unknown-runtime channel)"
+    )
+    parser.add_argument(
+        "--memory-duration", type=float, help="seconds of the memory scenarios (checks, flood)"
+    )
+    parser.add_argument(
         "--history-http-budget",
         type=float,
         help="seconds of HTTP publishing allowed for the long history before bulk insertion",
@@ -97,6 +104,8 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
     overrides: dict[str, Any] = {}
     for name in (
         "duration",
+        "memory_duration",
+        "history_ranges",
         "connections",
         "threads",
         "updates",
@@ -306,9 +315,18 @@ def measure_device_scenarios(
     """Measure each scenario; the ``ALTERNATED`` pair in turns, half the duration each."""
     parts: dict[str, list[ScenarioResult]] = {}
     half = replace(cfg, duration=max(1.0, cfg.duration / 2))
-    plan = [(s, cfg, "") for s in scenarios if s.name not in ALTERNATED]
-    pair = [s for s in scenarios if s.name in ALTERNATED]
-    plan += [(s, half, f"-{turn}") for turn in (1, 2) for s in pair]
+    memory = replace(cfg, duration=cfg.memory_duration)
+    plan = [
+        (s, memory if s.name in MEMORY_SCENARIOS else cfg, "")
+        for s in scenarios
+        if s.name not in ALTERNATED and s.name != MEMORY_SCENARIOS[-1]
+    ]
+    alternated = [s for s in scenarios if s.name in ALTERNATED]
+    for first in range(0, len(alternated), 2):
+        pair = alternated[first : first + 2]
+        plan += [(s, half, f"-{turn}") for turn in (1, 2) for s in pair]
+    # The flood last: the memory it leaves is measured after it (``rss_after_mb``).
+    plan += [(s, memory, "") for s in scenarios if s.name == MEMORY_SCENARIOS[-1]]
     failed: set[str] = set()
     for scenario, run_cfg, suffix in plan:
         if scenario.name in failed:

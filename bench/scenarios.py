@@ -7,6 +7,7 @@ import email.parser
 import email.policy
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,13 +20,15 @@ from bench.dataset import (
     HISTORY_MANY,
     HISTORY_ONE,
     MANIFEST_CHANNEL,
+    RANGES_MANY,
+    RANGES_ONE,
     ROLLOUT_CHANNEL,
     RUNTIME_VERSION,
     LoadedData,
 )
 from bench.processes import ResourceSampler
 from bench.profiling import start_profile, summarize
-from bench.wrk import DEVICE_PLACEHOLDER, LoadSpec, run_wrk
+from bench.wrk import DEVICE_PLACEHOLDER, RUNTIME_PLACEHOLDER, LoadSpec, run_wrk
 
 KEYID = "main"
 EXPECT_SIGNATURE = f'sig, keyid="{KEYID}", alg="rsa-v1_5-sha256"'
@@ -56,6 +59,8 @@ class ScenarioResult:
     status_errors: int
     reference: str | None = None
     nginx_ratio: float | None = None
+    # Tree RSS a few seconds after the load stopped (statistics flushed): what the load left.
+    rss_after_mb: float | None = None
     profile: dict[str, list[tuple[str, float]]] | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -168,14 +173,16 @@ def _asset_probe(expected_sha256: str) -> Callable[[httpx.Response], None]:
     return probe
 
 
-def check_body(project: str, channel: str, platform: str = "android") -> str:
+def check_body(
+    project: str, channel: str, platform: str = "android", runtime: str = RUNTIME_VERSION
+) -> str:
     """A Lumora check request body with the random-device placeholder."""
     return json.dumps(
         {
             "projectId": project,
             "channel": channel,
             "platform": platform,
-            "runtimeVersion": RUNTIME_VERSION,
+            "runtimeVersion": runtime,
             "deviceId": DEVICE_PLACEHOLDER,
         }
     )
@@ -247,7 +254,53 @@ def device_scenarios(base: str, data: LoadedData) -> list[Scenario]:
             _probe_update_available,
             "nginx_manifest",
         ),
+        # Target 4: runtime versions no update declares exactly, against 1 and against
+        # ``history_ranges`` distinct declared ranges (alternated too).
+        Scenario(
+            "check_unknown_runtime_1",
+            LoadSpec(
+                check_url,
+                method="POST",
+                headers=json_headers,
+                body=check_body(data.history_slug, RANGES_ONE, runtime=RUNTIME_PLACEHOLDER),
+                random_device=True,
+            ),
+            _probe_check,
+            "nginx_manifest",
+        ),
+        Scenario(
+            "check_unknown_runtime_many",
+            LoadSpec(
+                check_url,
+                method="POST",
+                headers=json_headers,
+                body=check_body(data.history_slug, RANGES_MANY, runtime=RUNTIME_PLACEHOLDER),
+                random_device=True,
+            ),
+            _probe_check,
+            "nginx_manifest",
+        ),
+        # Target 3: the statistics flood of the security issue (a new device and 50 made-up
+        # failed update ids per manifest request); measured last, for the memory it leaves.
+        Scenario(
+            FLOOD_SCENARIO,
+            LoadSpec(
+                manifest_url,
+                headers=manifest_headers(signed=data.signed),
+                flood_failed_ids=FLOOD_FAILED_IDS,
+            ),
+            _manifest_probe(served_id, signed=data.signed),
+            "nginx_manifest",
+        ),
     ]
+
+
+FLOOD_SCENARIO = "stats_flood"
+SETTLE_AFTER_LOAD_SECONDS = 2.0
+FLOOD_FAILED_IDS = 50
+# Scenarios that run ``memory_duration`` (60 s in the full run): the RSS target is "under 60 s
+# of random-device checks" and "after a 60 s flood".
+MEMORY_SCENARIOS = ("check_rollout_50", FLOOD_SCENARIO)
 
 
 def _manifest_probe(served_id: str, *, signed: bool) -> Callable[[httpx.Response], None]:
@@ -261,7 +314,12 @@ def _manifest_probe(served_id: str, *, signed: bool) -> Callable[[httpx.Response
 
 # Compared with each other, so run in turns (A B A B, half the duration each) rather than one
 # after the other: drift on a shared machine then falls on both alike.
-ALTERNATED = ("check_history_1", "check_history_10k")
+ALTERNATED = (
+    "check_history_1",
+    "check_history_10k",
+    "check_unknown_runtime_1",
+    "check_unknown_runtime_many",
+)
 
 
 def nginx_scenarios(base: str, *, signed: bool) -> list[Scenario]:
@@ -287,6 +345,7 @@ def probe(scenario: Scenario, timeout: float = 30.0) -> None:
     body = scenario.spec.body
     if body is not None and scenario.spec.random_device:
         body = body.replace(DEVICE_PLACEHOLDER, "probe-device-0001")
+        body = body.replace(RUNTIME_PLACEHOLDER, "123.4.5")
     resp = httpx.request(
         scenario.spec.method,
         scenario.spec.url,
@@ -323,6 +382,10 @@ def measure(
         )
     if profiler is not None:
         profiler.wait(timeout=cfg.duration + 60)
+    rss_after = None
+    if scenario.name in MEMORY_SCENARIOS:
+        time.sleep(SETTLE_AFTER_LOAD_SECONDS)  # the statistics flush (every second) has run
+        rss_after = sampler.rss()[0] / 2**20
     result = ScenarioResult(
         server=server,
         scenario=scenario.name,
@@ -339,6 +402,7 @@ def measure(
         errors=load.errors,
         status_errors=load.status_errors,
         reference=scenario.reference,
+        rss_after_mb=rss_after,
     )
     if profiler is not None and profile_path.exists():
         result.profile = summarize(profile_path)
@@ -371,5 +435,6 @@ def combine(parts: list[ScenarioResult]) -> ScenarioResult:
         errors=sum(p.errors for p in parts),
         status_errors=sum(p.status_errors for p in parts),
         reference=first.reference,
+        rss_after_mb=parts[-1].rss_after_mb,
         profile=first.profile,
     )

@@ -39,26 +39,73 @@ function done(summary, latency, requests)
 end
 """
 
-# Replaces ``"deviceId": "__DEVICE__"`` in the body with a fresh UUID-shaped id per request.
+# Replaces ``__DEVICE__`` in the body with a fresh UUID-shaped id per request, and
+# ``__RUNTIME__`` (when present) with a random ``MAJOR.MINOR.PATCH`` runtime version no update
+# declares exactly (majors from 100 up; the range channels declare majors below 10).
 RANDOM_DEVICE_REQUEST = """\
-local prefix, suffix
-function init(args)
-  math.randomseed(seed)
-  local at = string.find(wrk.body, "__DEVICE__", 1, true)
-  prefix = string.sub(wrk.body, 1, at - 1)
-  suffix = string.sub(wrk.body, at + 10)
-end
-
-function request()
-  local id = string.format("%04x%04x-%04x-4%03x-%04x-%04x%04x%04x",
+local parts = {}
+local function uuid()
+  return string.format("%04x%04x-%04x-4%03x-%04x-%04x%04x%04x",
     math.random(0, 65535), math.random(0, 65535), math.random(0, 65535),
     math.random(0, 4095), math.random(32768, 49151), math.random(0, 65535),
     math.random(0, 65535), math.random(0, 65535))
-  return wrk.format(nil, nil, nil, prefix .. id .. suffix)
+end
+local function runtime()
+  return string.format("%d.%d.%d", math.random(100, 999), math.random(0, 999),
+    math.random(0, 999))
+end
+function init(args)
+  math.randomseed(seed)
+  local rest = wrk.body
+  while true do
+    local d = string.find(rest, "__DEVICE__", 1, true)
+    local r = string.find(rest, "__RUNTIME__", 1, true)
+    local at, kind, len
+    if d and (not r or d < r) then at, kind, len = d, uuid, 10
+    elseif r then at, kind, len = r, runtime, 11
+    else break end
+    table.insert(parts, string.sub(rest, 1, at - 1))
+    table.insert(parts, kind)
+    rest = string.sub(rest, at + len)
+  end
+  table.insert(parts, rest)
+end
+
+function request()
+  local out = {}
+  for i, part in ipairs(parts) do
+    if type(part) == "function" then out[i] = part() else out[i] = part end
+  end
+  return wrk.format(nil, nil, nil, table.concat(out))
+end
+"""
+
+# The statistics flood of the security issue (``bench/stats_flood.py``): each request names
+# a new random device (``eas-client-id``) and ``failed_ids`` random made-up update ids in
+# ``expo-recent-failed-update-ids``.
+FLOOD_REQUEST = """\
+local failed_count = {failed_ids}
+local function uuid()
+  return string.format("%04x%04x-%04x-4%03x-%04x-%04x%04x%04x",
+    math.random(0, 65535), math.random(0, 65535), math.random(0, 65535),
+    math.random(0, 4095), math.random(32768, 49151), math.random(0, 65535),
+    math.random(0, 65535), math.random(0, 65535))
+end
+function init(args)
+  math.randomseed(seed)
+end
+
+function request()
+  local ids = {{}}
+  for i = 1, failed_count do ids[i] = '"' .. uuid() .. '"' end
+  wrk.headers["eas-client-id"] = uuid()
+  wrk.headers["expo-recent-failed-update-ids"] = table.concat(ids, ", ")
+  return wrk.format()
 end
 """
 
 DEVICE_PLACEHOLDER = "__DEVICE__"
+RUNTIME_PLACEHOLDER = "__RUNTIME__"
 
 
 def _lua_string(value: str) -> str:
@@ -74,6 +121,8 @@ class LoadSpec:
     headers: dict[str, str] = field(default_factory=dict)
     body: str | None = None
     random_device: bool = False
+    # > 0: the statistics flood (a new device and this many made-up failed ids per request).
+    flood_failed_ids: int = 0
 
     def lua(self) -> str:
         """The wrk script for this target."""
@@ -86,7 +135,13 @@ class LoadSpec:
             method=_lua_string(self.method),
             headers=headers,
             body=_lua_string(self.body) if self.body is not None else "nil",
-            request=RANDOM_DEVICE_REQUEST if self.random_device else "",
+            request=(
+                RANDOM_DEVICE_REQUEST
+                if self.random_device
+                else FLOOD_REQUEST.format(failed_ids=self.flood_failed_ids)
+                if self.flood_failed_ids
+                else ""
+            ),
             marker=RESULT_MARKER,
         )
 

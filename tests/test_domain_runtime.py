@@ -49,3 +49,16 @@ def test_exact_strings(declared: str) -> None:
 )
 def test_matching(declared: str, requested: str, expected: bool) -> None:
     assert runtime_matches(declared, requested) is expected
+
+
+def test_a_malformed_hyphen_range_is_an_exact_string() -> None:
+    """``semantic_version`` raises AttributeError (not ValueError) for some hyphen ranges
+    whose ends are not versions; such a declaration is an exact string, never a crash (found
+    by the range index's property test, issue 21)."""
+    from lumora_ota.domain.runtime import is_runtime_range, parse_range, runtime_matches
+
+    for declared in ("1.0.0 - ^2.0.0", "1.2.3 - ~1.4.0"):
+        assert parse_range(declared) is None
+        assert not is_runtime_range(declared)
+        assert runtime_matches(declared, declared)
+        assert not runtime_matches(declared, "1.5.0")

@@ -6,8 +6,10 @@ exactly, and repeated reports of the same outcome must not inflate them.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -430,3 +432,95 @@ def test_failing_flushes_keep_counters_but_bound_per_device_detail(
     assert recorder.totals["stats_dropped"] >= 1000
     assert recorder.totals["checks"] == 1150
     assert recorder.flush_errors == 1
+
+
+REPORT = st.fixed_dictionaries(
+    {
+        "kind": st.sampled_from(["check", "events"]),
+        "device": st.integers(0, 40).map(lambda n: f"device-{n}"),
+        "served": st.sampled_from([None, "u1", "u2"]),
+        "running": st.sampled_from([None, "u1", "u2", "u3"]),
+        "failed": st.lists(st.sampled_from(["u1", "u2", "u3", "u4", "u5", "u6"]), max_size=8),
+        "events": st.lists(
+            st.sampled_from(["install", "launch_success", "launch_failure", "rollback"]),
+            max_size=4,
+        ),
+        "source": st.sampled_from(["10.0.0.1", "10.0.0.2", ""]),
+    }
+)
+
+
+@given(st.lists(REPORT, max_size=60), st.integers(1, 40))
+def test_pending_device_rows_never_exceed_the_bound(
+    reports: list[dict[str, Any]], bound: int
+) -> None:
+    """Whatever devices report while every flush fails (a database outage): the rows about
+    devices waiting in memory never exceed ``MAX_PENDING_ROWS``, and every report that did
+    not fit is counted as dropped; the counters keep counting every check. (Before, the
+    bound was checked before a report's rows were added, so it could be passed by up to a
+    report's worth: 21 rows.)"""
+    from sqlalchemy import create_engine
+
+    import lumora_ota.stats as stats_module
+
+    original = stats_module.MAX_PENDING_ROWS
+    stats_module.MAX_PENDING_ROWS = bound
+    try:
+        recorder = StatsRecorder(create_engine("sqlite://"), clock=lambda: NOW)
+        checks = 0
+        for n, r in enumerate(reports):
+            if r["kind"] == "check":
+                checks += 1
+                recorder.record_check(
+                    project_id="p", channel="production", platform="ios",
+                    served_update_id=r["served"], device_id=r["device"],
+                    current_update_id=r["running"], failed_update_ids=r["failed"],
+                    source=r["source"],
+                )  # fmt: skip
+            else:
+                recorder.record_events(
+                    "p", r["device"], [ClientEvent(t, "u1") for t in r["events"]],
+                    source=r["source"],
+                )  # fmt: skip
+            if n % 7 == 3:
+                with contextlib.suppress(Exception):
+                    recorder.flush()  # no tables: a batch is kept
+            with recorder._lock:
+                b = recorder._batch
+                assert len(b.facts) + len(b.devices) + len(b.device_days) + len(b.served) <= bound
+        assert recorder.totals.get("checks", 0) == checks
+    finally:
+        stats_module.MAX_PENDING_ROWS = original
+
+
+def test_a_large_batch_is_flushed_before_the_interval(
+    monkeypatch: pytest.MonkeyPatch, engine: Engine
+) -> None:
+    """New devices arriving faster than the flush interval: once the batch passes
+    ``FLUSH_EARLY_ROWS`` the flush task writes it at once, so the batch is bounded by size as
+    well as by time (here the interval is an hour)."""
+    import asyncio
+
+    import lumora_ota.stats as stats_module
+
+    monkeypatch.setattr(stats_module, "FLUSH_EARLY_ROWS", 30)
+    pid, (ios, _android) = make_project(engine, "flush-early")
+
+    async def scenario() -> tuple[int, int]:
+        recorder = StatsRecorder(engine, flush_interval=3600, clock=lambda: NOW)
+        await recorder.start()
+        try:
+            for i in range(20):  # 3 rows each: device, device day, served-to record
+                recorder.record_check(
+                    project_id=pid, channel="production", platform="ios",
+                    served_update_id=ios, device_id=f"early-{i}", source=f"10.1.0.{i}",
+                )  # fmt: skip
+            while recorder.flushes == 0:  # woken, not after an hour
+                await asyncio.sleep(0.01)
+            return recorder.early_flushes, recorder.pending
+        finally:
+            await recorder.stop()
+
+    early, pending = asyncio.run(scenario())
+    assert early == 1
+    assert pending < 30

@@ -36,7 +36,8 @@ What is counted, and why it can be trusted:
 * The device's latest observation (channel, platform, current update, last seen) feeds the
   active-device figures; the newest observation wins across processes.
 
-A background task flushes every ``settings.stats_flush_interval`` seconds (in a worker thread)
+A background task flushes every ``settings.stats_flush_interval`` seconds, or as soon as the
+batch holds ``FLUSH_EARLY_ROWS`` per-device rows (in a worker thread)
 with additive upserts (``INSERT .. ON CONFLICT DO UPDATE SET value = value + excluded.value``)
 and insert-or-ignore for facts, so any number of server processes add up exactly. Device rows
 go in short chunked transactions (SQLite's write lock is held briefly), the counters last in
@@ -97,10 +98,16 @@ EVENT_TIME_PAST = timedelta(days=30)
 # (UpdateDao.loadRecentUpdateIdsWithFailedLaunch: ``... ORDER BY commit_time DESC LIMIT 5``);
 # more ids in one request count no further.
 MAX_FAILED_IDS_COUNTED = 5
-# Rows a batch may hold while flushes fail (a database outage) or lag: past it, new
-# per-device rows are dropped (counted in ``totals["stats_dropped"]``) and only the counters
-# keep counting, so a flood of fresh device ids cannot grow memory however long it lasts.
-MAX_PENDING_ROWS = 200_000
+# Per-device rows (devices, device days, served-to records, facts) a batch may hold while
+# flushes fail (a database outage) or lag: a report that would take the batch past it is
+# dropped (counted in ``totals["stats_dropped"]``) and only the counters keep counting, so a
+# flood of fresh device ids cannot grow memory however long it lasts. About 500 bytes a row
+# (key tuples, strings, timestamps): 25 MB at most, inside a worker's 200 MB (issue 21; it was
+# 200,000, which alone could take 100 MB).
+MAX_PENDING_ROWS = 50_000
+# A batch past this many per-device rows is flushed at once rather than at the next interval,
+# so a burst of new devices is written in bounded steps.
+FLUSH_EARLY_ROWS = 10_000
 # Devices new today (to this process) that one source may add; past it that source's new
 # device ids are counted as checks only. Invented device ids are the one way anonymous
 # requests add rows (3 a device); this bounds them per address and day. The map of sources
@@ -160,13 +167,12 @@ class StatsBatch:
         return cls(counters={}, facts={}, devices={}, device_days=set(), served={})
 
     def __len__(self) -> int:
-        return (
-            len(self.counters)
-            + len(self.facts)
-            + len(self.devices)
-            + len(self.device_days)
-            + len(self.served)
-        )
+        return len(self.counters) + self.device_rows()
+
+    def device_rows(self) -> int:
+        """Rows about devices (everything but the counters): what ``MAX_PENDING_ROWS``
+        bounds. The counters are bounded by projects, channels and updates."""
+        return len(self.facts) + len(self.devices) + len(self.device_days) + len(self.served)
 
     def merge(self, newer: StatsBatch) -> None:
         """Fold ``newer`` (recorded later) into this batch."""
@@ -248,6 +254,11 @@ class StatsRecorder:
         self.totals: dict[str, int] = {}
         self.flushes = 0
         self.flush_errors = 0
+        self.early_flushes = 0
+        # Set by the hot path to flush before the interval (``FLUSH_EARLY_ROWS``).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._early_requested = False
 
     # ------------------------------------------------------------------ hot path
 
@@ -287,7 +298,12 @@ class StatsRecorder:
                 return
             dkey = (project_id, day, channel, device_id)
             new_today = hash(dkey) not in self._seen_days and dkey not in batch.device_days
-            if len(batch) > MAX_PENDING_ROWS or (new_today and not self._admit(source, day)):
+            # Rows this report may add, at most: its device, device day, served-to record,
+            # and the facts of the update it runs and of its failed ones.
+            adds = 3 + len(RUNNING_FACTS) * (running is not None) + 3 * len(failed)
+            if batch.device_rows() + adds > MAX_PENDING_ROWS or (
+                new_today and not self._admit(source, day)
+            ):
                 self.totals["stats_dropped"] = self.totals.get("stats_dropped", 0) + 1
                 return
             if new_today:  # its events later today draw on no budget again
@@ -307,6 +323,7 @@ class StatsRecorder:
             for failed_id in failed:
                 for fact in EVENT_FACTS["launch_failure"]:
                     self._add_fact((project_id, device_id, failed_id, fact), now)
+            self._maybe_flush_early(batch)
 
     def _admit(self, source: str, day: date) -> bool:
         """Whether ``source`` may add one more device new today (caller holds the lock)."""
@@ -373,12 +390,27 @@ class StatsRecorder:
                     self._seen_reporters.clear()
                 self._seen_reporters.add(reporter)
             for event, update_id in relevant:
-                if len(self._batch) > MAX_PENDING_ROWS:
+                facts = EVENT_FACTS.get(event.type, ())
+                if self._batch.device_rows() + len(facts) > MAX_PENDING_ROWS:
                     self.totals["stats_dropped"] = self.totals.get("stats_dropped", 0) + 1
                     continue
                 at = event_time(event.at, now)
-                for fact in EVENT_FACTS.get(event.type, ()):
+                for fact in facts:
                     self._add_fact((project_id, device_id, update_id, fact), at)
+            self._maybe_flush_early(self._batch)
+
+    def _maybe_flush_early(self, batch: StatsBatch) -> None:
+        """Wake the flush task when ``batch`` has grown past ``FLUSH_EARLY_ROWS`` (once per
+        batch; the caller holds the lock; callable from any thread)."""
+        if self._early_requested or batch.device_rows() < FLUSH_EARLY_ROWS:
+            return
+        loop, wake = self._loop, self._wake
+        if loop is None or wake is None:
+            return  # no flush task running: ``flush()`` is called by hand
+        self._early_requested = True
+        self.early_flushes += 1
+        with contextlib.suppress(RuntimeError):  # the loop is closing
+            loop.call_soon_threadsafe(wake.set)
 
     def _add_fact(self, key: FactKey, at: datetime) -> None:
         # Caller holds self._lock.
@@ -409,6 +441,7 @@ class StatsRecorder:
         with self._flush_lock:
             with self._lock:
                 batch, self._batch = self._batch, StatsBatch.empty()
+                self._early_requested = False
             if not batch:
                 return 0
             try:
@@ -438,8 +471,12 @@ class StatsRecorder:
             return len(batch)
 
     async def _run(self) -> None:
+        wake = self._wake
+        assert wake is not None
         while True:
-            await asyncio.sleep(self._flush_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self._flush_interval)
+            wake.clear()
             try:
                 await asyncio.to_thread(self.flush)
             except Exception as exc:
@@ -453,6 +490,8 @@ class StatsRecorder:
     async def start(self) -> None:
         """Start the periodic flush task."""
         if self._task is None:
+            self._loop = asyncio.get_running_loop()
+            self._wake = asyncio.Event()
             self._task = asyncio.create_task(self._run(), name="lumora-stats-flush")
 
     async def stop(self) -> None:

@@ -41,7 +41,9 @@ def parse_range(declared: str) -> semantic_version.NpmSpec | None:
         return None
     try:
         return semantic_version.NpmSpec(declared.strip())
-    except ValueError:
+    except (ValueError, AttributeError):
+        # semantic_version raises AttributeError for some malformed hyphen ranges
+        # (``1.0.0 - ^2.0.0``): an exact string like any other unparsable one.
         return None
 
 

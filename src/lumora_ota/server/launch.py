@@ -32,6 +32,7 @@ from pathlib import Path
 
 from lumora_ota.datadir import make_private
 from lumora_ota.defaults import LOG_LEVELS, SERVERS, VALIDATED_ENV
+from lumora_ota.server.allocator import limit_arenas
 
 __all__ = ["LOG_LEVELS", "SERVERS", "LaunchSettings", "command", "main"]
 
@@ -276,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if workers < 1:
         raise SystemExit("--workers must be at least 1")
     ensure_port_free(host, port)
+    # Before the server forks or spawns its workers, so they inherit the cap.
+    limit_arenas()
     for warning in make_private(settings.data_dir, settings.database_url):
         print(warning, file=sys.stderr, flush=True)
     run = run_granian if (args.server or settings.server) == "granian" else run_uvicorn

@@ -11,6 +11,7 @@ import logging
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
+from lumora_ota.server.allocator import PeriodicTrim
 from lumora_ota.server.context import AppContext
 from lumora_ota.server.device import events
 from lumora_ota.server.lifecycle import Lifecycle
@@ -81,6 +82,9 @@ def install(app: FastAPI, ctx: AppContext, lifecycle: Lifecycle) -> None:
                 log.warning("auto-paused update %s: launch failure rate too high", update_id)
 
     recorder.add_flush_hook(pause_failing_updates)
+    # Memory freed since the last flush (the batch, loads, compressions) goes back to the
+    # system now and then, not only when the heap top happens to be free (issue 21).
+    recorder.add_flush_hook(PeriodicTrim())
     lifecycle.on_start(recorder.start)
     lifecycle.on_stop(recorder.stop)
     pruner = RetentionTask(ctx.engine, settings.stats_retention_days)

@@ -59,7 +59,8 @@ from sqlalchemy.orm import Session, joinedload, selectinload, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from lumora_ota.domain.model import UpdateKind, UpdateRecord, UpdateStatus
-from lumora_ota.domain.runtime import is_runtime_range, runtime_matches
+from lumora_ota.domain.runtime import parse_device_version, parse_range, runtime_matches
+from lumora_ota.domain.runtime_ranges import RangeIndex
 from lumora_ota.domain.selection import IndexedCandidates
 from lumora_ota.signing import (
     PublisherIdentity,
@@ -225,30 +226,57 @@ class Snapshot:
 
 class RuntimeIndex:
     """A channel's history grouped by declared runtime version, so finding the updates that
-    match a device's version costs the number of *distinct* declared versions (a handful),
-    not the length of the history: an exact version is one dictionary lookup, and only the
-    distinct range declarations (``1.2.x``, ``^1.0.0``) are matched one by one."""
+    match a device's version costs neither the length of the history nor the number of
+    distinct range declarations: an exact version is one dictionary lookup, and the range
+    declarations (``1.2.x``, ``^1.0.0``) are answered by a ``RangeIndex`` (a binary search
+    among their target versions, each answer computed once per cell; see
+    ``domain/runtime_ranges.py``), so a version no update declares costs what a known one
+    does however many ranges the channel declares."""
 
-    __slots__ = ("_exact", "_ranges")
+    __slots__ = ("_exact", "_range_names", "_ranges")
 
     def __init__(self, everything: tuple[UpdateRecord, ...]) -> None:
         by_version: dict[str, list[int]] = {}
         for position, update in enumerate(everything):
             by_version.setdefault(update.runtime_version, []).append(position)
         self._exact = {v: array("I", ps) for v, ps in by_version.items()}
-        self._ranges = tuple((v, self._exact[v]) for v in by_version if is_runtime_range(v))
+        parsed = [(v, parse_range(v)) for v in by_version]
+        declared = [v for v, spec in parsed if spec is not None]
+        self._range_names = frozenset(declared)
+        arrays = [self._exact[v] for v in declared]
+
+        def merged(indices: tuple[int, ...]) -> array[int]:
+            if len(indices) == 1:
+                return arrays[indices[0]]
+            return array("I", sorted(p for i in indices for p in arrays[i]))
+
+        specs = [spec for _v, spec in parsed if spec is not None]
+        self._ranges = RangeIndex(declared, merged, specs)
 
     def positions(self, runtime_version: str) -> array[int]:
         """Positions (ascending: newest first) of the updates matching ``runtime_version``."""
-        found = [self._exact[runtime_version]] if runtime_version in self._exact else []
-        found += [
-            ps
-            for declared, ps in self._ranges
-            if declared != runtime_version and runtime_matches(declared, runtime_version)
-        ]
-        if len(found) == 1:
-            return found[0]
-        return array("I", sorted(p for ps in found for p in ps))
+        exact = self._exact.get(runtime_version)
+        if runtime_version in self._range_names and parse_device_version(runtime_version):
+            # A declared range that is also a device version (``1.0.0-a.x``): rare, and its
+            # own positions must not be counted twice; matched one by one.
+            return array(
+                "I",
+                sorted(
+                    p
+                    for v, ps in self._exact.items()
+                    if runtime_matches(v, runtime_version)
+                    for p in ps
+                ),
+            )
+        ranged = self._ranges.lookup(runtime_version) if len(self._ranges) else _NO_POSITIONS
+        if exact is None:
+            return ranged
+        if not ranged:
+            return exact
+        return array("I", sorted((*exact, *ranged)))
+
+
+_NO_POSITIONS: array[int] = array("I")
 
 
 # ---------------------------------------------------------------- loaders (worker thread)
@@ -672,6 +700,10 @@ class DeliveryCache:
                 loaded = await run_in_threadpool(
                     self._run_in_session, load_candidates, project_id, channel, platform
                 )
+                # Built off the event loop: with thousands of declared ranges the index
+                # takes a noticeable fraction of a second (parsing and matching each once).
+                index = await run_in_threadpool(RuntimeIndex, loaded)
+                generation.runtime_indexes[channel_key] = index
                 generation.candidates[channel_key] = loaded
                 return loaded
 
