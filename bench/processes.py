@@ -84,6 +84,7 @@ class LumoraServer:
     admin_key: str
     impl: str = "granian"
     database_url: str | None = None
+    workers: int = 1
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -109,7 +110,7 @@ class LumoraServer:
             "--data-dir",
             str(self.data_dir),
             "--workers",
-            "1",
+            str(self.workers),
             "--server",
             self.impl,
         ]

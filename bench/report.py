@@ -125,6 +125,51 @@ def judge(results: dict[str, Any]) -> list[TargetCheck]:
                     again["seconds"] < REPUBLISH_SECONDS,
                 )
             )
+        checks += _issue21_device_targets(server, named)
+    return checks  # fmt: skip
+
+
+# --- Issue 21, targets 1 and 5 (the device path, scaling over workers) ----------------------
+WORKERS_SCALING_RATIO = 1.6
+
+
+def _issue21_device_targets(server: str, named: dict[str, dict[str, Any]]) -> list[TargetCheck]:
+    """``expo_no_update`` against nginx (as the signed manifest above) and two workers
+    against one on the signed manifest."""
+    checks: list[TargetCheck] = []
+    no_update = named.get("expo_no_update")
+    if no_update and no_update.get("nginx_ratio") is not None:
+        ratio = no_update["nginx_ratio"]
+        checks.append(
+            TargetCheck(
+                server,
+                "expo_no_update",
+                ">= 0.5x nginx req/s",
+                f"{ratio:.2f}x",
+                ratio >= MANIFEST_NGINX_RATIO,
+            )
+        )
+        checks.append(
+            TargetCheck(
+                server,
+                "expo_no_update",
+                "p99 < 10 ms",
+                f"{no_update['p99_ms']:.1f} ms",
+                no_update["p99_ms"] < MANIFEST_P99_MS,
+            )
+        )
+    two = named.get("expo_manifest_signed_2_workers")
+    if two and two.get("workers_ratio") is not None:
+        ratio = two["workers_ratio"]
+        checks.append(
+            TargetCheck(
+                server,
+                "expo_manifest_signed_2_workers",
+                ">= 1.6x one worker req/s",
+                f"{ratio:.2f}x",
+                ratio >= WORKERS_SCALING_RATIO,
+            )
+        )
     return checks  # fmt: skip
 
 

@@ -200,7 +200,9 @@ def run_granian(
         APP_FACTORY,
         address=host,
         port=port,
-        interface=Interfaces.ASGI,
+        # RSGI: the application's native entry (``server/rsgi.py``), cheaper per request
+        # than granian's ASGI bridge; the application's lifespan runs in each worker.
+        interface=Interfaces.RSGI,
         workers=workers,
         factory=True,
         log_level=log_level,  # type: ignore[arg-type]
