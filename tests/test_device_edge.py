@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -700,7 +701,17 @@ def test_rsgi_hands_bodies_and_streams_to_the_application(
         chunked=True,
     )  # fmt: skip
     assert status == 413
-    # A streamed answer (the OpenAPI document is one body; the dashboard's pages too).
+    # A check body cut off by a client that leaves: nothing logged as an error, still serving.
+    with socket.create_connection(("127.0.0.1", rsgi_server.port)) as raw:
+        raw.sendall(
+            b"POST " + CHECK.encode() + b" HTTP/1.1\r\nhost: x\r\n"
+            b"content-type: application/json\r\ncontent-length: 500\r\n\r\n" + check_body()[:20]
+        )
+    status, _, _ = over_rsgi(
+        edge_app, rsgi_server, "POST", CHECK, {"content-type": "application/json"}, check_body()
+    )
+    assert status == 200 and "unhandled error" not in rsgi_server.log()
+    # Framework answers: documents and pages (streamed answers: tests/test_rsgi_bridge.py).
     for path in ("/openapi.json", "/docs", "/health"):
         over_rsgi(edge_app, rsgi_server, "GET", path)
 

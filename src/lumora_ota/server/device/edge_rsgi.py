@@ -16,11 +16,15 @@ limiter and the trusted-proxy middleware work on the ASGI scope.
 
 from __future__ import annotations
 
+import logging
+
 from lumora_ota.server.device.answer import RawHeaders
 from lumora_ota.server.device.edge import MAX_FINISHED_HEADER_SETS, DeviceEdge
 from lumora_ota.server.endpoints import EXPO_MANIFEST, UPDATES_CHECK, match
 from lumora_ota.server.request_guard import MAX_HEADER_BYTES
 from lumora_ota.server.rsgi import Handover, RsgiProtocol, RsgiScope
+
+log = logging.getLogger("lumora_ota.server")
 
 UNTOUCHED = Handover()
 NO_BODY_STATUSES = (204, 304)
@@ -84,7 +88,11 @@ class RsgiEdge:
                 return UNTOUCHED
             if not edge.may_read_check(headers):
                 return Handover(framework=True)
-            body = await protocol()  # the declared length, within the JSON limit
+            try:
+                body = await protocol()  # the declared length, within the JSON limit
+            except Exception:  # the client went before sending it all: nobody to answer
+                log.debug("check body cut off by the client", exc_info=True)
+                return None
             reply = await edge.check_reply(body, headers, _client_host(scope.client), scope.path)
             if reply is None:
                 return Handover(framework=True, body=body)
