@@ -29,6 +29,10 @@ unexpected is logged and then handed to the application untouched (a check's bod
 replayed), which answers it as it always has. With rate limits on, the edge charges each
 device request once and hands a refused one to the application, whose rate-limit middleware
 answers 429 from that outcome.
+
+The manifest and check rules are transport-neutral (``manifest_reply``, ``check_reply``: an
+answer, or None for the application): under granian's RSGI interface ``edge_rsgi.py`` calls
+them directly, without an ASGI scope; the asset branch is reached through the RSGI bridge.
 """
 
 from __future__ import annotations
