@@ -89,3 +89,16 @@ async def file_pathsend_app(
 
 
 _FILE = _file() if "LUMORA_FLOOR_FILE" in os.environ else ("", b"", [])
+
+
+class RsgiFloor:
+    """The same 12 KB body from a bare RSGI callable (granian's native interface, no ASGI
+    message dicts): ``granian --interface rsgi ... bench.floor:rsgi_app``."""
+
+    _headers = [(name.decode(), value.decode()) for name, value in _HEADERS]
+
+    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
+        protocol.response_bytes(200, self._headers, BODY)
+
+
+rsgi_app = RsgiFloor()

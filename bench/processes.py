@@ -86,6 +86,7 @@ class LumoraServer:
     admin_key: str
     impl: str = "granian"
     database_url: str | None = None
+    workers: int = 1
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     # Settings a scenario is about (``LUMORA_ACCEL_REDIRECT_PREFIX``), shown in the report.
@@ -114,7 +115,7 @@ class LumoraServer:
             "--data-dir",
             str(self.data_dir),
             "--workers",
-            "1",
+            str(self.workers),
             "--server",
             self.impl,
         ]

@@ -50,6 +50,8 @@ from bench.scenarios import (  # noqa: E402
     ALTERNATED,
     KEYID,
     MEMORY_SCENARIOS,
+    SCALING_WORKERS,
+    WORKERS_SCENARIO,
     ProbeFailed,
     Scenario,
     ScenarioResult,
@@ -59,6 +61,7 @@ from bench.scenarios import (  # noqa: E402
     measure,
     nginx_scenarios,
     probe,
+    scaling_scenario,
 )
 from bench.wrk import wrk_executable  # noqa: E402
 
@@ -92,6 +95,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.json")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
     parser.add_argument("--workdir", type=Path, help="keep data, logs and wrk output here")
+    parser.add_argument(
+        "--scenarios",
+        help="comma-separated device scenario names to run (default: all); publishing is "
+        "skipped when given",
+    )
     parser.add_argument(
         "--profile", action="store_true", help="sample the server with py-spy in each scenario"
     )
@@ -272,7 +280,8 @@ def run_server(
             references[scenario.name] = ref
             results["scenarios"].append(_row(ref, paired_with=impl))
             console.print(f"  {scenario.name}: {ref.requests_per_second:,.0f} req/s")
-        scenarios = device_scenarios(server.url, data)
+        scenarios = [s for s in device_scenarios(server.url, data)
+                     if ctx["only"] is None or s.name in ctx["only"]]  # fmt: skip
         measured = measure_device_scenarios(scenarios, impl, server.pid, cfg, ctx, results, console)
         for scenario in scenarios:
             result = measured.get(scenario.name)
@@ -293,14 +302,70 @@ def run_server(
                 f"  {scenario.name}: {result.requests_per_second:,.0f} req/s, "
                 f"p99 {result.p99_ms:.1f} ms, RSS {result.rss_mb:.0f} MB"
             )
-        try:
-            results["publishing"][impl] = publish_twice(server, ctx, cfg, impl)
-        except Exception as exc:
-            results["publishing"][impl] = {"error": str(exc)[:500]}
-            results["errors"].append(f"{impl} publishing: {exc}")
+        if ctx["only"] is None:  # a filtered run measures the named scenarios only
+            try:
+                results["publishing"][impl] = publish_twice(server, ctx, cfg, impl)
+            except Exception as exc:
+                results["publishing"][impl] = {"error": str(exc)[:500]}
+                results["errors"].append(f"{impl} publishing: {exc}")
+        server.stop()
+        if ctx["only"] is None or WORKERS_SCENARIO in ctx["only"]:
+            one = measured.get("expo_manifest_signed")
+            measure_scaling(impl, cfg, ctx, results, console, references, one)
     finally:
         server.stop()
     measure_accel(impl, cfg, ctx, results, console)  # the asset behind nginx (issue 21)
+
+
+def measure_scaling(
+    impl: str,
+    cfg: BenchConfig,
+    ctx: dict[str, Any],
+    results: dict[str, Any],
+    console: Console,
+    references: dict[str, ScenarioResult],
+    one_worker: ScenarioResult | None,
+) -> None:
+    """The signed manifest on a server with ``SCALING_WORKERS`` workers (issue 21 target
+    5), once the one-worker server has stopped: its ratio to one worker and to nginx."""
+    workdir: Path = ctx["workdir"]
+    server = LumoraServer(
+        workdir / "data",
+        ctx["admin_key"],
+        impl,
+        database_url=ctx["database_url_flag"],
+        workers=SCALING_WORKERS,
+    )
+    console.print(f"[bold]{impl}[/bold]: starting {' '.join(server.command())}")
+    try:
+        server.start()
+        scenario = scaling_scenario(server.url, ctx["data"])
+        for _ in range(2 * SCALING_WORKERS):  # each worker loads its delivery cache
+            probe(scenario, timeout=60)
+        result = measure(
+            scenario,
+            server=impl,
+            pid=server.pid,
+            cfg=cfg,
+            workdir=workdir,
+            profile=ctx["profile"],
+        )
+    except (ProbeFailed, RuntimeError, httpx.HTTPError) as exc:
+        results["errors"].append(f"{impl} {WORKERS_SCENARIO}: {type(exc).__name__}: {exc}")
+        return
+    finally:
+        server.stop()
+    row = _row(result)
+    ref = references.get(scenario.reference or "")
+    if ref and ref.requests_per_second:
+        row["nginx_ratio"] = round(result.requests_per_second / ref.requests_per_second, 3)
+    if one_worker and one_worker.requests_per_second:
+        row["workers_ratio"] = round(result.requests_per_second / one_worker.requests_per_second, 3)
+    results["scenarios"].append(row)
+    console.print(
+        f"  {WORKERS_SCENARIO}: {result.requests_per_second:,.0f} req/s, "
+        f"p99 {result.p99_ms:.1f} ms, x{row.get('workers_ratio')} of one worker"
+    )
 
 
 def measure_device_scenarios(
@@ -396,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         "admin_key": "lum_bench_" + secrets.token_urlsafe(24),
         "database_url_flag": args.database_url,
         "profile": args.profile,
+        "only": set(args.scenarios.split(",")) if args.scenarios else None,
         "database_url": args.database_url or f"sqlite:///{(data_dir / 'lumora.db').resolve()}",
     }
     results: dict[str, Any] = {

@@ -438,3 +438,16 @@ def combine(parts: list[ScenarioResult]) -> ScenarioResult:
         rss_after_mb=parts[-1].rss_after_mb,
         profile=first.profile,
     )
+
+
+# --- Issue 21, target 5 (scaling over workers) ---------------------------------------------
+# The signed manifest again, on a server started with ``--workers 2`` (after the one-worker
+# server has stopped); its ``workers_ratio`` is its req/s over the one-worker figure.
+WORKERS_SCENARIO = "expo_manifest_signed_2_workers"
+SCALING_WORKERS = 2
+
+
+def scaling_scenario(base: str, data: LoadedData) -> Scenario:
+    """``expo_manifest_signed`` under the scaling scenario's name, against ``base``."""
+    manifest = device_scenarios(base, data)[0]
+    return Scenario(WORKERS_SCENARIO, manifest.spec, manifest.probe, manifest.reference)

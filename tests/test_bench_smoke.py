@@ -27,6 +27,7 @@ DEVICE_SCENARIOS = {
     "check_unknown_runtime_1",
     "check_unknown_runtime_many",
     "stats_flood",
+    "expo_manifest_signed_2_workers",  # issue 21 target 5: started with --workers 2
 }
 NGINX_SCENARIOS = {"nginx_manifest", "nginx_asset_br"}
 
@@ -70,6 +71,7 @@ def test_quick_bench_reports_every_scenario(tmp_path: Path) -> None:
         assert row["p50_ms"] > 0 and row["p99_ms"] >= row["p50_ms"], row
         assert row["rss_mb"] > 0 and row["nginx_ratio"] > 0, row
         assert row["status_errors"] == 0 and row["errors"] == 0, row
+    assert by_server[("granian", "expo_manifest_signed_2_workers")]["workers_ratio"] > 0
     for name in NGINX_SCENARIOS:
         assert by_server[("nginx", name)]["requests_per_second"] > 0
     publish = results["publishing"]["granian"]

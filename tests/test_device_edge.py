@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,12 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import STORAGE
-from device_helpers import expo_headers, in_process_app, new_project, publish_small
+from device_helpers import (
+    IN_PROCESS_ADMIN_KEY,
+    expo_headers,
+    in_process_app,
+    new_project,
+    publish_small,
+)
 from harness import ServerProcess, create_project, make_export, publish_dir, publish_export
 from lumora_ota.server.device.edge import finish_headers, is_json_content_type, request_headers
 from lumora_ota.server.device.memory import BytesLRU
@@ -539,3 +548,190 @@ def test_problem_documents_have_one_shape_whoever_renders_them(tmp_path: Path) -
         assert {"type", "title", "status", "detail"} <= document.keys()
         assert document["status"] == status
     assert limited.json()["instance"] == "/api/v1/expo/ghost/manifest"
+
+
+# --- The same answers through granian's RSGI entry (``server/rsgi.py``) --------------------
+#
+# A real ``lumora serve`` (granian, RSGI) on the edge app's data directory and database gets
+# each request over HTTP; the in-process framework (FastAPI and every middleware, no edge,
+# no RSGI) gets the same request with the exact headers httpx sent. Status, headers (but the
+# server's date and name, and how the body is framed) and body bytes must match.
+
+SERVER_OWN_HEADERS = {"date", "server", "transfer-encoding"}
+
+
+@pytest.fixture(scope="module")
+def rsgi_server(edge_app: EdgeApp) -> Iterator[ServerProcess]:
+    if STORAGE != "file":
+        pytest.skip("the edge app's blobs are a local folder")
+    settings = edge_app.app.state.ctx.settings
+    server = ServerProcess(
+        data_dir=settings.data_dir,
+        database_url=settings.resolved_database_url,
+        admin_key=IN_PROCESS_ADMIN_KEY,
+        extra_env={
+            "LUMORA_ASSET_MEMORY_FILE_BYTES": "100000",
+            "LUMORA_PUBLIC_URL": settings.resolved_public_url,  # the manifests' asset URLs
+        },
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def over_rsgi(
+    edge_app: EdgeApp,
+    server: ServerProcess,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    *,
+    query: bytes = b"",
+    chunked: bool = False,
+) -> tuple[int, dict[str, str], bytes]:
+    """The real server's answer, asserted equal to the in-process framework's."""
+    url = server.url + path + (f"?{query.decode()}" if query else "")
+    content: Any = body or None
+    if chunked:  # a body of unknown length, sent in pieces (transfer-encoding: chunked)
+        content = iter([body[: len(body) // 2], body[len(body) // 2 :]])
+    with httpx.Client(timeout=30) as http:
+        request = http.build_request(method, url, headers=headers, content=content)
+        sent = {k: v for k, v in request.headers.items() if k != "transfer-encoding"}
+        resp = http.send(request, stream=True)
+        raw = b"".join(resp.iter_raw())
+        resp.close()
+    expected = edge_app.call(edge_app.app.framework, method, path, sent, body=body, query=query)
+    status, expected_headers, expected_body = expected.comparable()
+    if method == "HEAD":
+        expected_body = b""
+    got = sorted(
+        (k.encode("latin-1"), v.encode("latin-1"))
+        for k, v in resp.headers.multi_items()
+        if k not in SERVER_OWN_HEADERS
+    )
+    wanted = sorted(h for h in expected_headers if h[0].decode() not in SERVER_OWN_HEADERS)
+    # Each process draws its own multipart boundary.
+    got, raw = _same_boundary(got, raw, edge_app.app.edge._expo._multipart.boundary)
+    assert (resp.status_code, got, raw) == (status, wanted, expected_body), (method, path)
+    return resp.status_code, dict(resp.headers), raw
+
+
+def _same_boundary(
+    headers: list[tuple[bytes, bytes]], body: bytes, boundary: str
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    found = re.search(rb"boundary=(lumora-[0-9a-f]+)", b" ".join(v for _, v in headers))
+    if found is None:
+        return headers, body
+    own, ours = found[1], boundary.encode()
+    return sorted((k, v.replace(own, ours)) for k, v in headers), body.replace(own, ours)
+
+
+def test_rsgi_device_answers_match_the_application(
+    edge_app: EdgeApp, rsgi_server: ServerProcess
+) -> None:
+    launch, big = edge_app.launch_sha, edge_app.big_sha
+    json_type = {"content-type": "application/json"}
+    cases: list[tuple[str, str, dict[str, str], bytes, int]] = [
+        ("GET", MANIFEST, manifest_headers(), b"", 200),
+        ("GET", MANIFEST, manifest_headers(expo_expect_signature='sig, keyid="main"'), b"", 200),
+        ("GET", MANIFEST, manifest_headers(expo_current_update_id=edge_app.served_id), b"", 200),
+        (
+            "GET",
+            MANIFEST,
+            manifest_headers(accept="application/json", expo_runtime_version="9"),
+            b"",
+            204,
+        ),
+        ("GET", MANIFEST, manifest_headers(expo_platform="web"), b"", 400),
+        ("GET", "/api/v1/expo/ghost/manifest", manifest_headers(), b"", 404),
+        ("GET", MANIFEST, {**manifest_headers(), "origin": "https://app.example"}, b"", 200),
+        ("HEAD", MANIFEST, manifest_headers(), b"", 405),
+        ("POST", CHECK, json_type, check_body(signed=True), 200),
+        ("POST", CHECK, json_type, check_body(platform="windows"), 422),
+        ("POST", CHECK, json_type, b"{not json", 400),
+        ("POST", CHECK, {"content-type": "text/plain"}, check_body(), 422),
+        ("GET", asset(launch), {"accept-encoding": "br"}, b"", 200),
+        ("GET", asset(launch), {"accept-encoding": "identity"}, b"", 200),
+        (
+            "GET",
+            asset(launch),
+            {"if-none-match": f'"{launch}"', "accept-encoding": "identity"},
+            b"",
+            304,
+        ),
+        ("GET", asset(big), {"accept-encoding": "identity"}, b"", 200),  # a file: response_file
+        ("GET", asset(launch), {"range": "bytes=0-9", "accept-encoding": "identity"}, b"", 206),
+        ("HEAD", asset(launch), {"accept-encoding": "identity"}, b"", 200),
+        ("GET", asset("0" * 64), {}, b"", 404),
+        ("GET", "/api/v1/assets/not-a-hash.js", {}, b"", 400),
+        ("GET", "/api/v1/projects/edge", {"authorization": "Bearer wrong"}, b"", 401),
+    ]
+    for method, path, headers, body, status in cases:
+        got, _, _ = over_rsgi(edge_app, rsgi_server, method, path, headers, body)
+        assert got == status, (method, path, headers)
+    _, _, answer = over_rsgi(
+        edge_app, rsgi_server, "GET", MANIFEST, manifest_headers(), query=b"x=1"
+    )
+    assert b"manifest" in answer
+
+
+def test_rsgi_hands_bodies_and_streams_to_the_application(
+    edge_app: EdgeApp, rsgi_server: ServerProcess
+) -> None:
+    admin = {"authorization": f"Bearer {IN_PROCESS_ADMIN_KEY}", "content-type": "application/json"}
+    # A management POST whose body the framework reads: the project exists, a 409 problem.
+    status, headers, body = over_rsgi(
+        edge_app, rsgi_server, "POST", "/api/v1/projects", admin, b'{"slug": "edge", "name": "E"}'
+    )
+    assert status == 409 and headers["content-type"] == "application/problem+json"
+    # The same check body sent in chunks of unknown length reaches the edge whole.
+    status, _, body = over_rsgi(
+        edge_app, rsgi_server, "POST", CHECK, {"content-type": "application/json"},
+        check_body(), chunked=True,
+    )  # fmt: skip
+    assert status == 200 and json.loads(body)["manifest"]["id"] == edge_app.served_id
+    # Past the JSON limit: the edge has read part of it, the framework reads the rest (413).
+    limit = edge_app.app.state.ctx.settings.max_json_bytes
+    padded = b'{"projectId": "edge", "pad": "' + b"x" * limit + b'"}'
+    status, _, _ = over_rsgi(
+        edge_app, rsgi_server, "POST", CHECK, {"content-type": "application/json"}, padded,
+        chunked=True,
+    )  # fmt: skip
+    assert status == 413
+    # A check body cut off by a client that leaves: nothing logged as an error, still serving.
+    with socket.create_connection(("127.0.0.1", rsgi_server.port)) as raw:
+        raw.sendall(
+            b"POST " + CHECK.encode() + b" HTTP/1.1\r\nhost: x\r\n"
+            b"content-type: application/json\r\ncontent-length: 500\r\n\r\n" + check_body()[:20]
+        )
+    status, _, _ = over_rsgi(
+        edge_app, rsgi_server, "POST", CHECK, {"content-type": "application/json"}, check_body()
+    )
+    assert status == 200 and "unhandled error" not in rsgi_server.log()
+    # Framework answers: documents and pages (streamed answers: tests/test_rsgi_bridge.py).
+    for path in ("/openapi.json", "/docs", "/health"):
+        over_rsgi(edge_app, rsgi_server, "GET", path)
+
+
+def test_rsgi_edge_counts_and_rate_limits(tmp_path: Path) -> None:
+    """Through ``lumora serve`` with a per-device limit: the edge answers and counts the
+    allowed requests, the refused one is the application's 429 with ``Retry-After``."""
+    server = ServerProcess(
+        data_dir=tmp_path / "data",
+        database_url=f"sqlite:///{tmp_path / 'data' / 'lumora.db'}",
+        extra_env={"LUMORA_RATE_LIMIT_PER_CLIENT": "0.001/3"},
+    ).start()
+    try:
+        device = {**manifest_headers(), "eas-client-id": "rsgi-device"}
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            before = _edge_answered(http, server.admin_key)
+            answers = [http.get("/api/v1/expo/ghost/manifest", headers=device) for _ in range(4)]
+            assert [a.status_code for a in answers] == [404, 404, 404, 429]
+            assert answers[3].headers["retry-after"]
+            assert answers[3].headers["content-type"] == "application/problem+json"
+            assert _edge_answered(http, server.admin_key) == before + 3
+    finally:
+        server.stop()

@@ -265,8 +265,7 @@ def _publish_plan(
         else:
             from lumora_ota.cli.publisher_signing import note_awaiting_signature
 
-            ids = [str(u.get("id")) for u in result.get("updates", []) if isinstance(u, dict)]
-            note_awaiting_signature(api, project, ids)
+            note_awaiting_signature(api, project, [u.id for u in result.updates])
     uploaded_bytes = sum(d.size for d in to_upload)
     report = _report(result, plans, plan, project, channel, manifest_url)
     report.update(

@@ -7,6 +7,7 @@ management API under ``/api/v1``, health, metrics and the dashboard.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -31,6 +32,7 @@ from lumora_ota.server import (
 from lumora_ota.server.context import AppContext
 from lumora_ota.server.device.cache import DeliveryCache
 from lumora_ota.server.device.edge import DeviceEdge
+from lumora_ota.server.device.edge_rsgi import RsgiEdge
 from lumora_ota.server.device.patches import PatchIndex
 from lumora_ota.server.lifecycle import Lifecycle
 from lumora_ota.server.management.throttle import FailedAuthThrottle
@@ -42,6 +44,7 @@ from lumora_ota.server.middleware import (
 )
 from lumora_ota.server.problems import install_problem_handlers
 from lumora_ota.server.request_guard import RequestGuardMiddleware
+from lumora_ota.server.rsgi import RsgiBridge, RsgiProtocol, RsgiScope
 from lumora_ota.settings import Settings
 from lumora_ota.stats import StatsRecorder
 from lumora_ota.store.blobs import open_blob_store
@@ -85,6 +88,29 @@ class LumoraApp(FastAPI):
 
     edge: DeviceEdge | None = None
     front: ASGIApp | None = None
+    rsgi: RsgiBridge | None = None  # granian's RSGI entry (``server/rsgi.py``)
+
+    async def __rsgi__(self, scope: RsgiScope, protocol: RsgiProtocol) -> None:
+        await self._rsgi().__rsgi__(scope, protocol)
+
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._rsgi().__rsgi_init__(loop)
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._rsgi().__rsgi_del__(loop)
+
+    def _rsgi(self) -> RsgiBridge:
+        if self.rsgi is None:
+            edge = self.edge
+            # The manifest and check answered natively unless something must see the ASGI
+            # scope first (trusted proxies' forwarding headers, device rate limits).
+            native = edge is not None and self.front is edge and not edge.rate_limited
+            self.rsgi = RsgiBridge(
+                self,
+                native=RsgiEdge(edge) if native and edge is not None else None,
+                framework=self.framework,
+            )
+        return self.rsgi
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         front = self.front

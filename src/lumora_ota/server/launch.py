@@ -184,7 +184,8 @@ def _parser() -> argparse.ArgumentParser:
 def run_granian(
     *, host: str, port: int, workers: int, log_level: str, settings: LaunchSettings
 ) -> None:
-    """Serve with granian: this process supervises, ``workers`` forked processes serve.
+    """Serve with granian: this process supervises, ``workers`` forked processes serve the
+    application through its RSGI entry (``server/rsgi.py``).
 
     HTTP/1.1 only (a reverse proxy speaks HTTP/2 to devices): in granian's automatic mode a
     connection that sends nothing waits for protocol detection with no timeout at all, so
@@ -201,12 +202,15 @@ def run_granian(
         APP_FACTORY,
         address=host,
         port=port,
-        interface=Interfaces.ASGI,
+        # RSGI: the application's native entry (``server/rsgi.py``), cheaper per request
+        # than granian's ASGI bridge; the application's lifespan runs in each worker.
+        interface=Interfaces.RSGI,
         workers=workers,
         factory=True,
         log_level=log_level,  # type: ignore[arg-type]
         log_access=False,
         http=HTTPModes.http1,
+        websockets=False,  # no WebSocket routes (the RSGI entry serves HTTP only)
         http1_settings=HTTP1Settings(
             header_read_timeout=max(1, round(settings.header_timeout * 1000)), keep_alive=True
         ),

@@ -29,6 +29,10 @@ unexpected is logged and then handed to the application untouched (a check's bod
 replayed), which answers it as it always has. With rate limits on, the edge charges each
 device request once and hands a refused one to the application, whose rate-limit middleware
 answers 429 from that outcome.
+
+The manifest and check rules are transport-neutral (``manifest_reply``, ``check_reply``: an
+answer, or None for the application): under granian's RSGI interface ``edge_rsgi.py`` calls
+them directly, without an ASGI scope; the asset branch is reached through the RSGI bridge.
 """
 
 from __future__ import annotations
@@ -76,6 +80,10 @@ log = logging.getLogger("lumora_ota.server")
 PATHSEND = "http.response.pathsend"
 # Distinct header sets are few (per protocol, media type, encoding); this only bounds memory.
 MAX_FINISHED_HEADER_SETS = 4096
+
+
+# An answer: status, body, and headers before ``finish_headers``.
+Reply = tuple[int, bytes, RawHeaders]
 
 
 class Fallback(Exception):
@@ -175,52 +183,73 @@ class DeviceEdge:
 
     async def _manifest(self, project: str, scope: Scope, receive: Receive, send: Send) -> None:
         started = self._clock()
-        headers = request_headers(scope)
-        if headers is None or "\x00" in project:
+        reply = await self.manifest_reply(
+            project, request_headers(scope), _client_host(scope), scope["path"]
+        )
+        if reply is None:
             await self.app(scope, receive, send)
             return
+        await self._send(send, *reply)
+        self._observe("GET", EXPO_MANIFEST.metric, reply[0], started)
+
+    async def manifest_reply(
+        self, project: str, headers: dict[str, str] | None, client_host: str | None, path: str
+    ) -> Reply | None:
+        """The manifest answer (status, body, headers before ``finish_headers``), a problem
+        rendered here included; None when the application answers (``headers`` None: the
+        edge leaves the request; an unexpected error: logged here)."""
+        if headers is None or "\x00" in project:
+            return None
         try:
-            answer = await self._expo.answer(project, headers, {}, client_host=_client_host(scope))
+            answer = await self._expo.answer(project, headers, {}, client_host=client_host)
         except Exception as exc:
-            await self._failed(exc, EXPO_MANIFEST, started, scope, receive, send)
-            return
-        await self._send(send, answer.status, answer.body, answer.headers)
-        self._observe("GET", EXPO_MANIFEST.metric, answer.status, started)
+            return self._problem(exc, "GET", path)
+        return answer.status, answer.body, answer.headers
+
+    def may_read_check(self, headers: dict[str, str] | None) -> bool:
+        """Whether the edge reads a check request's body: JSON declared, a length (when
+        given) within the JSON limit."""
+        if headers is None or not is_json_content_type(headers.get("content-type")):
+            return False
+        declared = headers.get("content-length")
+        return declared is None or (declared.isdigit() and int(declared) <= self._max_json_bytes)
+
+    async def check_reply(
+        self, body: bytes, headers: dict[str, str], client_host: str | None, path: str
+    ) -> Reply | None:
+        """The check answer for a whole body within the JSON limit, as ``manifest_reply``;
+        None also for a body the route words its own errors for (empty, not an object)."""
+        if not body.strip():
+            return None  # the route's own 422
+        try:
+            document = parse_json_body(body)
+            if not isinstance(document, dict):  # the route words this error its own way
+                return None
+            request = CheckRequest.model_validate(document)
+            answer = await self._check.answer(
+                request, signed="expo-expect-signature" in headers, client_host=client_host
+            )
+        except Exception as exc:
+            return self._problem(exc, "POST", path)
+        return answer.status, answer.body, answer.headers
 
     async def _check_request(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = self._clock()
         headers = request_headers(scope)
-        if headers is None or not is_json_content_type(headers.get("content-type")):
-            await self.app(scope, receive, send)
-            return
-        declared = headers.get("content-length")
-        if declared is not None and not (
-            declared.isdigit() and int(declared) <= self._max_json_bytes
-        ):
+        if headers is None or not self.may_read_check(headers):
             await self.app(scope, receive, send)
             return
         body, more = await self._read_body(receive)
         replayed = _replay(body, more, receive)
-        if more or len(body) > self._max_json_bytes or not body.strip():
-            # Over the limit, cut off or empty: the route's own answers (413, 400, 422).
+        reply = None
+        if not more and len(body) <= self._max_json_bytes:
+            # Over the limit or cut off: the route's own answers (413, 400).
+            reply = await self.check_reply(body, headers, _client_host(scope), scope["path"])
+        if reply is None:
             await self.app(scope, replayed, send)
             return
-        try:
-            document = parse_json_body(body)
-            if not isinstance(document, dict):  # the route words this error its own way
-                await self.app(scope, replayed, send)
-                return
-            request = CheckRequest.model_validate(document)
-            answer = await self._check.answer(
-                request,
-                signed="expo-expect-signature" in headers,
-                client_host=_client_host(scope),
-            )
-        except Exception as exc:
-            await self._failed(exc, UPDATES_CHECK, started, scope, replayed, send)
-            return
-        await self._send(send, answer.status, answer.body, answer.headers)
-        self._observe("POST", UPDATES_CHECK.metric, answer.status, started)
+        await self._send(send, *reply)
+        self._observe("POST", UPDATES_CHECK.metric, reply[0], started)
 
     async def _read_body(self, receive: Receive) -> tuple[bytes, bool]:
         """The body, or what was read of it once past the JSON limit (then ``True``)."""
@@ -297,28 +326,38 @@ class DeviceEdge:
         receive: Receive,
         send: Send,
     ) -> None:
-        """Answer a request whose responder raised: a problem document rendered by the one
-        renderer (``server/problems.py``), as the route's exception handler would; anything
-        unexpected is logged, then handed to the application, whose handler answers it."""
+        """Answer a request whose responder raised (``_problem``), or hand it over."""
+        reply = self._problem(exc, scope["method"], scope["path"])
+        if reply is None:
+            await self.app(scope, receive, send)
+            return
+        await self._send(send, *reply)
+        self._observe(scope["method"], endpoint.metric, reply[0], started)
+
+    def _problem(self, exc: Exception, method: str, path: str) -> Reply | None:
+        """A responder's error as a problem document rendered by the one renderer
+        (``server/problems.py``), as the route's exception handler would; None for anything
+        unexpected, logged here, which the application then answers."""
         problem = problem_for(exc, self._database)
         if problem is None:
             log.exception(
-                "device edge: unexpected error on %s %s; handing the request over",
-                scope["method"],
-                scope["path"],
+                "device edge: unexpected error on %s %s; handing the request over", method, path
             )
-            await self.app(scope, receive, send)
-            return
-        body, headers = problem.render(scope["path"])
-        await self._send(send, problem.status, body, tuple(headers))
-        self._observe(scope["method"], endpoint.metric, problem.status, started)
+            return None
+        body, headers = problem.render(path)
+        return problem.status, body, tuple(headers)
 
-    def _start_message(self, status: int, headers: RawHeaders, length: int | None) -> Message:
+    def finished_headers(self, headers: RawHeaders) -> list[tuple[bytes, bytes]]:
+        """``finish_headers(headers)``, memoized (few distinct sets; bounded)."""
         finished = self._finished.get(headers)
         if finished is None:
             if len(self._finished) >= MAX_FINISHED_HEADER_SETS:
                 self._finished.clear()
             finished = self._finished[headers] = finish_headers(headers)
+        return finished
+
+    def _start_message(self, status: int, headers: RawHeaders, length: int | None) -> Message:
+        finished = self.finished_headers(headers)
         if length is not None:
             finished = [*finished, (b"content-length", str(length).encode())]
         return {"type": "http.response.start", "status": status, "headers": finished}
@@ -328,6 +367,19 @@ class DeviceEdge:
         length = None if status in (204, 304) else len(body)
         await send(self._start_message(status, headers, length))
         await send({"type": "http.response.body", "body": body})
+
+    @property
+    def rate_limited(self) -> bool:
+        """Whether device rate limits are charged here."""
+        return self._limiter is not None
+
+    def now(self) -> float:
+        """The clock ``observe`` measures from (seconds)."""
+        return self._clock()
+
+    def observe(self, method: str, route: str, status: int, started: float) -> None:
+        """Count an answer the edge gave (``started``: the clock when the request came)."""
+        self._observe(method, route, status, started)
 
     def _observe(self, method: str, route: str, status: int, started: float) -> None:
         self.answered += 1
