@@ -96,7 +96,7 @@ class IndexedCandidates(Sequence[UpdateRecord]):
     first; for a list that is not ordered by ``created_at`` every position is visited.
     """
 
-    __slots__ = ("_flagged", "_ordered", "_positions", "updates")
+    __slots__ = ("_flagged", "_ordered", "_positions", "device_independent", "updates")
 
     def __init__(self, updates: Iterable[UpdateRecord]) -> None:
         self.updates: tuple[UpdateRecord, ...] = tuple(updates)
@@ -111,6 +111,13 @@ class IndexedCandidates(Sequence[UpdateRecord]):
         )
         self._ordered = all(
             newer.created_at >= older.created_at for newer, older in pairwise(self.updates)
+        )
+        # Whether no request's answer can depend on its device id: the id only enters
+        # selection through a partial rollout (``in_rollout``: 0% and 100% ignore it), and
+        # rolled-back updates are never eligible. Answers may then be shared between devices
+        # sending the same request shape (the delivery cache's selection memo).
+        self.device_independent = not any(
+            update.is_active and 0 < update.rollout < 100 for update in self.updates
         )
 
     @overload

@@ -100,6 +100,9 @@ MAX_NO_MATCH = 16384
 MAX_BODIES = 8192
 # Full records (with assets) of served updates: devices are served a channel's newest few.
 MAX_FULL_UPDATES = 512
+# Memoized device answers per request shape (``shape_memo``): started over when full, so
+# devices sending random shapes cost memory up to this bound and real shapes are relearned.
+MAX_SHAPES = 4096
 # After a failed load the database is left alone (answers come from the snapshot) this long,
 # doubling per failure in a row up to the maximum.
 RETRY_MIN_SECONDS = 0.25
@@ -171,6 +174,8 @@ class _Generation:
     update_ids: dict[str, frozenset[str]] = field(default_factory=dict)
     pins: dict[str, dict[str, str]] = field(default_factory=dict)
     bodies: BoundedCache[Hashable, Any] = field(default_factory=lambda: BoundedCache(MAX_BODIES))
+    # Whole answers by request shape, for shapes no device id can change (see ``shape_memo``).
+    shapes: dict[Hashable, Any] = field(default_factory=dict)
     # Loads in flight, by key: concurrent misses share one (single flight).
     loading: dict[Hashable, asyncio.Future[Any]] = field(default_factory=dict)
     # The last good values, answered when a load fails or is slow (see the module docs).
@@ -839,6 +844,22 @@ class DeliveryCache:
         before the map is loaded). Statistics file checks of other names under ""."""
         projects = self._generation.projects
         return projects is None or channel in projects.channels.get(project_id, ())
+
+    def shape_memo(self) -> dict[Hashable, Any]:
+        """The current generation's memo of answers by request shape: a plain dict (one
+        lookup on the hot path), dropped with the generation when the delivery revision moves
+        (a publish, rollout change, pin, plan step), so it never outlives the state it was
+        computed from. Callers store only answers no device id can change, never answers
+        from the snapshot (``stale_answers`` unchanged), and through ``remember_shape``."""
+        return self._generation.shapes
+
+    @staticmethod
+    def remember_shape(memo: dict[Hashable, Any], key: Hashable, value: Any) -> None:
+        """Store ``value`` under ``key`` in ``memo`` (from ``shape_memo``), starting the memo
+        over past ``MAX_SHAPES`` entries."""
+        if len(memo) >= MAX_SHAPES:
+            memo.clear()
+        memo[key] = value
 
     def memoize(self, key: Hashable, build: Callable[[], V]) -> V:
         """``build()``, computed once per key and generation (bodies, signatures)."""

@@ -64,16 +64,53 @@ async def select_for_device(
 
     The answer carries the full record (assets, metadata) of the update it names.
     """
+    selection, _shareable = await select_shared(cache, project_id, request)
+    return selection
+
+
+RequestShape = tuple[str, str, str, str, str | None, str | None, frozenset[str]]
+
+
+def request_shape(project_id: str, request: SelectionRequest) -> RequestShape:
+    """Everything of a (pinned) request that selection reads, but its device id: devices
+    sending the same shape get the same answer whenever ``select_shared`` says it is
+    shareable. The channel is the one after ``apply_pin``, so a pinned device has the shape of
+    its pinned channel."""
+    return (
+        project_id,
+        request.channel,
+        request.platform,
+        request.runtime_version,
+        request.current_update_id,
+        request.embedded_update_id,
+        request.failed_update_ids,
+    )
+
+
+async def select_shared(
+    cache: DeliveryCache, project_id: str, request: SelectionRequest
+) -> tuple[Selection, bool]:
+    """``select_for_device``'s answer and whether it is *shareable*: the same for every
+    device sending the same ``request_shape`` for as long as the cache generation lives.
+
+    It is when no candidate is partially rolled out (the device id enters selection only
+    through ``in_rollout``) and nothing came from the outage snapshot (whose answers the next
+    successful load must replace). Pins are applied before (``apply_pin``), and the pinned
+    channel is part of the shape; rollout plans, pins and publishes all move the delivery
+    revision, which drops the generation and every memo in it.
+    """
+    stale_before = cache.stale_answers
     candidates = await cache.candidates(
         project_id, request.channel, request.platform, request.runtime_version
     )
     selection = select_update(candidates, request)
-    if selection.update is None:
-        return selection
-    full = await cache.full_update(selection.update)
-    if full is None:  # deleted since the candidates were loaded; the next reload drops it
-        return NO_UPDATE
-    return Selection(selection.kind, full, selection.is_mandatory)
+    if selection.update is not None:
+        full = await cache.full_update(selection.update)
+        if full is None:  # deleted since the candidates were loaded; the next reload drops it
+            selection = NO_UPDATE
+        else:
+            selection = Selection(selection.kind, full, selection.is_mandatory)
+    return selection, candidates.device_independent and cache.stale_answers == stale_before
 
 
 async def required_identity(cache: DeliveryCache, project_id: str) -> Signer:

@@ -49,9 +49,10 @@ from lumora_ota.server.device.delivery import (
     apply_pin,
     bounded,
     record_check,
+    request_shape,
     required_identity,
     resolve_project,
-    select_for_device,
+    select_shared,
 )
 from lumora_ota.server.device.negotiation import acceptable_media_types, parse_string_list
 from lumora_ota.server.endpoints import EXPO_MANIFEST
@@ -65,6 +66,8 @@ OFFERED_TYPES = (MULTIPART, "application/expo+json", "application/json")
 EXPO_PLATFORMS = ("ios", "android")
 DEFAULT_CHANNEL = "production"
 PART_CONTENT_TYPE = "application/json"
+# The first element of this endpoint's keys in the delivery cache's shape memo.
+EXPO_SHAPE = "expo-shape"
 
 
 def protocol_version(headers: Mapping[str, str]) -> int:
@@ -288,20 +291,33 @@ class ExpoResponder:
                 headers=common_headers(protocol),
             )
         cache = self._cache
+        # Captured first: everything below is loaded from this generation or a newer one, so
+        # an answer stored here is never older than the generation that would serve it.
+        memo = cache.shape_memo()
+        stale_before = cache.stale_answers
         project_id = await resolve_project(cache, project)
         identity = None
-        if "expo-expect-signature" in headers:
+        signed = "expo-expect-signature" in headers
+        if signed:
             identity = await required_identity(cache, project_id)
         selection_req = await apply_pin(cache, project_id, selection_req)
-        selection = publisher_gate(
-            cache,
-            await select_for_device(cache, project_id, selection_req),
-            selection_req.runtime_version,
-            self._ctx.settings.resolved_asset_base_url,
-            identity or await cache.signing_identity(project_id),
-            lumora_fields=False,
-        )
-        answer = self.respond(selection, selection_req, protocol, acceptable, identity)
+        key = (EXPO_SHAPE, *request_shape(project_id, selection_req), protocol, acceptable, signed)
+        remembered: tuple[Selection, DeviceAnswer] | None = memo.get(key)
+        if remembered is not None:
+            selection, answer = remembered
+        else:
+            selected, shareable = await select_shared(cache, project_id, selection_req)
+            selection = publisher_gate(
+                cache,
+                selected,
+                selection_req.runtime_version,
+                self._ctx.settings.resolved_asset_base_url,
+                identity or await cache.signing_identity(project_id),
+                lumora_fields=False,
+            )
+            answer = self.respond(selection, selection_req, protocol, acceptable, identity)
+            if shareable and cache.stale_answers == stale_before:
+                cache.remember_shape(memo, key, (selection, answer))
         await record_check(
             self._ctx.stats,
             cache,
