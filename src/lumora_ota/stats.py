@@ -286,6 +286,12 @@ class StatsRecorder:
         now = self._clock()
         day = now.date()
         ckey = (project_id, channel, served_update_id or "", day, "checks")
+        if not device_id:  # a count, nothing more (the commonest check of all)
+            with self._lock:
+                counters = self._batch.counters
+                counters[ckey] = counters.get(ckey, 0) + 1
+                self.totals["checks"] = self.totals.get("checks", 0) + 1
+            return
         running = current_update_id if current_update_id != embedded_update_id else None
         failed = [f for f in failed_update_ids if f and f != embedded_update_id and known(f)][
             :MAX_FAILED_IDS_COUNTED
@@ -294,8 +300,6 @@ class StatsRecorder:
             batch = self._batch
             batch.counters[ckey] = batch.counters.get(ckey, 0) + 1
             self.totals["checks"] = self.totals.get("checks", 0) + 1
-            if not device_id:
-                return
             dkey = (project_id, day, channel, device_id)
             new_today = hash(dkey) not in self._seen_days and dkey not in batch.device_days
             # Rows this report may add, at most: its device, device day, served-to record,

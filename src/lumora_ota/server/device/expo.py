@@ -83,33 +83,66 @@ def protocol_version(headers: Mapping[str, str]) -> int:
 def selection_request(headers: Mapping[str, str], query: Mapping[str, str]) -> SelectionRequest:
     """The selection request the Expo headers (or the ``platform``/``runtime-version`` query
     parameters) describe; 400 problem for bad values."""
-    platform = headers.get("expo-platform") or query.get("platform")
+    get = headers.get
+    channel, platform, runtime_version, current, embedded, failed = request_fields(
+        get("expo-platform") or query.get("platform"),
+        get("expo-runtime-version") or query.get("runtime-version"),
+        get("expo-channel-name"),
+        get("expo-recent-failed-update-ids"),
+        get("expo-current-update-id"),
+        get("expo-embedded-update-id"),
+    )
+    return SelectionRequest(
+        channel,
+        platform,
+        runtime_version,
+        current,
+        embedded,
+        bounded(get("eas-client-id"), "eas-client-id"),
+        failed,
+    )
+
+
+# Devices of one app send few distinct header sets (its runtime versions, channels, the
+# updates they run), so their parsing is memoized; bad values raise and are not remembered.
+@functools.lru_cache(maxsize=4096)
+def request_fields(
+    platform: str | None,
+    runtime_header: str | None,
+    channel_header: str | None,
+    failed_header: str | None,
+    current_header: str | None,
+    embedded_header: str | None,
+) -> tuple[str, str, str, str | None, str | None, frozenset[str]]:
+    """(channel, platform, runtime version, current update id, embedded update id, failed
+    update ids) from the raw values of the request's Expo headers; 400 problem for bad ones."""
     if platform not in EXPO_PLATFORMS:
         raise ProblemError(400, "expo-platform must be 'ios' or 'android'")
-    runtime_version = bounded(
-        headers.get("expo-runtime-version") or query.get("runtime-version"),
-        "expo-runtime-version",
-        MAX_RUNTIME_VERSION_LENGTH,
-    )
+    runtime_version = bounded(runtime_header, "expo-runtime-version", MAX_RUNTIME_VERSION_LENGTH)
     if runtime_version is None:
         raise ProblemError(400, "the expo-runtime-version header is required")
-    channel = bounded(headers.get("expo-channel-name"), "expo-channel-name", 100)
-    failed = parse_string_list(headers.get("expo-recent-failed-update-ids"), limit=MAX_FAILED_IDS)
-    return SelectionRequest(
-        channel=channel or DEFAULT_CHANNEL,
-        platform=platform,
-        runtime_version=runtime_version,
-        current_update_id=update_id_header(headers, "expo-current-update-id"),
-        embedded_update_id=update_id_header(headers, "expo-embedded-update-id"),
-        device_id=bounded(headers.get("eas-client-id"), "eas-client-id"),
-        failed_update_ids=frozenset(update_id.lower() for update_id in failed),
+    channel = bounded(channel_header, "expo-channel-name", 100)
+    failed = parse_string_list(failed_header, limit=MAX_FAILED_IDS)
+    return (
+        channel or DEFAULT_CHANNEL,
+        platform,
+        runtime_version,
+        update_id_value(current_header, "expo-current-update-id"),
+        update_id_value(embedded_header, "expo-embedded-update-id"),
+        frozenset(update_id.lower() for update_id in failed),
     )
 
 
 def update_id_header(headers: Mapping[str, str], name: str) -> str | None:
     """An update-id header, lowercased: update ids are lowercase UUIDs, and a client may send
     them in upper case (Apple's ``UUIDString`` does)."""
-    value = bounded(headers.get(name), name)
+    return update_id_value(headers.get(name), name)
+
+
+def update_id_value(raw: str | None, name: str) -> str | None:
+    """The raw value of update-id header ``name``, stripped and lowercased (see
+    ``update_id_header``); 400 problem when too long."""
+    value = bounded(raw, name)
     return value.lower() if value else None
 
 
