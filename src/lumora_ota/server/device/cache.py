@@ -102,7 +102,9 @@ MAX_BODIES = 8192
 MAX_FULL_UPDATES = 512
 # Memoized device answers per request shape (``shape_memo``): started over when full, so
 # devices sending random shapes cost memory up to this bound and real shapes are relearned.
-MAX_SHAPES = 4096
+# An app's devices send few shapes (platforms x runtime versions x the updates they run);
+# kept well under MAX_BODIES since an entry can keep a body the bodies memo has evicted.
+MAX_SHAPES = 2048
 # After a failed load the database is left alone (answers come from the snapshot) this long,
 # doubling per failure in a row up to the maximum.
 RETRY_MIN_SECONDS = 0.25
