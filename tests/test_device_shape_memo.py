@@ -204,3 +204,31 @@ def test_rollout_and_pin_changes_drop_the_memo(tmp_path: Path) -> None:
         got = {served(f"dev-{n}") for n in range(40)}
         assert got == {ios["first"]["id"], ios["second"]["id"]}
         assert not ctx.delivery.shape_memo()
+
+
+def test_header_parsing_memo_keeps_each_request_its_own() -> None:
+    from lumora_ota.server.device.expo import selection_request
+    from lumora_ota.server.problems import ProblemError
+
+    headers = {
+        "expo-platform": "ios",
+        "expo-runtime-version": " 1 ",
+        "expo-current-update-id": "ABC",
+        "expo-recent-failed-update-ids": '"X", "y"',
+    }
+    for device in ("d1", "d2", None):
+        with_device = {**headers, "eas-client-id": device} if device else headers
+        assert selection_request(with_device, {}) == SelectionRequest(
+            "production", "ios", "1", "abc", None, device, frozenset({"x", "y"})
+        )
+    # The query's values when the headers have none; a bad request raises every time.
+    assert selection_request({}, {"platform": "android", "runtime-version": "2"}).platform == (
+        "android"
+    )
+    for _ in range(2):
+        try:
+            selection_request({**headers, "expo-platform": "web"}, {})
+        except ProblemError as exc:
+            assert exc.status == 400
+        else:
+            raise AssertionError("a bad platform must be refused")
