@@ -34,6 +34,7 @@ from device_helpers import (
 )
 from harness import ServerProcess, create_project, make_export, publish_dir, publish_export
 from lumora_ota.server.device.edge import finish_headers, is_json_content_type, request_headers
+from lumora_ota.server.device.edge_rsgi import RsgiEdge
 from lumora_ota.server.device.memory import BytesLRU
 from lumora_ota.signing import generate_signing_identity
 
@@ -548,6 +549,82 @@ def test_problem_documents_have_one_shape_whoever_renders_them(tmp_path: Path) -
         assert {"type", "title", "status", "detail"} <= document.keys()
         assert document["status"] == status
     assert limited.json()["instance"] == "/api/v1/expo/ghost/manifest"
+
+
+@dataclass
+class NativeScope:
+    """An RSGI request (``server.rsgi.RsgiScope``) as granian hands it over."""
+
+    method: str
+    path: str
+    header_items: list[tuple[str, str]]
+    query_string: str = ""
+    proto: str = "http"
+    client: str = "127.0.0.1:40000"
+
+    @property
+    def headers(self) -> Any:
+        items = self.header_items
+
+        class Headers:
+            def items(self) -> list[tuple[str, str]]:
+                return items
+
+        return Headers()
+
+
+class NativeProtocol:
+    """Records the one answer a native handler gives (``server.rsgi.RsgiProtocol``)."""
+
+    def __init__(self) -> None:
+        self.answer: tuple[int, list[tuple[str, str]], bytes | str] | None = None
+
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.answer = (status, headers, body)
+
+    def response_file(self, status: int, headers: list[tuple[str, str]], file: str) -> None:
+        self.answer = (status, headers, file)
+
+
+def test_assets_are_answered_natively_over_rsgi(edge_app: EdgeApp) -> None:
+    """The RSGI edge answers asset requests itself (it handed every one to the ASGI bridge
+    before), with the ASGI edge's status, headers and bytes; the unusual ones it hands over."""
+    native = RsgiEdge(edge_app.app.edge)
+    launch, big = edge_app.launch_sha, edge_app.big_sha
+
+    def native_answer(path: str, headers: dict[str, str], method: str = "GET") -> Any:
+        protocol = NativeProtocol()
+        scope = NativeScope(method, path, list(headers.items()))
+        handover = edge_app.client.portal.call(native, scope, protocol)
+        return handover, protocol.answer
+
+    for headers, status in [
+        ({"accept-encoding": "br"}, 200),
+        ({"accept-encoding": "identity"}, 200),
+        ({"if-none-match": f'"{launch}"'}, 304),
+    ]:
+        handover, answer = native_answer(asset(launch), headers)
+        assert handover is None and answer is not None, headers
+        via_asgi = edge_app.call(edge_app.app, "GET", asset(launch), headers)
+        got = sorted((k.encode(), v.encode()) for k, v in answer[1])
+        assert (answer[0], got, answer[2]) == (
+            status,
+            sorted(via_asgi.headers),
+            via_asgi.body,
+        ), headers
+    handover, answer = native_answer(asset(big), {"accept-encoding": "identity"})
+    via_asgi = edge_app.call(edge_app.app, "GET", asset(big), {"accept-encoding": "identity"})
+    assert handover is None and answer is not None
+    assert answer[2] == via_asgi.pathsend  # the file, sent by granian
+    assert sorted((k.encode(), v.encode()) for k, v in answer[1]) == sorted(via_asgi.headers)
+    for method, headers in [
+        ("GET", {"range": "bytes=0-9"}),
+        ("GET", {"expo-requested-update-id": edge_app.served_id}),
+        ("GET", {"origin": "https://app.example"}),
+        ("HEAD", {}),
+    ]:
+        handover, answer = native_answer(asset(launch), headers, method)
+        assert handover is not None and answer is None, (method, headers)
 
 
 # --- The same answers through granian's RSGI entry (``server/rsgi.py``) --------------------

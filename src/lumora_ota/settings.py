@@ -183,6 +183,9 @@ class Settings(BaseSettings):
     # Connections each worker serves at once; more wait in the kernel's accept queue. With
     # ``header_timeout`` this bounds what idle connections can hold (``server/launch.py``).
     max_connections: int = Field(4096, ge=16, le=1_000_000)
+    # Seconds a worker has after SIGTERM to finish its requests and its shutdown (statistics
+    # flush, database closed) before it is killed, logged as an error (``server/workerstop.py``).
+    shutdown_timeout: Seconds = Field(10.0, ge=1, le=300)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     # Names this process in /health, so operators (and tests) can tell who answered.
     instance_name: str = Field(default_factory=socket.gethostname)

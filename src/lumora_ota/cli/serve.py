@@ -50,6 +50,7 @@ def _export(settings: Settings) -> None:
         log_level=settings.log_level,
         header_timeout=settings.header_timeout,
         max_connections=settings.max_connections,
+        shutdown_timeout=settings.shutdown_timeout,
         data_dir=settings.data_dir,
         database_url=settings.resolved_database_url,
     ).export()

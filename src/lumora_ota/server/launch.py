@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import math
 import os
 import resource
 import socket
@@ -37,7 +38,6 @@ from lumora_ota.server.allocator import limit_arenas
 __all__ = ["LOG_LEVELS", "SERVERS", "LaunchSettings", "command", "main"]
 
 APP_FACTORY = "lumora_ota.server.app:create_app_from_env"
-GRACEFUL_SHUTDOWN_SECONDS = 10
 # File descriptors a worker keeps for itself beyond its connections (database, blobs, logs).
 RESERVED_FDS = 256
 
@@ -55,6 +55,7 @@ class LaunchSettings:
     log_level: str
     header_timeout: float
     max_connections: int
+    shutdown_timeout: float
     data_dir: Path
     database_url: str
 
@@ -66,6 +67,7 @@ class LaunchSettings:
         "log_level": "LUMORA_LOG_LEVEL",
         "header_timeout": "LUMORA_HEADER_TIMEOUT",
         "max_connections": "LUMORA_MAX_CONNECTIONS",
+        "shutdown_timeout": "LUMORA_SHUTDOWN_TIMEOUT",
         "data_dir": "LUMORA_DATA_DIR",
         "database_url": "LUMORA_DATABASE_URL",
     }
@@ -90,6 +92,7 @@ class LaunchSettings:
                 log_level=env["LUMORA_LOG_LEVEL"],
                 header_timeout=float(env["LUMORA_HEADER_TIMEOUT"]),
                 max_connections=int(env["LUMORA_MAX_CONNECTIONS"]),
+                shutdown_timeout=float(env["LUMORA_SHUTDOWN_TIMEOUT"]),
                 data_dir=Path(env["LUMORA_DATA_DIR"]),
                 database_url=env["LUMORA_DATABASE_URL"],
             )
@@ -107,6 +110,7 @@ class LaunchSettings:
             log_level=settings.log_level,
             header_timeout=settings.header_timeout,
             max_connections=settings.max_connections,
+            shutdown_timeout=settings.shutdown_timeout,
             data_dir=settings.data_dir,
             database_url=settings.resolved_database_url,
         )
@@ -195,10 +199,12 @@ def run_granian(
     """
     from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
-    from granian.server import Server
+
+    from lumora_ota.server.workerstop import granian_server
 
     cap = connection_cap(settings.max_connections)
-    Server(
+    # Its workers stopped within ``shutdown_timeout``, killed only when really stuck.
+    granian_server(settings.shutdown_timeout)(
         APP_FACTORY,
         address=host,
         port=port,
@@ -207,7 +213,7 @@ def run_granian(
         interface=Interfaces.RSGI,
         workers=workers,
         factory=True,
-        log_level=log_level,  # type: ignore[arg-type]
+        log_level=log_level,
         log_access=False,
         http=HTTPModes.http1,
         websockets=False,  # no WebSocket routes (the RSGI entry serves HTTP only)
@@ -217,8 +223,9 @@ def run_granian(
         backlog=max(1024, min(cap, 4096)),
         backpressure=cap,
         # Like uvicorn's graceful-shutdown timeout below: a worker that has not finished its
-        # shutdown this long after SIGTERM is killed instead of holding the server up forever.
-        workers_kill_timeout=GRACEFUL_SHUTDOWN_SECONDS,
+        # shutdown this long after SIGTERM is killed instead of holding the server up forever
+        # (at stop ``stop_workers`` applies it; granian itself when it respawns a worker).
+        workers_kill_timeout=math.ceil(settings.shutdown_timeout),
     ).serve()
 
 
@@ -241,7 +248,7 @@ def run_uvicorn(
         workers=workers,
         log_level=log_level,
         access_log=False,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
         timeout_keep_alive=max(1, round(settings.header_timeout)),
         limit_concurrency=cap,
     )

@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -86,8 +87,16 @@ MAX_FINISHED_HEADER_SETS = 4096
 Reply = tuple[int, bytes, RawHeaders]
 
 
-class Fallback(Exception):
-    """The edge does not answer this request: the application does."""
+class AssetReply(NamedTuple):
+    """An asset answer: its status, headers (no ``content-length``), the body in memory
+    (empty for a 304 and for nginx's ``X-Accel-Redirect`` hand-over) or the ``path`` of the
+    file to send, and the ``content-length`` (None for a 304)."""
+
+    status: int
+    headers: RawHeaders
+    body: bytes
+    path: str | None
+    length: int | None
 
 
 def request_headers(scope: Scope) -> dict[str, str] | None:
@@ -267,10 +276,15 @@ class DeviceEdge:
             if size > self._max_json_bytes:
                 return b"".join(chunks), True
 
-    async def _asset(self, name: str, scope: Scope, receive: Receive, send: Send) -> None:
-        started = self._clock()
+    async def asset_reply(
+        self, name: str, headers: dict[str, str] | None, *, files_sent: bool
+    ) -> AssetReply | None:
+        """The answer to ``GET /assets/{name}`` with request ``headers`` (lowercase names;
+        None: left to the application), or None where the route answers (a range, delta
+        negotiation, an object store, an unknown or unpublished asset, a file when the
+        transport cannot send files, ``files_sent`` False). A 200 is counted as a download.
+        Raises what the patch index or the blob store raise (``_problem`` renders it)."""
         files = self._files
-        headers = request_headers(scope)
         match = ASSET_NAME_RE.fullmatch(name)
         if (
             files is None
@@ -279,43 +293,48 @@ class DeviceEdge:
             or "range" in headers
             or "expo-requested-update-id" in headers  # delta negotiation: the route's
         ):
-            await self.app(scope, receive, send)
-            return
+            return None
         sha256 = match["sha256"]
-        try:
-            # As the route: the patch index is loaded for every asset request, so the
-            # ``vary`` of a URL is the same whichever request came first.
-            snapshot = await patch_index(self._ctx).snapshot()
-            if sha256 not in snapshot.published:
-                raise Fallback  # the route looks it up, or answers 404 (never published)
-            found = files.find(sha256, match["ext"] or "", headers.get("accept-encoding"))
-            if found is None:
-                raise Fallback  # the route answers 404
-            asset, data = found
-            if data is None and PATHSEND not in scope.get("extensions", {}):
-                raise Fallback  # the route streams the file (FileResponse)
-            vary = full_asset_vary(self._ctx, sha256).encode("latin-1")
-        except Fallback:
-            await self.app(scope, receive, send)
-            return
-        except Exception as exc:
-            await self._failed(exc, ASSET, started, scope, receive, send)
-            return
+        # As the route: the patch index is loaded for every asset request, so the
+        # ``vary`` of a URL is the same whichever request came first.
+        snapshot = await patch_index(self._ctx).snapshot()
+        if sha256 not in snapshot.published:
+            return None  # the route looks it up, or answers 404 (never published)
+        found = files.find(sha256, match["ext"] or "", headers.get("accept-encoding"))
+        if found is None:
+            return None  # the route answers 404
+        asset, data = found
+        if data is None and not files_sent:
+            return None  # the route streams the file (FileResponse)
+        vary = full_asset_vary(self._ctx, sha256).encode("latin-1")
         answer_headers = (*asset.headers, (b"vary", vary))
         if_none_match = headers.get("if-none-match")
         if if_none_match is not None and etag_matches(if_none_match, asset.etag):
             unchanged = tuple(h for h in answer_headers if h[0] != b"content-type")
-            await self._send(send, 304, b"", unchanged)
-            self._observe("GET", ASSET.metric, 304, started)
-            return
+            return AssetReply(304, unchanged, b"", None, None)
         record_asset_download(self._ctx, "GET", asset)
         if data is not None:  # (with X-Accel-Redirect: no bytes, nginx sends the file)
-            await self._send(send, 200, data, (*answer_headers, *asset.accel))
+            return AssetReply(200, (*answer_headers, *asset.accel), data, None, len(data))
+        return AssetReply(200, answer_headers, b"", str(asset.path), asset.stat.st_size)
+
+    async def _asset(self, name: str, scope: Scope, receive: Receive, send: Send) -> None:
+        started = self._clock()
+        try:
+            reply = await self.asset_reply(
+                name, request_headers(scope), files_sent=PATHSEND in scope.get("extensions", {})
+            )
+        except Exception as exc:
+            await self._failed(exc, ASSET, started, scope, receive, send)
+            return
+        if reply is None:
+            await self.app(scope, receive, send)
+            return
+        await send(self._start_message(reply.status, reply.headers, reply.length))
+        if reply.path is None:
+            await send({"type": "http.response.body", "body": reply.body})
         else:
-            start = self._start_message(200, answer_headers, asset.stat.st_size)
-            await send(start)
-            await send({"type": PATHSEND, "path": str(asset.path)})
-        self._observe("GET", ASSET.metric, 200, started)
+            await send({"type": PATHSEND, "path": reply.path})
+        self._observe("GET", ASSET.metric, reply.status, started)
 
     async def _failed(
         self,
@@ -333,6 +352,10 @@ class DeviceEdge:
             return
         await self._send(send, *reply)
         self._observe(scope["method"], endpoint.metric, reply[0], started)
+
+    def problem(self, exc: Exception, method: str, path: str) -> Reply | None:
+        """``_problem``: a responder's error as the route would answer it, or None."""
+        return self._problem(exc, method, path)
 
     def _problem(self, exc: Exception, method: str, path: str) -> Reply | None:
         """A responder's error as a problem document rendered by the one renderer

@@ -6,9 +6,12 @@ scope, encode every header to bytes and decode the answer's back, only for the e
 them into a dict again. ``RsgiEdge`` reads the RSGI request as it comes (text headers) and
 answers with one ``response_bytes`` call whose header list is built once per answer shape,
 through the same ``DeviceEdge`` rules (``manifest_reply``, ``check_reply``), counted the same
-way. Everything else is left to the bridge: assets (the edge's ASGI branch: memory bytes or
-the file by ``pathsend``), and any request the edge leaves to the application (then handed
-straight to the framework, with the check body it read).
+way. Assets too (``asset_reply``): bytes kept in memory, and the empty answer carrying
+``X-Accel-Redirect`` when nginx sends the file, go out by ``response_bytes``, a file by
+``response_file`` (sent by granian). Everything else is left to the bridge: a ``HEAD``, any
+request the edge leaves to the application (a range, delta negotiation, ``Origin``, an
+object store; handed straight to the framework, with the check body it read), and an asset
+request with a query string.
 
 Used only when the edge is the application's front and no device rate limit is set: the
 limiter and the trusted-proxy middleware work on the ASGI scope.
@@ -20,7 +23,7 @@ import logging
 
 from lumora_ota.server.device.answer import RawHeaders
 from lumora_ota.server.device.edge import MAX_FINISHED_HEADER_SETS, DeviceEdge
-from lumora_ota.server.endpoints import EXPO_MANIFEST, UPDATES_CHECK, match
+from lumora_ota.server.endpoints import ASSET, EXPO_MANIFEST, UPDATES_CHECK, match
 from lumora_ota.server.request_guard import MAX_HEADER_BYTES
 from lumora_ota.server.rsgi import Handover, RsgiProtocol, RsgiScope
 
@@ -67,6 +70,30 @@ class RsgiEdge:
             return UNTOUCHED
         endpoint, params = found
         edge = self._edge
+        if endpoint is ASSET and method == "GET":
+            started = edge.now()
+            try:
+                asset = await edge.asset_reply(
+                    params["name"], rsgi_request_headers(scope.headers.items()), files_sent=True
+                )
+            except Exception as exc:
+                reply = edge.problem(exc, method, scope.path)
+                if reply is None:
+                    return Handover(framework=True)
+                self._respond(protocol, *reply)
+                edge.observe(method, ASSET.metric, reply[0], started)
+                return None
+            if asset is None:
+                return Handover(framework=True)
+            answer = self._finished(asset.headers)
+            if asset.length is not None:
+                answer = [*answer, ("content-length", str(asset.length))]
+            if asset.path is None:
+                protocol.response_bytes(asset.status, answer, asset.body)
+            else:
+                protocol.response_file(asset.status, answer, asset.path)
+            edge.observe(method, ASSET.metric, asset.status, started)
+            return None
         if endpoint is EXPO_MANIFEST and method == "GET":
             started = edge.now()
             reply = await edge.manifest_reply(
@@ -101,9 +128,8 @@ class RsgiEdge:
             return None
         return UNTOUCHED
 
-    def _respond(
-        self, protocol: RsgiProtocol, status: int, body: bytes, headers: RawHeaders
-    ) -> None:
+    def _finished(self, headers: RawHeaders) -> list[tuple[str, str]]:
+        """The edge's ``finished_headers`` as RSGI's text pairs, memoized (bounded)."""
         finished = self._headers.get(headers)
         if finished is None:
             if len(self._headers) >= MAX_FINISHED_HEADER_SETS:
@@ -112,6 +138,12 @@ class RsgiEdge:
                 (name.decode("latin-1"), value.decode("latin-1"))
                 for name, value in self._edge.finished_headers(headers)
             ]
+        return finished
+
+    def _respond(
+        self, protocol: RsgiProtocol, status: int, body: bytes, headers: RawHeaders
+    ) -> None:
+        finished = self._finished(headers)
         if status not in NO_BODY_STATUSES:  # as Starlette: a length unless there is no body
             finished = [*finished, ("content-length", str(len(body)))]
         protocol.response_bytes(status, finished, body)
