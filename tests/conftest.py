@@ -94,11 +94,28 @@ def server_factory(
         started.append(srv)
         return srv.start()
 
+    start.started = started  # type: ignore[attr-defined]  # read by _stop_servers_of_the_test
     yield start
     for srv in started:
         srv.stop()
     for url in databases:
         drop_pg_database(url)
+
+
+@pytest.fixture(autouse=True)
+def _stop_servers_of_the_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Stop, when a test ends, the servers it started itself (in its body or its function
+    fixtures); module and session fixtures' servers, set up before this runs, live on.
+    Every live server keeps its database pool's connections open, and PostgreSQL allows
+    100: servers kept to the end of the session ran it out of connections."""
+    if "server_factory" not in request.fixturenames:
+        yield
+        return
+    started: list[ServerProcess] = request.getfixturevalue("server_factory").started
+    before = len(started)
+    yield
+    for srv in started[before:]:
+        srv.stop()
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
