@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import psutil
@@ -73,14 +74,35 @@ def _wait_http(
     raise RuntimeError(f"{url} did not answer in {timeout:.0f} s")
 
 
+class StartedProcess:
+    """``stop`` and ``pid`` of the process a bench object started (its ``proc``)."""
+
+    proc: subprocess.Popen[bytes] | None
+    WHAT: ClassVar[str] = "process"
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM to the process we started), SIGKILL if it hangs."""
+        if self.proc is not None:
+            _stop(self.proc)
+
+    @property
+    def pid(self) -> int:
+        """The started process's id (the server's main process, the nginx master)."""
+        if self.proc is None:
+            raise RuntimeError(f"{self.WHAT} not started")
+        return self.proc.pid
+
+
 @dataclass
-class LumoraServer:
+class LumoraServer(StartedProcess):
     """One ``lumora serve`` with production defaults: one worker, no test-only tuning.
 
     Only the bootstrap admin key is passed in the environment (that is how automation gets
     its first key); every other setting is the documented default except the data dir, port
     and server implementation under test.
     """
+
+    WHAT: ClassVar[str] = "server"
 
     data_dir: Path
     admin_key: str
@@ -139,18 +161,6 @@ class LumoraServer:
         _wait_http(f"{self.url}/health", self.proc, self.log_path, timeout)
         return self
 
-    def stop(self) -> None:
-        """Graceful stop (SIGTERM to the process we started), SIGKILL if it hangs."""
-        if self.proc is not None:
-            _stop(self.proc)
-
-    @property
-    def pid(self) -> int:
-        """The server's main process id."""
-        if self.proc is None:
-            raise RuntimeError("server not started")
-        return self.proc.pid
-
 
 NGINX_CONF = """\
 {user}worker_processes 1;
@@ -192,9 +202,11 @@ http {{
 
 
 @dataclass
-class NginxReference:
+class NginxReference(StartedProcess):
     """nginx with one worker serving two static files: the signed manifest response's exact
     bytes (with its content-type and Expo headers) and the brotli bytes of the 1 MB asset."""
+
+    WHAT: ClassVar[str] = "nginx"
 
     root: Path
     manifest_body: bytes
@@ -248,18 +260,6 @@ class NginxReference:
             )
         _wait_http(f"{self.url}/manifest", self.proc, log, 15.0)
         return self
-
-    def stop(self) -> None:
-        """Stop the nginx we started."""
-        if self.proc is not None:
-            _stop(self.proc)
-
-    @property
-    def pid(self) -> int:
-        """The nginx master's process id."""
-        if self.proc is None:
-            raise RuntimeError("nginx not started")
-        return self.proc.pid
 
 
 @dataclass

@@ -15,8 +15,9 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-from bench.processes import _stop, _wait_http, free_port, nginx_executable
+from bench.processes import StartedProcess, _wait_http, free_port, nginx_executable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEPLOYMENT_CONF = REPO_ROOT / "docs" / "nginx" / "lumora.conf"
@@ -106,10 +107,12 @@ def local_config(
 
 
 @dataclass
-class NginxProxy:
+class NginxProxy(StartedProcess):
     """One nginx (one worker) running the documented configuration in front of a
     ``lumora serve`` on ``upstream_port`` started with
     ``LUMORA_ACCEL_REDIRECT_PREFIX=ACCEL_PREFIX`` over ``blobs_dir``."""
+
+    WHAT: ClassVar[str] = "nginx"
 
     root: Path
     upstream_port: int
@@ -183,15 +186,3 @@ class NginxProxy:
             self.proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
         _wait_http(f"{self.url}/health", self.proc, log, timeout, verify=False)
         return self
-
-    def stop(self) -> None:
-        """Stop the nginx we started."""
-        if self.proc is not None:
-            _stop(self.proc)
-
-    @property
-    def pid(self) -> int:
-        """The nginx master's process id."""
-        if self.proc is None:
-            raise RuntimeError("nginx not started")
-        return self.proc.pid
